@@ -1,0 +1,1 @@
+"""The blog's four services: posts, comments, query and the event bus."""

@@ -1,0 +1,1 @@
+"""Event bus: the durable event log and delivery to subscribers."""

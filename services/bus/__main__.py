@@ -1,0 +1,5 @@
+from services.shared.main import run
+
+from .app import create_app
+
+run("bus", create_app)

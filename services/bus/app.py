@@ -1,0 +1,78 @@
+"""Event bus (:4005): logs every event durably, then delivers it to every subscriber's `POST /events`."""
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, jsonify, request, stream_with_context
+
+from services.shared import config as config_module
+from services.shared.config import Config
+from services.shared.db import Database
+from services.shared.web import ApiError, create_base_app, parse_events
+
+from .delivery import Delivery
+from .log import SCHEMA, EventLog, row_to_json
+
+
+def _int_arg(name: str, default: int | None, minimum: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter '{name}' must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ApiError(400, f"query parameter '{name}' must be at least {minimum}")
+    return value
+
+
+def create_app(config: Config | None = None, **delivery_options) -> Flask:
+    config = config or config_module.load()
+    event_log = EventLog(Database(config.db_path("bus"), SCHEMA))
+    delivery = Delivery(event_log, config.subscribers, **delivery_options)
+
+    app = create_base_app("bus", config)
+    app.extensions["blog"] = delivery
+    started = time.time()
+
+    @app.post("/events")
+    def publish():
+        batch = isinstance(request.get_json(force=True, silent=True), list)
+        appended = event_log.append(parse_events())
+        if batch:
+            return jsonify(status="OK", events=[vars(a) for a in appended])
+        return jsonify(status="OK", **vars(appended[0]))
+
+    @app.get("/events")
+    def read_log():
+        after = _int_arg("after", 0, 0)
+        limit = _int_arg("limit", None, 1)
+        event_type = request.args.get("type") or None
+        rows = event_log.read_after(after, limit, event_type)
+
+        def stream():
+            # Streamed a page at a time: the response is never built whole in memory.
+            yield "["
+            for i, row in enumerate(rows):
+                yield ("," if i else "") + row_to_json(row)
+            yield "]"
+
+        return Response(stream_with_context(stream()), mimetype="application/json")
+
+    def subscribers() -> list[dict]:
+        last = event_log.last_seq()
+        return [dict(vars(s), lag=last - s.cursor) for s in delivery.statuses()]
+
+    @app.get("/subscribers")
+    def list_subscribers():
+        return jsonify(subscribers())
+
+    @app.get("/health")
+    def health():
+        return jsonify(
+            service="bus", status="ok", last_seq=event_log.last_seq(),
+            uptime=round(time.time() - started, 1), subscribers=subscribers(),
+        )
+
+    return app

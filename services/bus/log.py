@@ -1,0 +1,117 @@
+"""The bus's durable event log and its subscribers' cursors, in one SQLite file (WAL).
+
+An event is committed before its publisher is answered. Reads go page by page, so
+neither a reader nor the bus holds the log in memory.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from services.shared.db import Database
+from services.shared.events import Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY,
+    id     TEXT NOT NULL UNIQUE,
+    type   TEXT NOT NULL,
+    source TEXT,
+    time   TEXT NOT NULL,
+    data   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_type ON events (type, seq);
+CREATE TABLE IF NOT EXISTS cursors (
+    subscriber TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL DEFAULT 0
+);
+"""
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Appended:
+    id: str
+    seq: int
+    duplicate: bool
+
+
+class EventLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._wakeups: list[threading.Event] = []
+
+    def wakeup(self) -> threading.Event:
+        """An event set after every commit that adds events: delivery waits on it instead of polling."""
+        flag = threading.Event()
+        self._wakeups.append(flag)
+        return flag
+
+    def append(self, events: Sequence[Event]) -> list[Appended]:
+        """Log events in one transaction; an id already in the log is acknowledged, not logged again."""
+        results = []
+        with self.db.transaction() as conn:
+            for event in events:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO events (id, type, source, time, data) VALUES (?, ?, ?, ?, ?)",
+                    (event.id, event.type, event.source, event.time, json.dumps(event.data, ensure_ascii=False)),
+                )
+                if cursor.rowcount:
+                    results.append(Appended(event.id, cursor.lastrowid, False))
+                else:
+                    seq = conn.execute("SELECT seq FROM events WHERE id = ?", (event.id,)).fetchone()[0]
+                    results.append(Appended(event.id, seq, True))
+        if any(not r.duplicate for r in results):
+            for flag in self._wakeups:
+                flag.set()
+        return results
+
+    def read_after(self, after: int = 0, limit: int | None = None, type: str | None = None) -> Iterator[sqlite3.Row]:
+        """Rows with seq > after, oldest first, fetched a page at a time."""
+        conn = self.db.connection()
+        remaining = limit if limit is not None else float("inf")
+        while remaining > 0:
+            page = int(min(PAGE, remaining))
+            if type is None:
+                rows = conn.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, page))
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM events WHERE type = ? AND seq > ? ORDER BY seq LIMIT ?", (type, after, page)
+                )
+            rows = rows.fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1]["seq"]
+            remaining -= len(rows)
+
+    def last_seq(self) -> int:
+        return self.db.connection().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+
+    def cursor(self, subscriber: str) -> int:
+        row = self.db.connection().execute("SELECT seq FROM cursors WHERE subscriber = ?", (subscriber,)).fetchone()
+        return row[0] if row else 0
+
+    def advance(self, subscriber: str, seq: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO cursors (subscriber, seq) VALUES (?, ?) "
+                "ON CONFLICT (subscriber) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (subscriber, seq),
+            )
+
+
+def row_to_json(row: sqlite3.Row) -> str:
+    """A logged event as wire JSON, reusing the stored data text rather than decoding it."""
+    head = json.dumps(
+        {"seq": row["seq"], "id": row["id"], "type": row["type"], "source": row["source"], "time": row["time"]},
+        ensure_ascii=False,
+    )
+    return f'{head[:-1]}, "data": {row["data"]}}}'
+
+
+def row_to_event(row: sqlite3.Row) -> Event:
+    return Event(row["type"], json.loads(row["data"]), row["id"], row["source"], row["time"], row["seq"])

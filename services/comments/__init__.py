@@ -1,0 +1,1 @@
+"""Comments service: stores comments per post and emits CommentCreated."""

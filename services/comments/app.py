@@ -1,0 +1,55 @@
+"""Comments service (:4001): comments per post; each new comment emits CommentCreated via the outbox."""
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+from services.shared import config as config_module
+from services.shared import outbox, transport as transport_module
+from services.shared.config import Config
+from services.shared.db import Database
+from services.shared.events import Content, Strict
+from services.shared.transport import Transport
+from services.shared.web import ApiError, create_base_app, events_blueprint, parse
+
+from .store import SCHEMA, CommentStore, UnknownPost
+
+
+class NewComment(Strict):
+    content: Content
+
+
+def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
+    config = config or config_module.load()
+    transport = transport or transport_module.from_config(config, source="comments")
+    db = Database(config.db_path("comments"), SCHEMA)
+    store = CommentStore(db)
+    relay = outbox.Relay(db, transport)
+    transport.start_consuming("comments", store.apply)
+
+    app = create_base_app("comments", config)
+    app.extensions["blog"] = relay
+
+    @app.post("/posts/<post_id>/comments")
+    def create_comment(post_id: str):
+        content = parse(NewComment).content
+        try:
+            comments = store.create(post_id, content)
+        except UnknownPost:
+            raise ApiError(404, f"post {post_id!r} is not known to the comments service") from None
+        relay.notify()
+        return jsonify(comments), 201
+
+    @app.get("/posts/<post_id>/comments")
+    def list_comments(post_id: str):
+        return jsonify(store.for_post(post_id))
+
+    @app.get("/health")
+    def health():
+        posts, comments = store.count()
+        return jsonify(
+            service="comments", status="ok", known_posts=posts, comments=comments,
+            outbox_pending=outbox.pending(db), relay_error=relay.last_error,
+        )
+
+    app.register_blueprint(events_blueprint(store.apply))
+    return app

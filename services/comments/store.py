@@ -1,0 +1,77 @@
+"""Comments, the posts Comments has heard of (from PostCreated), and the outbox, in one SQLite file."""
+from __future__ import annotations
+
+import secrets
+import sqlite3
+
+from services.shared import outbox
+from services.shared.db import Database
+from services.shared.events import Event, PostCreated, comment_created, dispatch
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS known_posts (
+    id TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS comments (
+    pos     INTEGER PRIMARY KEY,
+    id      TEXT NOT NULL UNIQUE,
+    post_id TEXT NOT NULL,
+    content TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_post ON comments (post_id, pos);
+""" + outbox.SCHEMA
+
+
+class UnknownPost(LookupError):
+    """A comment names a post this service has never heard of."""
+
+
+class CommentStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, post_id: str, content: str) -> list[dict]:
+        """Add a comment and its CommentCreated; return all of the post's comments."""
+        for _ in range(10):
+            comment_id = secrets.token_hex(4)
+            try:
+                with self.db.transaction() as conn:
+                    if conn.execute("SELECT 1 FROM known_posts WHERE id = ?", (post_id,)).fetchone() is None:
+                        raise UnknownPost(post_id)
+                    conn.execute(
+                        "INSERT INTO comments (id, post_id, content) VALUES (?, ?, ?)",
+                        (comment_id, post_id, content),
+                    )
+                    outbox.add(conn, comment_created(comment_id, content, post_id))
+                    return self._for_post(conn, post_id)
+            except sqlite3.IntegrityError:
+                continue
+        raise RuntimeError("could not find a free comment id")
+
+    def for_post(self, post_id: str) -> list[dict]:
+        return self._for_post(self.db.connection(), post_id)
+
+    @staticmethod
+    def _for_post(conn: sqlite3.Connection, post_id: str) -> list[dict]:
+        rows = conn.execute("SELECT id, content FROM comments WHERE post_id = ? ORDER BY pos", (post_id,))
+        return [{"id": row["id"], "content": row["content"]} for row in rows]
+
+    def count(self) -> tuple[int, int]:
+        conn = self.db.connection()
+        posts = conn.execute("SELECT count(*) FROM known_posts").fetchone()[0]
+        comments = conn.execute("SELECT count(*) FROM comments").fetchone()[0]
+        return posts, comments
+
+    def apply(self, events: list[Event]) -> None:
+        """Apply delivered events in one transaction; a redelivered one changes nothing."""
+        with self.db.transaction() as conn:
+            for event in events:
+                dispatch(HANDLERS, event, conn)
+
+
+def remember_post(post: PostCreated, event: Event, conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT OR IGNORE INTO known_posts (id) VALUES (?)", (post.id,))
+
+
+HANDLERS = {"PostCreated": remember_post}
+

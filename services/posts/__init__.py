@@ -1,0 +1,1 @@
+"""Posts service: stores posts and emits PostCreated."""

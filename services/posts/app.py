@@ -1,0 +1,50 @@
+"""Posts service (:4000): create and list posts; each new post emits PostCreated through the outbox."""
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+from services.shared import config as config_module
+from services.shared import outbox, transport as transport_module
+from services.shared.config import Config
+from services.shared.db import Database
+from services.shared.events import Strict, Title
+from services.shared.transport import Transport
+from services.shared.web import create_base_app, events_blueprint, parse
+
+from .store import SCHEMA, PostStore
+
+
+class NewPost(Strict):
+    title: Title
+
+
+def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
+    config = config or config_module.load()
+    transport = transport or transport_module.from_config(config, source="posts")
+    db = Database(config.db_path("posts"), SCHEMA)
+    store = PostStore(db)
+    relay = outbox.Relay(db, transport)
+
+    app = create_base_app("posts", config)
+    app.extensions["blog"] = relay  # started by run(); tests drive relay.relay_once()
+
+    @app.post("/posts")
+    def create_post():
+        post = store.create(parse(NewPost).title)
+        relay.notify()
+        return jsonify(post), 201
+
+    @app.get("/posts")
+    def list_posts():
+        return jsonify(store.all())
+
+    @app.get("/health")
+    def health():
+        return jsonify(
+            service="posts", status="ok", posts=store.count(),
+            outbox_pending=outbox.pending(db), relay_error=relay.last_error,
+        )
+
+    # Posts handles no event type yet; it acknowledges every delivery, as the course's does.
+    app.register_blueprint(events_blueprint(lambda events: None))
+    return app

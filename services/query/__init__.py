@@ -1,0 +1,1 @@
+"""Query service: the read model of posts with their comments."""

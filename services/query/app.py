@@ -1,0 +1,53 @@
+"""Query service (:4002): the posts-with-comments view, built from events alone.
+
+It calls no other service while answering: with Posts and Comments dead, `GET /posts` still serves.
+"""
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify, request
+
+from services.shared import config as config_module
+from services.shared import transport as transport_module
+from services.shared.config import Config
+from services.shared.db import Database
+from services.shared.events import Event
+from services.shared.transport import Transport
+from services.shared.web import create_base_app, events_blueprint
+
+from .catchup import CatchUp
+from .view import SCHEMA, QueryView
+
+
+def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
+    config = config or config_module.load()
+    transport = transport or transport_module.from_config(config, source="query")
+    view = QueryView(Database(config.db_path("query"), SCHEMA))
+    catch_up = CatchUp(view, transport)
+
+    def consume(events: list[Event]) -> None:
+        if view.apply(events):
+            catch_up.request()
+
+    transport.start_consuming("query", consume)
+    app = create_base_app("query", config)
+    app.extensions["blog"] = catch_up
+
+    @app.get("/posts")
+    def list_posts():
+        rendering = view.render()
+        etag = f'"{rendering.etag}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in request.headers.get("If-None-Match", ""):
+            return Response(status=304, headers=headers)
+        return Response(rendering.body, mimetype="application/json", headers=headers)
+
+    @app.get("/health")
+    def health():
+        posts, comments = view.counts()
+        return jsonify(
+            service="query", status="ok", applied_seq=view.applied_seq, posts=posts, comments=comments,
+            catching_up=catch_up.running, catch_up_error=catch_up.last_error,
+        )
+
+    app.register_blueprint(events_blueprint(consume))
+    return app

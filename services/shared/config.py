@@ -1,0 +1,94 @@
+"""Where every service and the CLI learn ports, addresses and the data directory.
+
+The one copy of the port table. Each value has a default and a `BLOG_*`
+environment variable that overrides it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("posts", "comments", "query", "bus")
+DEFAULT_PORTS = {"posts": 4000, "comments": 4001, "query": 4002, "bus": 4005}
+# Who the bus delivers to, unless BLOG_SUBSCRIBERS says otherwise.
+DEFAULT_SUBSCRIBERS = ("posts", "comments", "query")
+
+
+class ConfigError(ValueError):
+    """A BLOG_* setting holds a value the system cannot use."""
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    name: str
+    url: str
+    batch: bool = False  # our own services take a JSON array per delivery; others get one event per POST
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    data_dir: Path = Path(".blog")
+    subscribers: tuple[Subscriber, ...] = ()
+    max_body_bytes: int = 64 * 1024
+
+    def url(self, service: str) -> str:
+        """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.ports[service]}"
+
+    def db_path(self, service: str) -> Path:
+        return self.data_dir / f"{service}.db"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+
+def _port(env: dict[str, str], service: str) -> int:
+    name = f"BLOG_{service.upper()}_PORT"
+    raw = env.get(name)
+    if raw is None:
+        return DEFAULT_PORTS[service]
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}={raw!r} is outside 1-65535")
+    return port
+
+
+def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
+    """BLOG_SUBSCRIBERS: comma-separated `name=url` pairs, or service names."""
+    raw = env.get("BLOG_SUBSCRIBERS")
+    if raw is None:
+        return tuple(Subscriber(n, base.url(n) + "/events", batch=True) for n in DEFAULT_SUBSCRIBERS)
+    subscribers = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, url = (part.strip() for part in item.partition("="))
+        if sep:
+            subscribers.append(Subscriber(name, url))
+        elif name in base.ports:
+            subscribers.append(Subscriber(name, base.url(name) + "/events", batch=True))
+        else:
+            raise ConfigError(f"BLOG_SUBSCRIBERS: {name!r} is neither a service nor name=url")
+    return tuple(subscribers)
+
+
+def load(env: dict[str, str] | None = None) -> Config:
+    """Read the configuration from `env` (default: the process environment)."""
+    env = dict(os.environ if env is None else env)
+    base = Config(
+        host=env.get("BLOG_HOST", "127.0.0.1"),
+        ports={service: _port(env, service) for service in SERVICES},
+        data_dir=Path(env.get("BLOG_DATA_DIR", ".blog")),
+    )
+    return Config(
+        host=base.host,
+        ports=base.ports,
+        data_dir=base.data_dir,
+        subscribers=_subscribers(env, base),
+    )

@@ -1,0 +1,28 @@
+"""`python -m services.NAME`: build the app, start its background workers, serve it until stopped."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from flask import Flask
+
+from . import config as config_module
+from .web import serve
+
+
+def run(service: str, create_app: Callable[..., Flask]) -> None:
+    try:
+        config = config_module.load()
+        app = create_app(config)
+    except (config_module.ConfigError, OSError) as exc:
+        sys.exit(f"{service}: cannot start: {exc}")
+    worker = app.extensions.get("blog")
+    if worker is not None:
+        worker.start()
+    try:
+        serve(app, service, config)
+    except OSError as exc:
+        sys.exit(f"{service}: cannot listen on {config.host}:{config.ports[service]}: {exc}")
+    finally:
+        if worker is not None:
+            worker.stop()

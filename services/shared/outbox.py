@@ -1,0 +1,97 @@
+"""The transactional outbox: a write and its event commit together; a relay hands events to the bus.
+
+A post created while the bus is down is kept with its event in the outbox. The relay
+publishes it when the bus is back; the bus ignores an event id it already holds, so a
+retry after a lost acknowledgement does not log the same event twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+
+from .db import Database
+from .events import Event
+from .retry import Stopped, retry_until_stopped
+from .transport import Transport, TransportError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    pos   INTEGER PRIMARY KEY,
+    event TEXT NOT NULL
+);
+"""
+
+
+def add(conn: sqlite3.Connection, event: Event) -> None:
+    """Queue `event` inside the caller's transaction."""
+    conn.execute("INSERT INTO outbox (event) VALUES (?)", (json.dumps(event.to_dict()),))
+
+
+def pending(db: Database) -> int:
+    return db.connection().execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+class Relay:
+    """A background thread that moves outbox rows to the bus, oldest first, in batches."""
+
+    def __init__(self, db: Database, transport: Transport, *, batch: int = 200, idle_wait: float = 1.0) -> None:
+        self.db = db
+        self.transport = transport
+        self.batch = batch
+        self.idle_wait = idle_wait
+        self.last_error: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def notify(self) -> None:
+        """A new row was committed: publish it now rather than at the next idle check."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def relay_once(self) -> int:
+        """Publish one batch; return how many events it moved (0 when the outbox is empty)."""
+        rows = (
+            self.db.connection()
+            .execute("SELECT pos, event FROM outbox ORDER BY pos LIMIT ?", (self.batch,))
+            .fetchall()
+        )
+        if not rows:
+            return 0
+        self.transport.publish([Event.from_dict(json.loads(row["event"])) for row in rows])
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM outbox WHERE pos <= ?", (rows[-1]["pos"],))
+        self.last_error = None
+        return len(rows)
+
+    def _record(self, exc: BaseException, attempt: int) -> None:
+        self.last_error = str(exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # cleared before reading, so a notify during the read is not lost
+            try:
+                moved = retry_until_stopped(
+                    self.relay_once,
+                    self._stop,
+                    what="relaying the outbox",
+                    retry_on=(TransportError, sqlite3.OperationalError),
+                    on_error=self._record,
+                )
+            except Stopped:
+                return
+            if moved < self.batch:
+                self._wake.wait(self.idle_wait)

@@ -1,0 +1,144 @@
+"""The transport seam: how a service hands events to the bus and how events reach its handlers.
+
+Three implementations are in view: `HttpTransport` (the bus at :4005 pushes to each
+service's `POST /events`), `InMemoryBus` (synchronous, the test double) and a broker.
+Handlers never know which one carried their events.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import requests
+
+from .events import Event
+
+# A service's entry point for events: it applies them and returns, or raises to be retried.
+Consumer = Callable[[list[Event]], None]
+
+
+class TransportError(Exception):
+    """The bus could not be reached or refused the events; the caller retries later."""
+
+
+class Transport(Protocol):
+    def publish(self, events: Sequence[Event]) -> None:
+        """Return once the bus has durably accepted every event, else raise TransportError."""
+
+    def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        """Up to `limit` logged events with a sequence number above `after`, oldest first."""
+
+    def start_consuming(self, name: str, consumer: Consumer) -> None:
+        """Begin delivering events for subscriber `name` into `consumer`."""
+
+    def close(self) -> None:
+        """Release connections; stop consuming."""
+
+
+class HttpTransport:
+    """The home-made bus over HTTP. Delivery is pushed by the bus to the service's `POST /events`."""
+
+    def __init__(self, bus_url: str, *, timeout: float = 5.0, source: str | None = None) -> None:
+        self.bus_url = bus_url.rstrip("/")
+        self.timeout = timeout
+        self.source = source
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        # A Session per thread: keep-alive without sharing one Session across threads.
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def publish(self, events: Sequence[Event]) -> None:
+        body = [event.to_dict() for event in events]
+        try:
+            response = self._session().post(f"{self.bus_url}/events", json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise TransportError(f"event bus not reachable at {self.bus_url}: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise TransportError(f"event bus answered {response.status_code}: {response.text[:200]}")
+
+    def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        try:
+            response = self._session().get(
+                f"{self.bus_url}/events", params={"after": after, "limit": limit}, timeout=self.timeout
+            )
+            response.raise_for_status()
+            return [Event.from_dict(raw) for raw in response.json()]
+        except (requests.RequestException, ValueError) as exc:
+            raise TransportError(f"could not read the event log at {self.bus_url}: {exc}") from None
+
+    def start_consuming(self, name: str, consumer: Consumer) -> None:
+        """Nothing to start: the bus delivers to the service's `POST /events` route."""
+
+    def close(self) -> None:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+
+
+class InMemoryBus:
+    """A bus in one process that logs and delivers synchronously: the test double for the transport."""
+
+    def __init__(self) -> None:
+        self.log: list[Event] = []
+        self._ids: set[str] = set()
+        self._consumers: dict[str, Consumer] = {}
+        self._lock = threading.RLock()
+        self.down = False  # set True to make publishing fail, as a stopped bus would
+
+    def transport(self, source: str | None = None) -> InMemoryTransport:
+        return InMemoryTransport(self, source)
+
+    def publish(self, events: Sequence[Event]) -> None:
+        if self.down:
+            raise TransportError("in-memory bus is down")
+        with self._lock:
+            fresh = []
+            for event in events:
+                if event.id in self._ids:
+                    continue
+                logged = Event(event.type, event.data, event.id, event.source, event.time, len(self.log) + 1)
+                self.log.append(logged)
+                self._ids.add(event.id)
+                fresh.append(logged)
+            consumers = list(self._consumers.values())
+        for consumer in consumers:
+            if fresh:
+                consumer(fresh)
+
+    def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        with self._lock:
+            return self.log[after : after + limit]
+
+    def subscribe(self, name: str, consumer: Consumer) -> None:
+        with self._lock:
+            self._consumers[name] = consumer
+
+
+class InMemoryTransport:
+    def __init__(self, bus: InMemoryBus, source: str | None = None) -> None:
+        self.bus = bus
+        self.source = source
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self.bus.publish(events)
+
+    def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        if self.bus.down:
+            raise TransportError("in-memory bus is down")
+        return self.bus.read_log(after, limit)
+
+    def start_consuming(self, name: str, consumer: Consumer) -> None:
+        self.bus.subscribe(name, consumer)
+
+    def close(self) -> None:
+        pass
+
+
+def from_config(config, source: str) -> Transport:
+    """The transport a service uses by default: the HTTP bus named in the configuration."""
+    return HttpTransport(config.url("bus"), source=source)

@@ -1,0 +1,116 @@
+"""What every service's Flask app has in common: JSON errors, body parsing, `/events`, serving."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, jsonify, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from .config import Config
+from .events import Event, InvalidEvent, describe
+
+M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
+
+# Event batches from the bus are larger than anything a person types.
+EVENTS_MAX_BYTES = 8 * 1024 * 1024
+
+
+class ApiError(Exception):
+    """An expected failure with an HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error(status: int, message: str):
+    return jsonify(error=message), status
+
+
+def create_base_app(name: str, config: Config) -> Flask:
+    """A Flask app that answers every failure with `{"error": ...}` JSON, never an HTML page."""
+    app = Flask(name)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False  # keep creation order in JSON objects
+    app.json.ensure_ascii = False
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return error(exc.status, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        messages = {
+            404: f"no such route: {request.method} {request.path}",
+            405: f"method {request.method} is not allowed on {request.path}",
+            413: f"request body too large (limit {request.max_content_length} bytes)",
+        }
+        return error(exc.code or 500, messages.get(exc.code, exc.description))
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def storage_error(exc: sqlite3.OperationalError):
+        log.error("storage failed: %s", exc)
+        return error(503, f"{name} storage is unavailable ({exc}); nothing was written, try again later")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unexpected error")
+        return error(500, f"internal error in {name}: {type(exc).__name__}")
+
+    return app
+
+
+def json_body() -> Any:
+    """The request's JSON body, or a 400 naming what is wrong with it."""
+    try:
+        return request.get_json(force=True)
+    except BadRequest:
+        raise ApiError(400, "request body is not valid JSON") from None
+
+
+def parse(model: type[M]) -> M:
+    """Validate the JSON body against `model`; a 400 with one line per problem otherwise."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(400, describe(exc)) from None
+
+
+def parse_events() -> list[Event]:
+    """`POST /events` takes one event (the course's shape) or a JSON array of them (batched delivery)."""
+    request.max_content_length = EVENTS_MAX_BYTES
+    body = json_body()
+    raw_events = body if isinstance(body, list) else [body]
+    try:
+        return [Event.from_dict(raw) for raw in raw_events]
+    except InvalidEvent as exc:
+        raise ApiError(400, f"invalid event: {exc}") from None
+
+
+def events_blueprint(consume: Callable[[list[Event]], None]) -> Blueprint:
+    """The `POST /events` route through which the bus delivers into a service's handlers."""
+    bp = Blueprint("events", __name__)
+
+    @bp.post("/events")
+    def receive():
+        consume(parse_events())
+        return jsonify({})
+
+    return bp
+
+
+def serve(app: Flask, service: str, config: Config, *, threads: int = 8) -> None:
+    """Serve `app` with waitress, a threaded production WSGI server, in this one process."""
+    from waitress import serve as waitress_serve
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
+    waitress_serve(app, host=config.host, port=config.ports[service], threads=threads, ident=service)
