@@ -38,9 +38,8 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
 
     @app.post("/events")
     def publish():
-        batch = isinstance(request.get_json(force=True, silent=True), list)
         appended = event_log.append(parse_events())
-        if batch:
+        if isinstance(request.get_json(silent=True, force=True), list):  # parsed once, cached
             return jsonify(status="OK", events=[vars(a) for a in appended])
         return jsonify(status="OK", **vars(appended[0]))
 

@@ -45,6 +45,7 @@ class Deliverer:
         batch_size: int = 100,
         timeout: tuple[float, float] = (1.0, 5.0),
         max_backoff: float = 5.0,
+        session: requests.Session | None = None,
     ) -> None:
         self.log = event_log
         self.subscriber = subscriber
@@ -52,7 +53,7 @@ class Deliverer:
         self.timeout = timeout
         self.max_backoff = max_backoff
         self.status = DeliveryStatus(subscriber.name, subscriber.url, event_log.cursor(subscriber.name))
-        self._session = requests.Session()
+        self._session = session or requests.Session()
         self._wake = event_log.wakeup()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -38,7 +38,7 @@ def retry_until_stopped(
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(retry_on),
-        wait=tenacity.wait_exponential_jitter(initial=initial, max=maximum, jitter=initial),
+        wait=tenacity.wait_exponential(multiplier=initial, max=maximum) + tenacity.wait_random(0, initial),
         stop=lambda state: stop.is_set(),
         sleep=stop.wait,
         before_sleep=before_sleep,

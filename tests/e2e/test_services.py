@@ -1,0 +1,143 @@
+"""The four services as real processes on free ports: delivery, failure and recovery."""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+import requests
+
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def create_post(formation, title: str) -> dict:
+    response = requests.post(f"{formation.url('posts')}/posts", json={"title": title}, timeout=5)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def create_comment(formation, post_id: str, content: str) -> list:
+    """Comments learns of posts from events: wait until it knows this one, then comment."""
+    def attempt():
+        response = requests.post(
+            f"{formation.url('comments')}/posts/{post_id}/comments", json={"content": content}, timeout=5
+        )
+        assert response.status_code != 404 or "not known" in response.json()["error"]
+        return response if response.status_code == 201 else None
+
+    return wait_until(attempt, message=f"comments to accept a comment on {post_id}").json()
+
+
+def view(formation) -> dict:
+    return requests.get(f"{formation.url('query')}/posts", timeout=5).json()
+
+
+def test_a_post_and_a_comment_reach_query(formation):
+    formation.start()
+    post = create_post(formation, "over HTTP")
+    comments = create_comment(formation, post["id"], "a comment")
+    expected = {post["id"]: {**post, "comments": comments}}
+    wait_until(lambda: view(formation) == expected, message="the view to show the post and its comment")
+
+
+def test_query_serves_everything_with_posts_and_comments_killed(formation):
+    formation.start()
+    posts = [create_post(formation, f"post {i}") for i in range(5)]
+    for post in posts:
+        create_comment(formation, post["id"], f"on {post['title']}")
+    wait_until(lambda: sum(len(p["comments"]) for p in view(formation).values()) == 5)
+    before = view(formation)
+
+    formation.kill("posts")
+    formation.kill("comments")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{formation.url('posts')}/posts", timeout=2)
+    assert view(formation) == before
+    assert [p["title"] for p in before.values()] == [f"post {i}" for i in range(5)]
+
+
+def test_a_restarted_query_catches_up_exactly(formation):
+    formation.start()
+    create_post(formation, "seen live")
+    wait_until(lambda: len(view(formation)) == 1)
+    formation.kill("query")
+
+    missed = [create_post(formation, f"missed {i}") for i in range(30)]
+    create_comment(formation, missed[0]["id"], "also missed")
+    bus = formation.url("bus")
+    wait_until(lambda: requests.get(f"{bus}/health", timeout=2).json()["last_seq"] == 32)
+
+    formation.start("query")
+    wait_until(lambda: len(view(formation)) == 31, message="query to catch up")
+    current = view(formation)
+    assert list(current)[1:] == [p["id"] for p in missed]
+    assert current[missed[0]["id"]]["comments"][0]["content"] == "also missed"
+    assert formation.health("query")["applied_seq"] == 32
+
+
+def test_posts_created_while_the_bus_is_down_are_delivered_when_it_returns(formation):
+    formation.start()
+    formation.kill("bus")
+    posts = [create_post(formation, f"outbox {i}") for i in range(10)]
+    assert formation.health("posts")["outbox_pending"] == 10
+    formation.start("bus")
+    wait_until(lambda: [p["id"] for p in view(formation).values()] == [p["id"] for p in posts], timeout=20)
+    assert formation.health("posts")["outbox_pending"] == 0
+
+
+def test_bus_killed_mid_burst_loses_no_acknowledged_event_and_logs_none_twice(formation):
+    formation.start()
+    bus = formation.url("bus")
+    acknowledged: dict[str, str] = {}  # event id -> post id
+    unacknowledged: list[dict] = []
+    lock = threading.Lock()
+    burst_started = threading.Event()
+
+    def publisher(n: int) -> None:
+        session = requests.Session()
+        for i in range(n):
+            post_id = uuid.uuid4().hex[:12]
+            event = {"id": uuid.uuid4().hex, "type": "PostCreated", "data": {"id": post_id, "title": f"t{i}"}}
+            try:
+                response = session.post(f"{bus}/events", json=event, timeout=5)
+                ok = response.status_code == 200
+            except requests.RequestException:
+                ok = False
+            with lock:
+                if ok:
+                    acknowledged[event["id"]] = post_id
+                    if len(acknowledged) >= 300:
+                        burst_started.set()
+                else:
+                    unacknowledged.append(event)
+
+    threads = [threading.Thread(target=publisher, args=(500,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert burst_started.wait(30)
+    formation.kill("bus")  # SIGKILL in the middle of the burst
+    for thread in threads:
+        thread.join(60)
+    assert unacknowledged, "the kill should have interrupted the burst"
+    formation.start("bus")
+
+    # Publishers retry what was not acknowledged, as the outbox relay does: the same ids.
+    for event in unacknowledged:
+        response = requests.post(f"{bus}/events", json=event, timeout=5)
+        assert response.status_code == 200
+        acknowledged[event["id"]] = event["data"]["id"]
+
+    log = requests.get(f"{bus}/events", timeout=30).json()
+    logged_ids = [e["id"] for e in log]
+    assert len(logged_ids) == len(set(logged_ids)) == len(acknowledged) == 2000
+    assert set(logged_ids) == set(acknowledged)
+    assert [e["seq"] for e in log] == list(range(1, 2001))
+
+    def delivered_to_all() -> bool:
+        return all(s["cursor"] == 2000 for s in formation.health("bus")["subscribers"])
+
+    wait_until(delivered_to_all, timeout=60, message="every subscriber to reach the end of the log")
+    current = view(formation)
+    assert len(current) == 2000 and set(current) == set(acknowledged.values())

@@ -1,0 +1,142 @@
+"""The services through Flask's test client, wired by the in-memory transport."""
+import pytest
+
+
+def test_a_post_and_its_comment_are_assembled_in_query(blog):
+    post = blog.create_post("Hello")
+    assert set(post) == {"id", "title"} and post["title"] == "Hello"
+    assert len(post["id"]) == 8 and int(post["id"], 16) >= 0
+    assert blog.posts.get("/posts").json == {post["id"]: post}
+
+    comments = blog.create_comment(post["id"], "First!")
+    assert [c["content"] for c in comments] == ["First!"]
+    assert blog.comments.get(f"/posts/{post['id']}/comments").json == comments
+
+    assert blog.query.get("/posts").json == {post["id"]: {**post, "comments": comments}}
+    assert [e.type for e in blog.bus.log] == ["PostCreated", "CommentCreated"]
+    assert blog.bus.log[1].data == {"id": comments[0]["id"], "content": "First!", "postId": post["id"]}
+
+
+def test_query_lists_posts_in_creation_order(blog):
+    ids = [blog.create_post(f"post {i}")["id"] for i in range(20)]
+    assert list(blog.query.get("/posts").json) == ids
+    assert list(blog.posts.get("/posts").json) == ids
+
+
+def test_comments_of_a_post_without_any_is_an_empty_list(blog):
+    post = blog.create_post("quiet")
+    assert blog.comments.get(f"/posts/{post['id']}/comments").json == []
+
+
+def test_comment_on_a_post_comments_never_heard_of_is_a_404_and_stores_nothing(blog):
+    response = blog.comments.post("/posts/deadbeef/comments", json={"content": "hi"})
+    assert response.status_code == 404
+    assert "deadbeef" in response.json["error"]
+    assert blog.comments.get("/health").json["comments"] == 0
+    assert blog.comments.get("/health").json["outbox_pending"] == 0
+
+
+@pytest.mark.parametrize(
+    "body, content_type, fragment",
+    [
+        (b"not json", "application/json", "not valid JSON"),
+        (b"", "application/json", "not valid JSON"),
+        (b'["a list"]', "application/json", "JSON object"),
+        (b"{}", "application/json", "'title' is required"),
+        (b'{"title": ""}', "application/json", "title"),
+        (b'{"title": "   "}', "application/json", "blank"),
+        (b'{"title": 42}', "application/json", "valid string"),
+        (b'{"title": null}', "application/json", "valid string"),
+        (b'{"title": "' + b"x" * 201 + b'"}', "application/json", "at most 200"),
+        (b'{"title": "ok"}'.ljust(70_000), "application/json", "too large"),
+    ],
+)
+def test_bad_post_bodies_get_a_clear_4xx_and_change_nothing(blog, body, content_type, fragment):
+    response = blog.posts.post("/posts", data=body, content_type=content_type)
+    assert 400 <= response.status_code < 500
+    assert response.is_json and fragment in response.json["error"]
+    assert blog.posts.get("/posts").json == {}
+    assert blog.posts.get("/health").json["outbox_pending"] == 0
+
+
+def test_bad_comment_bodies_get_a_clear_400(blog):
+    post = blog.create_post("p")
+    for body in ({}, {"content": ""}, {"content": ["x"]}, {"content": "y" * 2001}):
+        response = blog.comments.post(f"/posts/{post['id']}/comments", json=body)
+        assert response.status_code == 400 and "content" in response.json["error"]
+    assert blog.comments.get(f"/posts/{post['id']}/comments").json == []
+
+
+@pytest.mark.parametrize("service", ["posts", "comments", "query"])
+def test_unknown_routes_and_methods_answer_json_not_html(blog, service):
+    client = getattr(blog, service)
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and "GET /nowhere" in missing.json["error"]
+    wrong = client.delete("/events")
+    assert wrong.status_code == 405 and "DELETE" in wrong.json["error"]
+
+
+def test_query_answers_an_unchanged_view_with_304(blog):
+    blog.create_post("cached")
+    first = blog.query.get("/posts")
+    etag = first.headers["ETag"]
+    again = blog.query.get("/posts", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b""
+    blog.create_post("changed")
+    fresh = blog.query.get("/posts", headers={"If-None-Match": etag})
+    assert fresh.status_code == 200 and fresh.headers["ETag"] != etag
+
+
+def test_events_in_the_course_shape_are_applied_and_unknown_types_acknowledged(blog):
+    deliver = blog.query.post
+    assert deliver("/events", json={"type": "PostCreated", "data": {"id": "p1", "title": "t"}}).json == {}
+    assert deliver("/events", json={"type": "CommentCreated", "data": {"id": "c1", "content": "x", "postId": "p1"}}).status_code == 200
+    assert deliver("/events", json={"type": "CommentModerated", "data": {"id": "c1"}}).status_code == 200
+    assert blog.query.get("/posts").json == {"p1": {"id": "p1", "title": "t", "comments": [{"id": "c1", "content": "x"}]}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "PostCreated"},
+        {"type": "PostCreated", "data": {"id": "p2"}},
+        {"type": "CommentCreated", "data": {"id": "c", "content": "x", "postId": 3}},
+        [{"type": "PostCreated", "data": {"id": "ok", "title": "ok"}}, {"type": "PostCreated", "data": {}}],
+        {"data": {}},
+        "a string",
+    ],
+)
+def test_malformed_events_are_refused_and_apply_nothing(blog, body):
+    response = blog.query.post("/events", json=body)
+    assert response.status_code == 400 and "invalid event" in response.json["error"]
+    assert blog.query.get("/posts").json == {}
+
+
+def test_redelivering_every_event_leaves_the_view_unchanged(blog):
+    post = blog.create_post("once")
+    blog.create_comment(post["id"], "only once")
+    before = blog.query.get("/posts").json
+    batch = [event.to_dict() for event in blog.bus.log]
+    assert blog.query.post("/events", json=batch).status_code == 200
+    assert blog.query.post("/events", json=list(reversed(batch))).status_code == 200
+    assert blog.query.get("/posts").json == before
+
+
+def test_a_new_query_catches_up_from_the_log(blog, config, tmp_path):
+    from services.query.app import create_app
+
+    post = blog.create_post("before query existed")
+    blog.create_comment(post["id"], "also before")
+    late_config = type(config)(data_dir=tmp_path / "late", ports=config.ports)
+    late = create_app(late_config, blog.bus.transport("query-2"))
+    assert late.test_client().get("/posts").json == {}
+    late.extensions["blog"].catch_up_once()
+    assert late.test_client().get("/posts").json == blog.query.get("/posts").json
+    assert late.test_client().get("/health").json["applied_seq"] == 2
+
+
+def test_health_says_what_each_service_is(blog):
+    for name in ("posts", "comments", "query"):
+        health = getattr(blog, name).get("/health").json
+        assert health["service"] == name and health["status"] == "ok"
+    assert blog.query.get("/health").json["applied_seq"] == 0

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from services.shared.config import DEFAULT_PORTS, ConfigError, Subscriber, load
+
+
+def test_defaults_match_the_course():
+    config = load({})
+    assert config.ports == {"posts": 4000, "comments": 4001, "query": 4002, "bus": 4005}
+    assert config.host == "127.0.0.1"
+    assert config.data_dir == Path(".blog")
+    assert [s.url for s in config.subscribers] == [
+        "http://127.0.0.1:4000/events", "http://127.0.0.1:4001/events", "http://127.0.0.1:4002/events"
+    ]
+
+
+def test_environment_overrides_with_one_prefix():
+    config = load({"BLOG_QUERY_PORT": "5002", "BLOG_DATA_DIR": "/tmp/x", "BLOG_HOST": "0.0.0.0"})
+    assert config.ports["query"] == 5002
+    assert config.ports["posts"] == DEFAULT_PORTS["posts"]
+    assert config.data_dir == Path("/tmp/x")
+    assert config.url("query") == "http://127.0.0.1:5002"  # a wildcard bind is reached on loopback
+    assert config.subscribers[2].url == "http://127.0.0.1:5002/events"
+
+
+def test_subscribers_come_from_configuration():
+    config = load({"BLOG_SUBSCRIBERS": "query, audit=http://127.0.0.1:9999/events"})
+    assert config.subscribers == (
+        Subscriber("query", "http://127.0.0.1:4002/events", batch=True),
+        Subscriber("audit", "http://127.0.0.1:9999/events", batch=False),
+    )
+
+
+@pytest.mark.parametrize("env", [{"BLOG_POSTS_PORT": "http"}, {"BLOG_BUS_PORT": "70000"}, {"BLOG_SUBSCRIBERS": "nobody"}])
+def test_bad_settings_are_named(env):
+    with pytest.raises(ConfigError) as info:
+        load(env)
+    assert list(env)[0] in str(info.value)

@@ -1,0 +1,46 @@
+import pytest
+
+from services.shared.events import Event, InvalidEvent, comment_created, post_created
+
+
+def test_bare_course_event_gets_an_envelope():
+    event = Event.from_dict({"type": "PostCreated", "data": {"id": "abc1", "title": "hi"}})
+    assert event.id and event.time and event.seq is None
+    assert event.payload().title == "hi"
+
+
+def test_round_trip_keeps_every_field():
+    event = comment_created("c1", "nice", "p1")
+    again = Event.from_dict(event.to_dict())
+    assert again == event
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ([], "JSON object"),
+        ({"data": {}}, "'type' is required"),
+        ({"type": "", "data": {}}, "type"),
+        ({"type": "PostCreated", "data": None}, "'data' must be an object"),
+        ({"type": "PostCreated", "data": {"id": "p1"}}, "'title' is required"),
+        ({"type": "PostCreated", "data": {"id": "p1", "title": 7}}, "title"),
+        ({"type": "PostCreated", "data": {"id": "p1", "title": "   "}}, "blank"),
+        ({"type": "CommentCreated", "data": {"id": "c1", "content": "x"}}, "'postId' is required"),
+        ({"type": "PostCreated", "data": {"id": "../etc", "title": "x"}}, "id"),
+        ({"type": "PostCreated", "id": 5, "data": {"id": "p", "title": "x"}}, "id"),
+    ],
+)
+def test_invalid_events_are_refused_with_a_reason(raw, fragment):
+    with pytest.raises(InvalidEvent) as info:
+        Event.from_dict(raw)
+    assert fragment in str(info.value)
+
+
+def test_unknown_types_are_carried_with_any_data():
+    event = Event.from_dict({"type": "CommentModerated", "data": [1, 2]})
+    assert event.payload() is None
+
+
+def test_titles_are_kept_exactly_as_given():
+    title = "  <script>alert(1)</script> [red]x[/red] \x1b[31m ü  "
+    assert Event.from_dict(post_created("p1", title).to_dict()).payload().title == title

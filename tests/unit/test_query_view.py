@@ -1,0 +1,99 @@
+import json
+
+import pytest
+
+from services.query.view import SCHEMA, QueryView
+from services.shared.db import Database
+from services.shared.events import Event, comment_created, post_created
+
+
+def logged(event: Event, seq: int) -> Event:
+    return Event(event.type, event.data, event.id, event.source, event.time, seq)
+
+
+@pytest.fixture
+def view(tmp_path):
+    db = Database(tmp_path / "query.db", SCHEMA)
+    yield QueryView(db)
+    db.close()
+
+
+@pytest.fixture
+def history():
+    return [
+        logged(post_created("p1", "first"), 1),
+        logged(comment_created("c1", "a", "p1"), 2),
+        logged(post_created("p2", "second"), 3),
+        logged(comment_created("c2", "b", "p1"), 4),
+        logged(Event("CommentModerated", {"id": "c1"}), 5),
+    ]
+
+
+EXPECTED = {
+    "p1": {"id": "p1", "title": "first", "comments": [{"id": "c1", "content": "a"}, {"id": "c2", "content": "b"}]},
+    "p2": {"id": "p2", "title": "second", "comments": []},
+}
+
+
+def test_assembles_posts_with_their_comments_in_creation_order(view, history):
+    view.apply(history)
+    assert view.as_dict() == EXPECTED
+    assert list(view.as_dict()) == ["p1", "p2"]
+    assert view.applied_seq == 5
+
+
+def test_redelivered_events_change_nothing(view, history):
+    view.apply(history)
+    before = view.render()
+    view.apply(history)
+    view.apply(history[1:3])
+    assert view.as_dict() == EXPECTED
+    assert view.render() is before  # no change, so not even a new rendering
+
+
+def test_out_of_order_events_give_the_same_view(view, history):
+    for event in reversed(history):
+        view.apply([event])
+    assert view.as_dict() == EXPECTED
+    assert list(view.as_dict()) == ["p1", "p2"]
+
+
+def test_a_comment_before_its_post_waits_for_the_post(view):
+    view.apply([logged(comment_created("c1", "early", "p9"), 2)])
+    assert view.as_dict() == {}
+    view.apply([logged(post_created("p9", "late"), 1)])
+    assert view.as_dict()["p9"]["comments"] == [{"id": "c1", "content": "early"}]
+
+
+def test_pushed_events_move_the_position_only_without_a_gap(view, history):
+    assert view.apply(history[:2]) is False
+    assert view.applied_seq == 2
+    assert view.apply(history[3:4]) is True  # seq 4 after 2: seq 3 is missing
+    assert view.applied_seq == 2
+    assert view.apply(history[2:3]) is False
+    assert view.applied_seq == 3
+
+
+def test_a_read_of_the_log_moves_the_position_to_its_end(view, history):
+    view.apply(history[3:], from_log=True)
+    assert view.applied_seq == 5
+
+
+def test_rendering_is_cached_per_version_and_changes_with_the_view(view, history):
+    view.apply(history[:2])
+    first = view.render()
+    assert view.render() is first
+    assert json.loads(first.body) == {"p1": {"id": "p1", "title": "first", "comments": [{"id": "c1", "content": "a"}]}}
+    view.apply(history[2:3])
+    second = view.render()
+    assert second.etag != first.etag
+    assert "p2" in json.loads(second.body)
+
+
+def test_the_view_and_its_position_survive_a_restart(tmp_path, history):
+    db = Database(tmp_path / "q.db", SCHEMA)
+    QueryView(db).apply(history)
+    db.close()
+    again = QueryView(Database(tmp_path / "q.db", SCHEMA))
+    assert again.as_dict() == EXPECTED
+    assert again.applied_seq == 5
