@@ -1,17 +1,15 @@
 """Event bus (:4005): logs every event durably, then delivers it to every subscriber's `POST /events`."""
 from __future__ import annotations
 
-import time
-
 from flask import Flask, Response, jsonify, request, stream_with_context
 
 from services.shared import config as config_module
 from services.shared.config import Config
 from services.shared.db import Database
-from services.shared.web import ApiError, create_base_app, parse_events
+from services.shared.web import ApiError, create_base_app, parse_events, register_health
 
-from .delivery import Delivery
-from .log import SCHEMA, EventLog, row_to_json
+from .delivery import Delivery, DeliveryFailed
+from .log import SCHEMA, EventLog, row_to_event, row_to_json
 
 
 def _int_arg(name: str, default: int | None, minimum: int) -> int | None:
@@ -30,11 +28,11 @@ def _int_arg(name: str, default: int | None, minimum: int) -> int | None:
 def create_app(config: Config | None = None, **delivery_options) -> Flask:
     config = config or config_module.load()
     event_log = EventLog(Database(config.db_path("bus"), SCHEMA))
-    delivery = Delivery(event_log, config.subscribers, **delivery_options)
+    options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
+    delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
 
     app = create_base_app("bus", config)
     app.extensions["blog"] = delivery
-    started = time.time()
 
     @app.post("/events")
     def publish():
@@ -67,11 +65,33 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     def list_subscribers():
         return jsonify(subscribers())
 
-    @app.get("/health")
-    def health():
-        return jsonify(
-            service="bus", status="ok", last_seq=event_log.last_seq(),
-            uptime=round(time.time() - started, 1), subscribers=subscribers(),
-        )
+    register_health(app, "bus", lambda: dict(last_seq=event_log.last_seq(), subscribers=subscribers()))
+
+    def deliverer(name: str):
+        found = delivery.deliverers.get(name)
+        if found is None:
+            raise ApiError(404, f"no subscriber named {name!r} (subscribers: {', '.join(delivery.deliverers)})")
+        return found
+
+    @app.get("/dead-letters")
+    def list_dead_letters():
+        name = request.args.get("subscriber") or None
+        if name is not None:
+            deliverer(name)
+        return jsonify([
+            {"subscriber": row["subscriber"], "seq": row["seq"], "attempts": row["attempts"],
+             "error": row["error"], "parked_at": row["parked_at"], "event": row_to_event(row).to_dict()}
+            for row in event_log.dead_letters(name)
+        ])
+
+    @app.post("/dead-letters/<name>/<int:seq>/redeliver")
+    def redeliver(name: str, seq: int):
+        try:
+            deliverer(name).redeliver(seq)
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+        except DeliveryFailed as exc:
+            raise ApiError(502, f"{name} refused event {seq} again: {exc}; it stays a dead letter") from None
+        return jsonify(status="OK", subscriber=name, seq=seq)
 
     return app

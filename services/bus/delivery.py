@@ -1,19 +1,24 @@
 """Delivery from the log to each subscriber: its own thread, its own persisted cursor.
 
 At-least-once and in log order: the cursor moves only after the subscriber answered 2xx.
-A subscriber that is down, slow or failing is retried with capped backoff in its own
-thread, so it never holds up the others.
+A subscriber that is down or slow is retried with capped backoff in its own thread, so it
+never holds up the others. A subscriber that answers but keeps rejecting one event (an HTTP
+error status, `attempts` times) gets that event parked as a dead letter, and the events after
+it flow on; `redeliver` sends a parked one again.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
 
+from services.shared import signing
 from services.shared.config import Subscriber
+from services.shared.events import utc_now
 from services.shared.retry import Stopped, retry_until_stopped
 
 from .log import EventLog, row_to_json
@@ -25,15 +30,20 @@ class DeliveryFailed(Exception):
     """The subscriber did not take the batch; it will be sent again."""
 
 
+class Rejected(DeliveryFailed):
+    """The subscriber answered, with an error status."""
+
+
 @dataclass
 class DeliveryStatus:
     name: str
     url: str
     cursor: int
-    failures: int = 0  # consecutive failed attempts of the current batch
+    failures: int = 0  # consecutive failed attempts
     last_error: str | None = None
     last_error_at: float | None = None
     last_delivered_at: float | None = None
+    dead_letters: int = 0
 
 
 class Deliverer:
@@ -43,42 +53,92 @@ class Deliverer:
         subscriber: Subscriber,
         *,
         batch_size: int = 100,
-        timeout: tuple[float, float] = (1.0, 5.0),
+        timeout: float = 5.0,
+        attempts: int = 10,
         max_backoff: float = 5.0,
-        session: requests.Session | None = None,
+        secret: str | None = None,
+        session_factory: Callable[[], requests.Session] = requests.Session,
     ) -> None:
         self.log = event_log
         self.subscriber = subscriber
         self.batch_size = batch_size if subscriber.batch else 1
-        self.timeout = timeout
+        self.timeout = (min(1.0, timeout), timeout)  # (connect, read)
+        self.attempts = attempts
         self.max_backoff = max_backoff
-        self.status = DeliveryStatus(subscriber.name, subscriber.url, event_log.cursor(subscriber.name))
-        self._session = session or requests.Session()
+        self.secret = secret
+        self.status = DeliveryStatus(
+            subscriber.name, subscriber.url, event_log.cursor(subscriber.name),
+            dead_letters=len(event_log.dead_letters(subscriber.name)),
+        )
+        self._rejections = 0
+        self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
+        self._new_session = session_factory
+        self._session = session_factory()
         self._wake = event_log.wakeup()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def deliver_once(self) -> int:
-        """Send the next batch after the cursor; return its size (0: nothing to send)."""
-        rows = list(self.log.read_after(self.status.cursor, limit=self.batch_size))
-        if not rows:
-            return 0
+    def post(self, rows: list, session: requests.Session | None = None) -> None:
+        """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx."""
         items = [row_to_json(row) for row in rows]
-        body = f"[{','.join(items)}]" if self.subscriber.batch else items[0]
+        body = (f"[{','.join(items)}]" if self.subscriber.batch else items[0]).encode()
         try:
-            response = self._session.post(
-                self.subscriber.url, data=body.encode(), timeout=self.timeout,
-                headers={"Content-Type": "application/json"},
+            response = (session or self._session).post(
+                self.subscriber.url, data=body, timeout=self.timeout, headers=signing.headers(self.secret, body)
             )
         except requests.RequestException as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
         if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+            raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    def deliver_once(self) -> int:
+        """Send the next batch after the cursor; return how many events it moved past (0: none left)."""
+        cursor = self.status.cursor
+        limit = 1 if cursor < self._isolate_until else self.batch_size
+        rows = list(self.log.read_after(cursor, limit=limit))
+        if not rows:
+            return 0
+        try:
+            self.post(rows)
+        except Rejected as exc:
+            self._rejections += 1
+            if self._rejections < self.attempts:
+                raise
+            if len(rows) > 1:
+                self._isolate_until = rows[-1]["seq"]
+                self._rejections = 0
+                raise
+            self._park(rows[0]["seq"], str(exc))
+            return 1
         self.log.advance(self.subscriber.name, rows[-1]["seq"])
-        self.status.cursor = rows[-1]["seq"]
-        self.status.failures = 0
+        self._moved_to(rows[-1]["seq"])
         self.status.last_delivered_at = time.time()
         return len(rows)
+
+    def _park(self, seq: int, error: str) -> None:
+        log.error("%s rejected event %d %d times; parked as a dead letter: %s",
+                  self.subscriber.name, seq, self._rejections, error)
+        self.log.park(self.subscriber.name, seq, self._rejections, error, utc_now())
+        self.status.dead_letters += 1
+        self._moved_to(seq)
+
+    def _moved_to(self, seq: int) -> None:
+        self.status.cursor = seq
+        self.status.failures = 0
+        self._rejections = 0
+
+    def redeliver(self, seq: int) -> None:
+        """Send one dead letter again, now; it leaves the dead letters only if the subscriber takes it."""
+        row = self.log.dead_letter(self.subscriber.name, seq)
+        if row is None:
+            raise LookupError(f"no dead letter {seq} for {self.subscriber.name}")
+        session = self._new_session()  # not the delivery thread's: a Session is not shared between threads
+        try:
+            self.post([row], session)
+        finally:
+            session.close()
+        self.log.forget_dead_letter(self.subscriber.name, seq)
+        self.status.dead_letters -= 1
 
     def _record(self, exc: BaseException, attempt: int) -> None:
         self.status.failures = attempt
@@ -106,7 +166,7 @@ class Deliverer:
                 )
             except Stopped:
                 return
-            if sent < self.batch_size:
+            if not sent:
                 self._wake.wait(1.0)
 
 
@@ -114,15 +174,15 @@ class Delivery:
     """All subscribers' deliverers, started and stopped together."""
 
     def __init__(self, event_log: EventLog, subscribers: tuple[Subscriber, ...], **options) -> None:
-        self.deliverers = [Deliverer(event_log, s, **options) for s in subscribers]
+        self.deliverers = {s.name: Deliverer(event_log, s, **options) for s in subscribers}
 
     def start(self) -> None:
-        for deliverer in self.deliverers:
+        for deliverer in self.deliverers.values():
             deliverer.start()
 
     def stop(self) -> None:
-        for deliverer in self.deliverers:
+        for deliverer in self.deliverers.values():
             deliverer.stop()
 
     def statuses(self) -> list[DeliveryStatus]:
-        return [d.status for d in self.deliverers]
+        return [d.status for d in self.deliverers.values()]

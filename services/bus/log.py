@@ -28,6 +28,15 @@ CREATE TABLE IF NOT EXISTS cursors (
     subscriber TEXT PRIMARY KEY,
     seq        INTEGER NOT NULL DEFAULT 0
 );
+-- Events a subscriber kept rejecting: parked so that the ones after them flow on.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    subscriber TEXT NOT NULL,
+    seq        INTEGER NOT NULL REFERENCES events (seq),
+    attempts   INTEGER NOT NULL,
+    error      TEXT NOT NULL,
+    parked_at  TEXT NOT NULL,
+    PRIMARY KEY (subscriber, seq)
+);
 """
 PAGE = 500
 
@@ -97,11 +106,40 @@ class EventLog:
 
     def advance(self, subscriber: str, seq: int) -> None:
         with self.db.transaction() as conn:
+            _move_cursor(conn, subscriber, seq)
+
+
+    def park(self, subscriber: str, seq: int, attempts: int, error: str, parked_at: str) -> None:
+        """Move `seq` to the subscriber's dead letters and its cursor past it, together."""
+        with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO cursors (subscriber, seq) VALUES (?, ?) "
-                "ON CONFLICT (subscriber) DO UPDATE SET seq = max(seq, excluded.seq)",
-                (subscriber, seq),
+                "INSERT OR REPLACE INTO dead_letters (subscriber, seq, attempts, error, parked_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (subscriber, seq, attempts, error, parked_at),
             )
+            _move_cursor(conn, subscriber, seq)
+
+    def dead_letters(self, subscriber: str | None = None) -> list[sqlite3.Row]:
+        query = (
+            "SELECT d.subscriber, d.attempts, d.error, d.parked_at, e.* FROM dead_letters d "
+            "JOIN events e USING (seq) WHERE ? IS NULL OR d.subscriber = ? ORDER BY d.subscriber, d.seq"
+        )
+        return self.db.connection().execute(query, (subscriber, subscriber)).fetchall()
+
+    def dead_letter(self, subscriber: str, seq: int) -> sqlite3.Row | None:
+        return next((row for row in self.dead_letters(subscriber) if row["seq"] == seq), None)
+
+    def forget_dead_letter(self, subscriber: str, seq: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM dead_letters WHERE subscriber = ? AND seq = ?", (subscriber, seq))
+
+
+def _move_cursor(conn: sqlite3.Connection, subscriber: str, seq: int) -> None:
+    conn.execute(
+        "INSERT INTO cursors (subscriber, seq) VALUES (?, ?) "
+        "ON CONFLICT (subscriber) DO UPDATE SET seq = max(seq, excluded.seq)",
+        (subscriber, seq),
+    )
 
 
 def row_to_json(row: sqlite3.Row) -> str:

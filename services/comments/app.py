@@ -9,7 +9,7 @@ from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import Content, Strict
 from services.shared.transport import Transport
-from services.shared.web import ApiError, create_base_app, events_blueprint, parse
+from services.shared.web import ApiError, create_base_app, events_blueprint, parse, register_health
 
 from .store import SCHEMA, CommentStore, UnknownPost
 
@@ -43,13 +43,13 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     def list_comments(post_id: str):
         return jsonify(store.for_post(post_id))
 
-    @app.get("/health")
-    def health():
+    def health() -> dict:
         posts, comments = store.count()
-        return jsonify(
-            service="comments", status="ok", known_posts=posts, comments=comments,
-            outbox_pending=outbox.pending(db), relay_error=relay.last_error,
+        return dict(
+            known_posts=posts, comments=comments, outbox_pending=outbox.pending(db), relay_error=relay.last_error
         )
+
+    register_health(app, "comments", health)
 
     app.register_blueprint(events_blueprint(store.apply))
     return app

@@ -9,7 +9,7 @@ from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import Strict, Title
 from services.shared.transport import Transport
-from services.shared.web import create_base_app, events_blueprint, parse
+from services.shared.web import create_base_app, events_blueprint, parse, register_health
 
 from .store import SCHEMA, PostStore
 
@@ -38,12 +38,9 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     def list_posts():
         return jsonify(store.all())
 
-    @app.get("/health")
-    def health():
-        return jsonify(
-            service="posts", status="ok", posts=store.count(),
-            outbox_pending=outbox.pending(db), relay_error=relay.last_error,
-        )
+    register_health(app, "posts", lambda: dict(
+        posts=store.count(), outbox_pending=outbox.pending(db), relay_error=relay.last_error,
+    ))
 
     # Posts handles no event type yet; it acknowledges every delivery, as the course's does.
     app.register_blueprint(events_blueprint(lambda events: None))

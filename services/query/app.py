@@ -4,7 +4,7 @@ It calls no other service while answering: with Posts and Comments dead, `GET /p
 """
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 
 from services.shared import config as config_module
 from services.shared import transport as transport_module
@@ -12,7 +12,7 @@ from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import Event
 from services.shared.transport import Transport
-from services.shared.web import create_base_app, events_blueprint
+from services.shared.web import create_base_app, events_blueprint, register_health
 
 from .catchup import CatchUp
 from .view import SCHEMA, QueryView
@@ -41,13 +41,14 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
             return Response(status=304, headers=headers)
         return Response(rendering.body, mimetype="application/json", headers=headers)
 
-    @app.get("/health")
-    def health():
+    def health() -> dict:
         posts, comments = view.counts()
-        return jsonify(
-            service="query", status="ok", applied_seq=view.applied_seq, posts=posts, comments=comments,
+        return dict(
+            applied_seq=view.applied_seq, posts=posts, comments=comments,
             catching_up=catch_up.running, catch_up_error=catch_up.last_error,
         )
+
+    register_health(app, "query", health)
 
     app.register_blueprint(events_blueprint(consume))
     return app

@@ -33,6 +33,9 @@ class Config:
     data_dir: Path = Path(".blog")
     subscribers: tuple[Subscriber, ...] = ()
     max_body_bytes: int = 64 * 1024
+    secret: str | None = None  # BLOG_SECRET: sign and check every event sent over HTTP
+    delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
+    delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
@@ -59,6 +62,19 @@ def _port(env: dict[str, str], service: str) -> int:
     if not 0 < port < 65536:
         raise ConfigError(f"{name}={raw!r} is outside 1-65535")
     return port
+
+
+def _number(env: dict[str, str], name: str, default: float, kind: type = int) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be above 0")
+    return value
 
 
 def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
@@ -91,4 +107,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         ports=base.ports,
         data_dir=base.data_dir,
         subscribers=_subscribers(env, base),
+        secret=env.get("BLOG_SECRET") or None,
+        delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
+        delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
     )

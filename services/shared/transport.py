@@ -6,12 +6,14 @@ Handlers never know which one carried their events.
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import requests
 
+from . import signing
 from .events import Event
 
 # A service's entry point for events: it applies them and returns, or raises to be retried.
@@ -39,8 +41,11 @@ class Transport(Protocol):
 class HttpTransport:
     """The home-made bus over HTTP. Delivery is pushed by the bus to the service's `POST /events`."""
 
-    def __init__(self, bus_url: str, *, timeout: float = 5.0, source: str | None = None) -> None:
+    def __init__(
+        self, bus_url: str, *, timeout: float = 5.0, source: str | None = None, secret: str | None = None
+    ) -> None:
         self.bus_url = bus_url.rstrip("/")
+        self.secret = secret
         self.timeout = timeout
         self.source = source
         self._local = threading.local()
@@ -53,9 +58,11 @@ class HttpTransport:
         return session
 
     def publish(self, events: Sequence[Event]) -> None:
-        body = [event.to_dict() for event in events]
+        body = json.dumps([event.to_dict() for event in events], ensure_ascii=False).encode()
         try:
-            response = self._session().post(f"{self.bus_url}/events", json=body, timeout=self.timeout)
+            response = self._session().post(
+                f"{self.bus_url}/events", data=body, headers=signing.headers(self.secret, body), timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise TransportError(f"event bus not reachable at {self.bus_url}: {type(exc).__name__}") from None
         if response.status_code != 200:
@@ -141,4 +148,4 @@ class InMemoryTransport:
 
 def from_config(config, source: str) -> Transport:
     """The transport a service uses by default: the HTTP bus named in the configuration."""
-    return HttpTransport(config.url("bus"), source=source)
+    return HttpTransport(config.url("bus"), source=source, secret=config.secret)

@@ -6,12 +6,15 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, jsonify, request
+import time
+
+from flask import Blueprint, Flask, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from .config import Config
 from .events import Event, InvalidEvent, describe
+from .signing import HEADER, SignatureError, verify
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ def create_base_app(name: str, config: Config) -> Flask:
     """A Flask app that answers every failure with `{"error": ...}` JSON, never an HTML page."""
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["BLOG"] = config
     app.json.sort_keys = False  # keep creation order in JSON objects
     app.json.ensure_ascii = False
 
@@ -86,8 +90,17 @@ def parse(model: type[M]) -> M:
 
 
 def parse_events() -> list[Event]:
-    """`POST /events` takes one event (the course's shape) or a JSON array of them (batched delivery)."""
+    """`POST /events` takes one event (the course's shape) or a JSON array of them (batched delivery).
+
+    With a secret configured, the body must carry a valid signature (else 401, nothing applied).
+    """
     request.max_content_length = EVENTS_MAX_BYTES
+    secret = current_app.config["BLOG"].secret
+    if secret:
+        try:
+            verify(secret, request.get_data(cache=True), request.headers.get(HEADER))
+        except SignatureError as exc:
+            raise ApiError(401, f"unauthorised event: {exc}") from None
     body = json_body()
     raw_events = body if isinstance(body, list) else [body]
     try:
@@ -106,6 +119,18 @@ def events_blueprint(consume: Callable[[list[Event]], None]) -> Blueprint:
         return jsonify({})
 
     return bp
+
+
+def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> None:
+    """`GET /health`: what the service is, whether events are signed, and its own `fields()`."""
+    started = time.time()
+    signed = bool(app.config["BLOG"].secret)
+
+    @app.get("/health")
+    def health():
+        return jsonify(
+            service=service, status="ok", signed=signed, uptime=round(time.time() - started, 1), **fields()
+        )
 
 
 def serve(app: Flask, service: str, config: Config, *, threads: int = 8) -> None:

@@ -70,3 +70,11 @@ def test_health_reports_the_log_position_and_each_subscriber(bus_client):
     assert [(s["name"], s["cursor"], s["lag"]) for s in health["subscribers"]] == [
         ("posts", 0, 1), ("comments", 0, 1), ("query", 0, 1)
     ]
+
+
+def test_dead_letter_routes_name_unknown_subscribers_and_letters(bus_client):
+    assert bus_client.get("/dead-letters").json == []
+    missing = bus_client.get("/dead-letters?subscriber=nobody")
+    assert missing.status_code == 404 and "nobody" in missing.json["error"]
+    absent = bus_client.post("/dead-letters/query/7/redeliver")
+    assert absent.status_code == 404 and "no dead letter 7" in absent.json["error"]

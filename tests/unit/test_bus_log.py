@@ -83,7 +83,7 @@ class FakeSubscriber:
 def test_delivery_sends_batches_in_order_and_moves_the_cursor_after_success(log):
     log.append([post_created(f"p{i}", "t") for i in range(5)])
     fake = FakeSubscriber()
-    deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=True), batch_size=2, session=fake)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=True), batch_size=2, session_factory=lambda: fake)
     assert [deliverer.deliver_once() for _ in range(4)] == [2, 2, 1, 0]
     assert [[e["seq"] for e in batch] for batch in fake.received] == [[1, 2], [3, 4], [5]]
     assert log.cursor("query") == 5
@@ -94,7 +94,7 @@ def test_a_failed_delivery_keeps_the_cursor_so_the_events_come_again(log):
 
     log.append([post_created("p1", "t")])
     fake = FakeSubscriber(answers=[503, requests.ConnectionError("refused")])
-    deliverer = Deliverer(log, Subscriber("posts", "http://p/events"), session=fake)
+    deliverer = Deliverer(log, Subscriber("posts", "http://p/events"), session_factory=lambda: fake)
     for _ in range(2):
         with pytest.raises(DeliveryFailed):
             deliverer.deliver_once()
@@ -106,7 +106,7 @@ def test_a_failed_delivery_keeps_the_cursor_so_the_events_come_again(log):
 
 def test_the_delivery_thread_retries_until_the_subscriber_takes_the_event(log):
     fake = FakeSubscriber(answers=[500, 500, 500])
-    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), max_backoff=0.05, session=fake)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), max_backoff=0.05, session_factory=lambda: fake)
     deliverer.start()
     try:
         log.append([post_created("p1", "t")])
@@ -121,3 +121,75 @@ def test_the_delivery_thread_retries_until_the_subscriber_takes_the_event(log):
         assert len(fake.received) == 1
     finally:
         deliverer.stop()
+
+
+class PoisonSubscriber(FakeSubscriber):
+    """Answers 500 to every delivery that contains the event with data id `poison`."""
+
+    def __init__(self, poison: str):
+        super().__init__()
+        self.poison = poison
+        self.rejected = 0
+
+    def post(self, url, data, timeout, headers):
+        events = json.loads(data)
+        events = events if isinstance(events, list) else [events]
+        if any(e["data"]["id"] == self.poison for e in events):
+            self.rejected += 1
+            return FakeResponse(500, "cannot apply")
+        self.received.extend(events)
+        return FakeResponse(200)
+
+
+def drain(deliverer, limit=100):
+    """Run the delivery loop's steps by hand: failures are retried at once."""
+    for _ in range(limit):
+        try:
+            if deliverer.deliver_once() == 0:
+                return
+        except DeliveryFailed:
+            continue
+    raise AssertionError("delivery did not finish")
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_an_event_rejected_again_and_again_is_parked_and_the_rest_flow_on(log, batch):
+    log.append([post_created(f"p{i}", "t") for i in range(1, 8)])
+    fake = PoisonSubscriber("p4")
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=batch), batch_size=3, attempts=3, session_factory=lambda: fake)
+    drain(deliverer)
+    assert [e["data"]["id"] for e in fake.received] == ["p1", "p2", "p3", "p5", "p6", "p7"]
+    assert log.cursor("query") == 7
+    [parked] = log.dead_letters("query")
+    assert parked["seq"] == 4 and parked["attempts"] == 3 and "HTTP 500" in parked["error"]
+    assert deliverer.status.dead_letters == 1
+
+
+def test_a_parked_event_is_redelivered_on_request(log):
+    log.append([post_created("p1", "t")])
+    fake = PoisonSubscriber("p1")
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, session_factory=lambda: fake)
+    drain(deliverer)
+    assert len(log.dead_letters()) == 1
+    with pytest.raises(DeliveryFailed):
+        deliverer.redeliver(1)  # still refused: it stays parked
+    assert len(log.dead_letters()) == 1
+    fake.poison = "fixed now"
+    deliverer.redeliver(1)
+    assert log.dead_letters() == [] and deliverer.status.dead_letters == 0
+    assert [e["data"]["id"] for e in fake.received] == ["p1"]
+    with pytest.raises(LookupError):
+        deliverer.redeliver(1)
+
+
+def test_an_unreachable_subscriber_is_retried_not_parked(log):
+    import requests
+
+    log.append([post_created("p1", "t")])
+    fake = FakeSubscriber(answers=[requests.ConnectionError("refused")] * 20)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, session_factory=lambda: fake)
+    for _ in range(20):
+        with pytest.raises(DeliveryFailed):
+            deliverer.deliver_once()
+    assert log.dead_letters() == [] and log.cursor("query") == 0
+    assert deliverer.deliver_once() == 1
