@@ -1,15 +1,36 @@
 """Event bus (:4005): logs every event durably, then delivers it to every subscriber's `POST /events`."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response, jsonify, request, stream_with_context
 
 from services.shared import config as config_module
 from services.shared.config import Config
 from services.shared.db import Database
+from services.shared.events import SEQ_MAX, WireEvent
+from services.shared.openapi import Error, Operation, Param, register_openapi
 from services.shared.web import ApiError, create_base_app, parse_events, register_health
 
 from .delivery import Delivery, DeliveryFailed
 from .log import SCHEMA, EventLog, row_to_event, row_to_json
+
+NAME = Param("name", "path", {"type": "string"})
+SUBSCRIBER = Param("subscriber", "query", {"type": "string"})
+OPERATIONS = [
+    Operation("post", "/events", "Publish one event or an array of events; each is logged before the answer",
+              {200: dict[str, Any], 400: Error, 401: Error}, body=WireEvent | list[WireEvent]),
+    Operation("get", "/events", "The event log, oldest first, streamed", {200: list[WireEvent], 400: Error}, params=(
+        Param("after", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}),
+        Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}),
+        Param("type", "query", {"type": "string"}),
+    )),
+    Operation("get", "/subscribers", "Each subscriber's cursor, lag and last error", {200: list[dict[str, Any]]}),
+    Operation("get", "/dead-letters", "Events parked after a subscriber kept rejecting them",
+              {200: list[dict[str, Any]]}, params=(SUBSCRIBER,)),
+    Operation("post", "/dead-letters/{name}/{seq}/redeliver", "Send one dead letter to its subscriber again",
+              {200: dict[str, Any], 502: Error}, params=(NAME, Param("seq", "path", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}))),
+]
 
 
 def _int_arg(name: str, default: int | None, minimum: int) -> int | None:
@@ -20,8 +41,8 @@ def _int_arg(name: str, default: int | None, minimum: int) -> int | None:
         value = int(raw)
     except ValueError:
         raise ApiError(400, f"query parameter '{name}' must be a whole number, not {raw!r}") from None
-    if value < minimum:
-        raise ApiError(400, f"query parameter '{name}' must be at least {minimum}")
+    if not minimum <= value <= SEQ_MAX:
+        raise ApiError(400, f"query parameter '{name}' must be from {minimum} to {SEQ_MAX}")
     return value
 
 
@@ -65,6 +86,7 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     def list_subscribers():
         return jsonify(subscribers())
 
+    register_openapi(app, "Event bus", OPERATIONS)
     register_health(app, "bus", lambda: dict(last_seq=event_log.last_seq(), subscribers=subscribers()))
 
     def deliverer(name: str):

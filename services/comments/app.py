@@ -7,15 +7,21 @@ from services.shared import config as config_module
 from services.shared import outbox, transport as transport_module
 from services.shared.config import Config
 from services.shared.db import Database
-from services.shared.events import Content, Strict
+from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
+from services.shared.schemas import Comment, NewComment
 from services.shared.transport import Transport
 from services.shared.web import ApiError, create_base_app, events_blueprint, parse, register_health
 
 from .store import SCHEMA, CommentStore, UnknownPost
 
-
-class NewComment(Strict):
-    content: Content
+POST_ID = Param("post_id", "path", {"type": "string"})
+OPERATIONS = [
+    Operation("post", "/posts/{post_id}/comments", "Comment on a post", {201: list[Comment], 400: Error},
+              body=NewComment, params=(POST_ID,)),
+    Operation("get", "/posts/{post_id}/comments", "A post's comments, oldest first", {200: list[Comment]},
+              params=(POST_ID,)),
+    EVENTS_IN,
+]
 
 
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
@@ -52,4 +58,5 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     register_health(app, "comments", health)
 
     app.register_blueprint(events_blueprint(store.apply))
+    register_openapi(app, "Comments service", OPERATIONS)
     return app

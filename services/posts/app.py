@@ -7,15 +7,18 @@ from services.shared import config as config_module
 from services.shared import outbox, transport as transport_module
 from services.shared.config import Config
 from services.shared.db import Database
-from services.shared.events import Strict, Title
+from services.shared.openapi import EVENTS_IN, Error, Operation, register_openapi
+from services.shared.schemas import NewPost, Post
 from services.shared.transport import Transport
 from services.shared.web import create_base_app, events_blueprint, parse, register_health
 
 from .store import SCHEMA, PostStore
 
-
-class NewPost(Strict):
-    title: Title
+OPERATIONS = [
+    Operation("post", "/posts", "Create a post", {201: Post, 400: Error}, body=NewPost),
+    Operation("get", "/posts", "Every post, keyed by id", {200: dict[str, Post]}),
+    EVENTS_IN,
+]
 
 
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
@@ -44,4 +47,5 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
 
     # Posts handles no event type yet; it acknowledges every delivery, as the course's does.
     app.register_blueprint(events_blueprint(lambda events: None))
+    register_openapi(app, "Posts service", OPERATIONS)
     return app

@@ -11,11 +11,19 @@ from services.shared import transport as transport_module
 from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import Event
+from services.shared.openapi import EVENTS_IN, Operation, register_openapi
+from services.shared.schemas import PostWithComments
 from services.shared.transport import Transport
 from services.shared.web import create_base_app, events_blueprint, register_health
 
 from .catchup import CatchUp
 from .view import SCHEMA, QueryView
+
+OPERATIONS = [
+    Operation("get", "/posts", "Every post with its comments, in creation order",
+              {200: dict[str, PostWithComments], 304: None}),
+    EVENTS_IN,
+]
 
 
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
@@ -51,4 +59,5 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     register_health(app, "query", health)
 
     app.register_blueprint(events_blueprint(consume))
+    register_openapi(app, "Query service", OPERATIONS)
     return app

@@ -8,26 +8,32 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 TITLE_MAX = 200
 CONTENT_MAX = 2000
 ID_MAX = 64
 TYPE_MAX = 100
+SEQ_MAX = 2**63 - 1  # SQLite's largest integer
+# "Not blank": at least one character that is not ASCII white space. A pattern rather than a
+# check in code, so that the OpenAPI document states exactly the same rule.
+NOT_BLANK = r"[^ \t\n\r\f\v]"
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
+def _whole_number(value: Any) -> Any:
+    """JSON does not tell 3 from 3.0: accept a float with no fraction where a whole number goes."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
 # Stored exactly as given (no stripping): only the checks say what is allowed.
-Title = Annotated[str, StringConstraints(min_length=1, max_length=TITLE_MAX), AfterValidator(_not_blank)]
-Content = Annotated[str, StringConstraints(min_length=1, max_length=CONTENT_MAX), AfterValidator(_not_blank)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=TITLE_MAX, pattern=NOT_BLANK)]
+Content = Annotated[str, StringConstraints(min_length=1, max_length=CONTENT_MAX, pattern=NOT_BLANK)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX, pattern=r"^[A-Za-z0-9_-]+$")]
+Seq = Annotated[int, Field(ge=1, le=SEQ_MAX), BeforeValidator(_whole_number)]
 
 
 class Strict(BaseModel):
@@ -45,17 +51,40 @@ class CommentCreated(Strict):
     postId: Identifier
 
 
-# The event types this system understands; any other type is carried and ignored.
-SCHEMAS: dict[str, type[Strict]] = {"PostCreated": PostCreated, "CommentCreated": CommentCreated}
-
-
 class Envelope(Strict):
-    type: Annotated[str, StringConstraints(min_length=1, max_length=TYPE_MAX)]
-    data: Any = None
+    """What the bus adds to an event; a publisher may leave every field out."""
+
     id: Identifier | None = None
-    seq: int | None = Field(default=None, ge=1)
+    seq: Seq | None = None
     source: Annotated[str, StringConstraints(max_length=100)] | None = None
     time: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
+class PostCreatedEvent(Envelope):
+    type: Literal["PostCreated"]
+    data: PostCreated
+
+
+class CommentCreatedEvent(Envelope):
+    type: Literal["CommentCreated"]
+    data: CommentCreated
+
+
+# The event types this system understands, by name; any other type is carried and ignored.
+SCHEMAS: dict[str, type[Envelope]] = {"PostCreated": PostCreatedEvent, "CommentCreated": CommentCreatedEvent}
+
+
+class OtherEvent(Envelope):
+    type: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=TYPE_MAX),
+        Field(json_schema_extra={"not": {"enum": list(SCHEMAS)}}),
+    ]
+    data: Any = None
+
+
+# One event on the wire, as the OpenAPI documents describe it.
+WireEvent = PostCreatedEvent | CommentCreatedEvent | OtherEvent
 
 
 class InvalidEvent(ValueError):
@@ -90,32 +119,27 @@ class Event:
         """Validate a wire event; bare `{"type","data"}` events get an id and a time here."""
         if not isinstance(raw, dict):
             raise InvalidEvent("an event must be a JSON object with 'type' and 'data'")
+        schema = SCHEMAS.get(raw.get("type"), OtherEvent) if isinstance(raw.get("type"), str) else OtherEvent
         try:
-            envelope = Envelope.model_validate(raw)
+            wire = schema.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidEvent(describe(exc)) from None
-        event = cls(
-            type=envelope.type,
-            data=envelope.data,
-            id=envelope.id or new_id(),
-            source=envelope.source or source,
-            time=envelope.time or utc_now(),
-            seq=envelope.seq,
+            prefix = f"{raw['type']}: " if schema is not OtherEvent else ""
+            raise InvalidEvent(prefix + describe(exc)) from None
+        return cls(
+            type=wire.type,
+            data=raw.get("data"),
+            id=wire.id or new_id(),
+            source=wire.source or source,
+            time=wire.time or utc_now(),
+            seq=wire.seq,
         )
-        event.payload()  # a known type must carry valid data
-        return event
 
-    def payload(self) -> Strict | None:
+    def payload(self) -> BaseModel | None:
         """The typed data of a known event type; None for types this system does not know."""
         schema = SCHEMAS.get(self.type)
         if schema is None:
             return None
-        if not isinstance(self.data, dict):
-            raise InvalidEvent(f"{self.type}: 'data' must be an object")
-        try:
-            return schema.model_validate(self.data)
-        except ValidationError as exc:
-            raise InvalidEvent(f"{self.type}: {describe(exc)}") from None
+        return schema.model_fields["data"].annotation.model_validate(self.data)
 
 
 def post_created(post_id: str, title: str, source: str = "posts") -> Event:
@@ -132,6 +156,10 @@ def describe(exc: ValidationError) -> str:
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "body"
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NOT_BLANK:
+            message = "must not be blank"
+        elif error["type"] in ("model_type", "dict_type"):
+            message = "must be an object"
         parts.append(f"{where}: {message}" if error["type"] != "missing" else f"'{where}' is required")
     return "; ".join(parts)
 

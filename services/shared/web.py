@@ -55,7 +55,11 @@ def create_base_app(name: str, config: Config) -> Flask:
             405: f"method {request.method} is not allowed on {request.path}",
             413: f"request body too large (limit {request.max_content_length} bytes)",
         }
-        return error(exc.code or 500, messages.get(exc.code, exc.description))
+        response = error(exc.code or 500, messages.get(exc.code, exc.description))
+        allow = dict(exc.get_headers()).get("Allow")
+        if allow:  # a 405 says which methods the route does take (RFC 9110)
+            response[0].headers["Allow"] = allow
+        return response
 
     @app.errorhandler(sqlite3.OperationalError)
     def storage_error(exc: sqlite3.OperationalError):

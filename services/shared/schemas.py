@@ -1,0 +1,28 @@
+"""The shapes of requests and answers on the wire: they validate requests and write the OpenAPI documents."""
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from .events import Content, Strict, Title
+
+
+class NewPost(Strict):
+    title: Title
+
+
+class NewComment(Strict):
+    content: Content
+
+
+class Post(BaseModel):
+    id: str
+    title: str
+
+
+class Comment(BaseModel):
+    id: str
+    content: str
+
+
+class PostWithComments(Post):
+    comments: list[Comment]
