@@ -10,7 +10,7 @@ from services.shared.db import Database
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import Comment, NewComment
 from services.shared.transport import Transport
-from services.shared.web import ApiError, create_base_app, events_blueprint, parse, register_health
+from services.shared.web import ApiError, allow_page_origin, create_base_app, events_blueprint, parse, register_health
 
 from .store import SCHEMA, CommentStore, UnknownPost
 
@@ -33,6 +33,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     transport.start_consuming("comments", store.apply)
 
     app = create_base_app("comments", config)
+    allow_page_origin(app, config)
     app.extensions["blog"] = relay
 
     @app.post("/posts/<post_id>/comments")

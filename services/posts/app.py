@@ -10,7 +10,7 @@ from services.shared.db import Database
 from services.shared.openapi import EVENTS_IN, Error, Operation, register_openapi
 from services.shared.schemas import NewPost, Post
 from services.shared.transport import Transport
-from services.shared.web import create_base_app, events_blueprint, parse, register_health
+from services.shared.web import allow_page_origin, create_base_app, events_blueprint, parse, register_health
 
 from .store import SCHEMA, PostStore
 
@@ -29,6 +29,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     relay = outbox.Relay(db, transport)
 
     app = create_base_app("posts", config)
+    allow_page_origin(app, config)
     app.extensions["blog"] = relay  # started by run(); tests drive relay.relay_once()
 
     @app.post("/posts")

@@ -4,7 +4,7 @@ It calls no other service while answering: with Posts and Comments dead, `GET /p
 """
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, render_template, request
 
 from services.shared import config as config_module
 from services.shared import transport as transport_module
@@ -20,6 +20,7 @@ from .catchup import CatchUp
 from .view import SCHEMA, QueryView
 
 OPERATIONS = [
+    Operation("get", "/", "The blog page (HTML)", {200: None}),
     Operation("get", "/posts", "Every post with its comments, in creation order",
               {200: dict[str, PostWithComments], 304: None}),
     EVENTS_IN,
@@ -37,8 +38,13 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
             catch_up.request()
 
     transport.start_consuming("query", consume)
-    app = create_base_app("query", config)
+    app = create_base_app("query", config, import_name=__name__)
     app.extensions["blog"] = catch_up
+
+    @app.get("/")
+    def page():
+        """The blog page: reads this service, writes through Posts and Comments."""
+        return render_template("index.html", posts_port=config.ports["posts"], comments_port=config.ports["comments"])
 
     @app.get("/posts")
     def list_posts():

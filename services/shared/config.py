@@ -42,6 +42,13 @@ class Config:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
         return f"http://{host}:{self.ports[service]}"
 
+    def page_origins(self) -> list[str]:
+        """The origins the blog page is served from (Query's address), for CORS."""
+        hosts = {"127.0.0.1", "localhost"}
+        if self.host not in ("0.0.0.0", "", "::"):
+            hosts.add(self.host)
+        return sorted(f"http://{host}:{self.ports['query']}" for host in hosts)
+
     def db_path(self, service: str) -> Path:
         return self.data_dir / f"{service}.db"
 

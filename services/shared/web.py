@@ -36,9 +36,9 @@ def error(status: int, message: str):
     return jsonify(error=message), status
 
 
-def create_base_app(name: str, config: Config) -> Flask:
+def create_base_app(name: str, config: Config, import_name: str | None = None) -> Flask:
     """A Flask app that answers every failure with `{"error": ...}` JSON, never an HTML page."""
-    app = Flask(name)
+    app = Flask(import_name or name)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["BLOG"] = config
     app.json.sort_keys = False  # keep creation order in JSON objects
@@ -123,6 +123,13 @@ def events_blueprint(consume: Callable[[list[Event]], None]) -> Blueprint:
         return jsonify({})
 
     return bp
+
+
+def allow_page_origin(app: Flask, config: Config) -> None:
+    """Let the blog page (served by Query) call this service from the browser, and no other page."""
+    from flask_cors import CORS
+
+    CORS(app, origins=config.page_origins(), methods=["GET", "POST"], allow_headers=["Content-Type"])
 
 
 def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> None:

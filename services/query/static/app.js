@@ -1,0 +1,117 @@
+// The blog page: the list reads the Query service (polled with its ETag, so an unchanged view
+// costs a 304); the forms write to the Posts and Comments services. User text only ever goes
+// through textContent, so it is shown, never interpreted.
+"use strict";
+
+const app = document.getElementById("app");
+const serviceUrl = (port) => `${location.protocol}//${location.hostname}:${port}`;
+const POSTS = serviceUrl(app.dataset.postsPort);
+const COMMENTS = serviceUrl(app.dataset.commentsPort);
+const POLL_MS = 1000;
+
+const list = document.getElementById("posts");
+const status = document.getElementById("status");
+const postTemplate = document.getElementById("post-template");
+const shown = new Map(); // post id -> its <li>
+let etag = null;
+
+function setStatus(text, state) {
+  status.textContent = text;
+  status.className = `status ${state}`;
+}
+
+function say(form, text, kind) {
+  const message = form.querySelector(".form-message");
+  message.textContent = text;
+  message.className = `form-message ${kind}`;
+}
+
+function postElement(post) {
+  const item = postTemplate.content.firstElementChild.cloneNode(true);
+  item.dataset.postId = post.id;
+  item.querySelector(".post-title").textContent = post.title;
+  item.querySelector(".comment-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit(event.currentTarget, `${COMMENTS}/posts/${encodeURIComponent(post.id)}/comments`, "content", "comments");
+  });
+  return item;
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function render(posts) {
+  // Posts are only ever added: keep existing elements (and anything typed in their forms).
+  let comments = 0;
+  for (const post of Object.values(posts)) {
+    let item = shown.get(post.id);
+    if (!item) {
+      item = postElement(post);
+      shown.set(post.id, item);
+      list.appendChild(item);
+    }
+    const ul = item.querySelector(".comments");
+    if (ul.children.length !== post.comments.length) {
+      ul.replaceChildren(...post.comments.map((comment) => {
+        const li = document.createElement("li");
+        li.textContent = comment.content;
+        return li;
+      }));
+    }
+    comments += post.comments.length;
+  }
+  document.getElementById("counts").textContent = `(${plural(shown.size, "post")}, ${plural(comments, "comment")})`;
+  document.getElementById("empty").hidden = shown.size > 0;
+}
+
+async function refresh() {
+  try {
+    const response = await fetch("/posts", { cache: "no-store", headers: etag ? { "If-None-Match": etag } : {} });
+    if (response.status === 200) {
+      etag = response.headers.get("ETag");
+      render(await response.json());
+    } else if (response.status !== 304) {
+      throw new Error(`HTTP ${response.status}`);
+    }
+    setStatus(`Live: updated ${new Date().toLocaleTimeString()}`, "live");
+  } catch (error) {
+    setStatus("The query service is not answering; showing the last view, retrying…", "down");
+  } finally {
+    setTimeout(refresh, POLL_MS);
+  }
+}
+
+async function submit(form, url, field, service) {
+  const input = form.elements[field];
+  const button = form.querySelector("button");
+  button.disabled = true;
+  say(form, "", "");
+  try {
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ [field]: input.value }),
+      });
+    } catch (error) {
+      say(form, `The ${service} service is not reachable: nothing was saved. Is it running? Try again when it is back.`, "error");
+      return;
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      say(form, `Not saved: ${body.error || `the ${service} service answered ${response.status}`}`, "error");
+      return;
+    }
+    input.value = "";
+    say(form, "Saved. It appears below once the Query service has the event.", "ok");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.getElementById("post-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  submit(event.currentTarget, `${POSTS}/posts`, "title", "posts");
+});
+
+refresh();
