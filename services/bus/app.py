@@ -10,10 +10,10 @@ from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import SEQ_MAX, WireEvent
 from services.shared.openapi import Error, Operation, Param, register_openapi
-from services.shared.web import ApiError, create_base_app, parse_events, register_health
+from services.shared.web import ApiError, create_base_app, int_arg, parse_events, register_health
 
 from .delivery import Delivery, DeliveryFailed
-from .log import SCHEMA, EventLog, row_to_event, row_to_json
+from .log import SCHEMA, EventLog, row_to_event
 
 NAME = Param("name", "path", {"type": "string"})
 SUBSCRIBER = Param("subscriber", "query", {"type": "string"})
@@ -31,19 +31,6 @@ OPERATIONS = [
     Operation("post", "/dead-letters/{name}/{seq}/redeliver", "Send one dead letter to its subscriber again",
               {200: dict[str, Any], 502: Error}, params=(NAME, Param("seq", "path", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}))),
 ]
-
-
-def _int_arg(name: str, default: int | None, minimum: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter '{name}' must be a whole number, not {raw!r}") from None
-    if not minimum <= value <= SEQ_MAX:
-        raise ApiError(400, f"query parameter '{name}' must be from {minimum} to {SEQ_MAX}")
-    return value
 
 
 def create_app(config: Config | None = None, **delivery_options) -> Flask:
@@ -64,16 +51,16 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
 
     @app.get("/events")
     def read_log():
-        after = _int_arg("after", 0, 0)
-        limit = _int_arg("limit", None, 1)
+        after = int_arg("after", 0, 0)
+        limit = int_arg("limit", None, 1)
         event_type = request.args.get("type") or None
-        rows = event_log.read_after(after, limit, event_type)
+        pages = event_log.pages(after, limit, event_type)
 
         def stream():
-            # Streamed a page at a time: the response is never built whole in memory.
+            # A page at a time, one chunk each: the response is never built whole in memory.
             yield "["
-            for i, row in enumerate(rows):
-                yield ("," if i else "") + row_to_json(row)
+            for i, page in enumerate(pages):
+                yield ("," if i else "") + ",".join(row["wire"] for row in page)
             yield "]"
 
         return Response(stream_with_context(stream()), mimetype="application/json")

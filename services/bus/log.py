@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     PRIMARY KEY (subscriber, seq)
 );
 """
-PAGE = 500
+PAGE = 1000
+# An event as wire JSON, written by SQLite itself from the stored columns (the data is stored as JSON).
+WIRE_JSON = "json_object('seq', seq, 'id', id, 'type', type, 'source', source, 'time', time, 'data', json(data))"
 
 
 @dataclass(frozen=True)
@@ -78,24 +80,27 @@ class EventLog:
                 flag.set()
         return results
 
-    def read_after(self, after: int = 0, limit: int | None = None, type: str | None = None) -> Iterator[sqlite3.Row]:
-        """Rows with seq > after, oldest first, fetched a page at a time."""
+    def pages(self, after: int = 0, limit: int | None = None, type: str | None = None) -> Iterator[list[sqlite3.Row]]:
+        """Rows with seq > after, oldest first, a page at a time; each row's `wire` is its JSON."""
         conn = self.db.connection()
         remaining = limit if limit is not None else float("inf")
         while remaining > 0:
             page = int(min(PAGE, remaining))
-            if type is None:
-                rows = conn.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, page))
-            else:
-                rows = conn.execute(
-                    "SELECT * FROM events WHERE type = ? AND seq > ? ORDER BY seq LIMIT ?", (type, after, page)
-                )
-            rows = rows.fetchall()
-            yield from rows
+            rows = conn.execute(
+                f"SELECT *, {WIRE_JSON} AS wire FROM events WHERE seq > ? AND (? IS NULL OR type = ?) "
+                "ORDER BY seq LIMIT ?",
+                (after, type, type, page),
+            ).fetchall()
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             after = rows[-1]["seq"]
             remaining -= len(rows)
+
+    def read_after(self, after: int = 0, limit: int | None = None, type: str | None = None) -> Iterator[sqlite3.Row]:
+        for page in self.pages(after, limit, type):
+            yield from page
 
     def last_seq(self) -> int:
         return self.db.connection().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -121,7 +126,7 @@ class EventLog:
 
     def dead_letters(self, subscriber: str | None = None) -> list[sqlite3.Row]:
         query = (
-            "SELECT d.subscriber, d.attempts, d.error, d.parked_at, e.* FROM dead_letters d "
+            f"SELECT d.subscriber, d.attempts, d.error, d.parked_at, e.*, {WIRE_JSON} AS wire FROM dead_letters d "
             "JOIN events e USING (seq) WHERE ? IS NULL OR d.subscriber = ? ORDER BY d.subscriber, d.seq"
         )
         return self.db.connection().execute(query, (subscriber, subscriber)).fetchall()
@@ -143,12 +148,7 @@ def _move_cursor(conn: sqlite3.Connection, subscriber: str, seq: int) -> None:
 
 
 def row_to_json(row: sqlite3.Row) -> str:
-    """A logged event as wire JSON, reusing the stored data text rather than decoding it."""
-    head = json.dumps(
-        {"seq": row["seq"], "id": row["id"], "type": row["type"], "source": row["source"], "time": row["time"]},
-        ensure_ascii=False,
-    )
-    return f'{head[:-1]}, "data": {row["data"]}}}'
+    return row["wire"]
 
 
 def row_to_event(row: sqlite3.Row) -> Event:

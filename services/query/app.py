@@ -11,18 +11,23 @@ from services.shared import transport as transport_module
 from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import Event
-from services.shared.openapi import EVENTS_IN, Operation, register_openapi
+from services.shared.events import SEQ_MAX
+from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import PostWithComments
 from services.shared.transport import Transport
-from services.shared.web import create_base_app, events_blueprint, register_health
+from services.shared.web import create_base_app, events_blueprint, int_arg, register_health
 
 from .catchup import CatchUp
 from .view import SCHEMA, QueryView
 
+PAGING = (
+    Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}),
+)
 OPERATIONS = [
     Operation("get", "/", "The blog page (HTML)", {200: None}),
-    Operation("get", "/posts", "Every post with its comments, in creation order",
-              {200: dict[str, PostWithComments], 304: None}),
+    Operation("get", "/posts", "Every post with its comments, in creation order; `limit`/`offset` page it",
+              {200: dict[str, PostWithComments], 304: None, 400: Error}, params=PAGING),
     EVENTS_IN,
 ]
 
@@ -48,9 +53,13 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
 
     @app.get("/posts")
     def list_posts():
-        rendering = view.render()
+        offset = int_arg("offset", 0, 0)
+        limit = int_arg("limit", None, 1)
+        rendering = view.render(offset, limit)
         etag = f'"{rendering.etag}"'
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Total-Count": str(rendering.total)}
+        if limit is not None and offset + limit < rendering.total:
+            headers["Link"] = f'</posts?offset={offset + limit}&limit={limit}>; rel="next"'
         if etag in request.headers.get("If-None-Match", ""):
             return Response(status=304, headers=headers)
         return Response(rendering.body, mimetype="application/json", headers=headers)

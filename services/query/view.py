@@ -59,6 +59,10 @@ class Rendering:
     version: int
     etag: str
     body: bytes
+    total: int  # posts in the whole view, for paging
+
+
+CACHED_PAGES = 64  # renderings kept per version: the whole view and the most asked-for pages
 
 
 class QueryView:
@@ -66,7 +70,9 @@ class QueryView:
         self.db = db
         self._lock = threading.Lock()
         self._version = 0  # bumped by every apply that changed something
-        self._rendering: Rendering | None = None
+        self._cached_version = -1
+        self._posts: list[dict] = []  # the view of _cached_version, in order
+        self._renderings: dict[tuple[int, int | None], Rendering] = {}
 
     @property
     def applied_seq(self) -> int:
@@ -97,17 +103,29 @@ class QueryView:
                 self._version += 1
         return gap
 
-    def render(self) -> Rendering:
-        """The whole view as JSON bytes, rendered once per version and shared by every reader."""
+    def render(self, offset: int = 0, limit: int | None = None) -> Rendering:
+        """The view (or a page of it) as JSON bytes, rendered once per version and shared by every reader."""
+        key = (offset, limit)
         with self._lock:
             version = self._version
-            if self._rendering is not None and self._rendering.version == version:
-                return self._rendering
-        body = json.dumps(self.as_dict(), ensure_ascii=False, separators=(",", ":")).encode()
-        rendering = Rendering(version, hashlib.blake2b(body, digest_size=12).hexdigest(), body)
+            if self._cached_version == version:
+                cached = self._renderings.get(key)
+                if cached is not None:
+                    return cached
+                posts = self._posts
+            else:
+                posts = None
+        if posts is None:
+            posts = list(self.as_dict().values())
+        chosen = posts[offset:] if limit is None else posts[offset : offset + limit]
+        body = json.dumps({p["id"]: p for p in chosen}, ensure_ascii=False, separators=(",", ":")).encode()
+        rendering = Rendering(version, hashlib.blake2b(body, digest_size=12).hexdigest(), body, len(posts))
         with self._lock:
             if self._version == version:
-                self._rendering = rendering
+                if self._cached_version != version:
+                    self._cached_version, self._posts, self._renderings = version, posts, {}
+                if len(self._renderings) < CACHED_PAGES:
+                    self._renderings[key] = rendering
         return rendering
 
     def as_dict(self) -> dict[str, dict]:

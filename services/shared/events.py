@@ -107,6 +107,8 @@ class Event:
     source: str | None = None
     time: str = field(default_factory=utc_now)
     seq: int | None = None
+    # The validated data of a known type, kept from from_dict so handlers do not validate twice.
+    typed: BaseModel | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"type": self.type, "data": self.data, "id": self.id, "source": self.source, "time": self.time}
@@ -132,10 +134,13 @@ class Event:
             source=wire.source or source,
             time=wire.time or utc_now(),
             seq=wire.seq,
+            typed=wire.data if schema is not OtherEvent else None,
         )
 
     def payload(self) -> BaseModel | None:
         """The typed data of a known event type; None for types this system does not know."""
+        if self.typed is not None:
+            return self.typed
         schema = SCHEMAS.get(self.type)
         if schema is None:
             return None

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from .config import Config
-from .events import Event, InvalidEvent, describe
+from .events import SEQ_MAX, Event, InvalidEvent, describe
 from .signing import HEADER, SignatureError, verify
 
 M = TypeVar("M", bound=BaseModel)
@@ -91,6 +91,20 @@ def parse(model: type[M]) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         raise ApiError(400, describe(exc)) from None
+
+
+def int_arg(name: str, default: int | None, minimum: int) -> int | None:
+    """A whole-number query parameter from `minimum` to SEQ_MAX, or a 400 naming it."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter '{name}' must be a whole number, not {raw!r}") from None
+    if not minimum <= value <= SEQ_MAX:
+        raise ApiError(400, f"query parameter '{name}' must be from {minimum} to {SEQ_MAX}")
+    return value
 
 
 def parse_events() -> list[Event]:

@@ -140,3 +140,17 @@ def test_health_says_what_each_service_is(blog):
         health = getattr(blog, name).get("/health").json
         assert health["service"] == name and health["status"] == "ok"
     assert blog.query.get("/health").json["applied_seq"] == 0
+
+
+def test_query_pages_the_view_with_limit_and_offset(blog):
+    ids = [blog.create_post(f"page {i}")["id"] for i in range(5)]
+    first = blog.query.get("/posts?limit=2")
+    assert list(first.json) == ids[:2]
+    assert first.headers["X-Total-Count"] == "5"
+    assert first.headers["Link"] == '</posts?offset=2&limit=2>; rel="next"'
+    last = blog.query.get("/posts?offset=4&limit=2")
+    assert list(last.json) == ids[4:] and "Link" not in last.headers
+    assert blog.query.get("/posts?offset=9").json == {}
+    for bad in ("limit=0", "offset=-1", "limit=many"):
+        response = blog.query.get(f"/posts?{bad}")
+        assert response.status_code == 400 and "query parameter" in response.json["error"]

@@ -97,3 +97,13 @@ def test_the_view_and_its_position_survive_a_restart(tmp_path, history):
     again = QueryView(Database(tmp_path / "q.db", SCHEMA))
     assert again.as_dict() == EXPECTED
     assert again.applied_seq == 5
+
+
+def test_pages_are_cut_from_the_same_version_and_cached(view, history):
+    view.apply(history)
+    page = view.render(0, 1)
+    assert json.loads(page.body) == {"p1": EXPECTED["p1"]} and page.total == 2
+    assert view.render(0, 1) is page
+    assert json.loads(view.render(1, 1).body) == {"p2": EXPECTED["p2"]}
+    view.apply([logged(post_created("p3", "third"), 6)])
+    assert view.render(0, 1) is not page and view.render(0, 1).total == 3
