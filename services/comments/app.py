@@ -12,7 +12,7 @@ from services.shared.schemas import Comment, NewComment
 from services.shared.transport import Transport
 from services.shared.web import ApiError, allow_page_origin, create_base_app, events_blueprint, parse, register_health
 
-from .store import SCHEMA, CommentStore, UnknownPost
+from .store import HANDLERS, SCHEMA, CommentStore, UnknownPost
 
 POST_ID = Param("post_id", "path", {"type": "string"})
 OPERATIONS = [
@@ -30,7 +30,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     db = Database(config.db_path("comments"), SCHEMA)
     store = CommentStore(db)
     relay = outbox.Relay(db, transport)
-    transport.start_consuming("comments", store.apply)
+    transport.start_consuming("comments", store.apply, types=HANDLERS)
 
     app = create_base_app("comments", config)
     allow_page_origin(app, config)

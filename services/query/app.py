@@ -18,7 +18,7 @@ from services.shared.transport import Transport
 from services.shared.web import create_base_app, events_blueprint, int_arg, register_health
 
 from .catchup import CatchUp
-from .view import SCHEMA, QueryView
+from .view import HANDLERS, SCHEMA, QueryView
 
 PAGING = (
     Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}),
@@ -42,7 +42,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
         if view.apply(events):
             catch_up.request()
 
-    transport.start_consuming("query", consume)
+    transport.start_consuming("query", consume, types=HANDLERS)
     app = create_base_app("query", config, import_name=__name__)
     app.extensions["blog"] = catch_up
 

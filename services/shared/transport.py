@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import requests
@@ -31,8 +31,8 @@ class Transport(Protocol):
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Up to `limit` logged events with a sequence number above `after`, oldest first."""
 
-    def start_consuming(self, name: str, consumer: Consumer) -> None:
-        """Begin delivering events for subscriber `name` into `consumer`."""
+    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
+        """Begin delivering events of `types` (default: all) for subscriber `name` into `consumer`."""
 
     def close(self) -> None:
         """Release connections; stop consuming."""
@@ -78,7 +78,7 @@ class HttpTransport:
         except (requests.RequestException, ValueError) as exc:
             raise TransportError(f"could not read the event log at {self.bus_url}: {exc}") from None
 
-    def start_consuming(self, name: str, consumer: Consumer) -> None:
+    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
         """Nothing to start: the bus delivers to the service's `POST /events` route."""
 
     def close(self) -> None:
@@ -139,7 +139,7 @@ class InMemoryTransport:
             raise TransportError("in-memory bus is down")
         return self.bus.read_log(after, limit)
 
-    def start_consuming(self, name: str, consumer: Consumer) -> None:
+    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
         self.bus.subscribe(name, consumer)
 
     def close(self) -> None:
@@ -147,5 +147,9 @@ class InMemoryTransport:
 
 
 def from_config(config, source: str) -> Transport:
-    """The transport a service uses by default: the HTTP bus named in the configuration."""
+    """The transport the configuration names: RabbitMQ when BLOG_BROKER_URL is set, else the HTTP bus."""
+    if config.broker_url:
+        from .rabbitmq import RabbitTransport  # kombu is needed only in this mode
+
+        return RabbitTransport(config.broker_url, source=source, namespace=config.broker_namespace)
     return HttpTransport(config.url("bus"), source=source, secret=config.secret)

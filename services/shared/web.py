@@ -149,12 +149,13 @@ def allow_page_origin(app: Flask, config: Config) -> None:
 def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> None:
     """`GET /health`: what the service is, whether events are signed, and its own `fields()`."""
     started = time.time()
-    signed = bool(app.config["BLOG"].secret)
+    config = app.config["BLOG"]
 
     @app.get("/health")
     def health():
         return jsonify(
-            service=service, status="ok", signed=signed, uptime=round(time.time() - started, 1), **fields()
+            service=service, status="ok", transport=config.transport, signed=bool(config.secret),
+            uptime=round(time.time() - started, 1), **fields(),
         )
 
 
