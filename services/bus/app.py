@@ -10,7 +10,7 @@ from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import SEQ_MAX, WireEvent
 from services.shared.openapi import Error, Operation, Param, register_openapi
-from services.shared.web import ApiError, create_base_app, int_arg, parse_events, register_health
+from services.shared.web import ApiError, create_base_app, int_arg, json_body, parse_events, register_health
 
 from .delivery import Delivery, DeliveryFailed
 from .log import SCHEMA, EventLog, row_to_event
@@ -45,7 +45,7 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     @app.post("/events")
     def publish():
         appended = event_log.append(parse_events())
-        if isinstance(request.get_json(silent=True, force=True), list):  # parsed once, cached
+        if isinstance(json_body(), list):  # parsed once, cached
             return jsonify(status="OK", events=[vars(a) for a in appended])
         return jsonify(status="OK", **vars(appended[0]))
 

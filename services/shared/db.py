@@ -1,11 +1,15 @@
 """SQLite storage shared by every service: one file per service, WAL, one connection per thread."""
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+SQLITE_READONLY = 8
 
 
 class Database:
@@ -17,13 +21,14 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by reopen(): every thread's connection from before is stale
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # executescript commits as it goes; every statement in a schema is IF NOT EXISTS.
         self.connection().executescript(schema)
 
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.generation != self._generation:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly one block.
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=10, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -32,6 +37,7 @@ class Database:
             # only a power loss can take the last commits.
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
+            self._local.generation = self._generation
             with self._lock:
                 self._all.append(conn)
         return conn
@@ -40,13 +46,33 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All or nothing: a write and its outbox row, or a batch of events, commit together."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == SQLITE_READONLY:
+                self.reopen()
             raise
-        conn.execute("COMMIT")
+
+    def reopen(self) -> None:
+        """Close every connection, so the next ones are opened afresh.
+
+        A connection opened while the directory was read-only stays read-only for life, and
+        SQLite keeps new ones read-only too while any old one is open: only closing them all
+        lets the service write again once the disk is writable.
+        """
+        log.warning("%s is read-only; reopening every connection", self.path)
+        with self._lock:
+            self._generation += 1
+            stale, self._all = self._all, []
+        for conn in stale:
+            conn.close()
 
     def close(self) -> None:
         with self._lock:

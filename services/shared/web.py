@@ -8,9 +8,10 @@ from typing import Any, TypeVar
 
 import time
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+import orjson
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .events import SEQ_MAX, Event, InvalidEvent, describe
@@ -75,11 +76,17 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
 
 
 def json_body() -> Any:
-    """The request's JSON body, or a 400 naming what is wrong with it."""
-    try:
-        return request.get_json(force=True)
-    except BadRequest:
-        raise ApiError(400, "request body is not valid JSON") from None
+    """The request's JSON body, or a 400 naming what is wrong with it.
+
+    Parsed strictly (orjson): NaN, Infinity, lone surrogates and nesting deeper than 1,024
+    are refused, so nothing stored can later fail to encode or be served as invalid JSON.
+    """
+    if "json_body" not in g:
+        try:
+            g.json_body = orjson.loads(request.get_data(cache=True))
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"request body is not valid JSON ({exc})") from None
+    return g.json_body
 
 
 def parse(model: type[M]) -> M:

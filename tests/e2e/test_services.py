@@ -7,31 +7,9 @@ import uuid
 import pytest
 import requests
 
-from tests.helpers import wait_until
+from tests.helpers import create_comment, create_post, view, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def create_post(formation, title: str) -> dict:
-    response = requests.post(f"{formation.url('posts')}/posts", json={"title": title}, timeout=5)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def create_comment(formation, post_id: str, content: str) -> list:
-    """Comments learns of posts from events: wait until it knows this one, then comment."""
-    def attempt():
-        response = requests.post(
-            f"{formation.url('comments')}/posts/{post_id}/comments", json={"content": content}, timeout=5
-        )
-        assert response.status_code != 404 or "not known" in response.json()["error"]
-        return response if response.status_code == 201 else None
-
-    return wait_until(attempt, message=f"comments to accept a comment on {post_id}").json()
-
-
-def view(formation) -> dict:
-    return requests.get(f"{formation.url('query')}/posts", timeout=5).json()
 
 
 def test_a_post_and_a_comment_reach_query(formation):

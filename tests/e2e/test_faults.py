@@ -1,0 +1,451 @@
+"""Faults with real processes on loopback: a killed bus, a dead Query, a rejecting or hanging
+subscriber, a full or read-only disk, many concurrent clients, and a signed formation.
+
+Every wait is bounded (wait_until, join timeouts); processes are stopped by pid/process group.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from services.shared.signing import HEADER, sign
+from tests.helpers import (
+    FakeSubscriber,
+    Formation,
+    assembled_view,
+    bus_log,
+    create_comment,
+    create_post,
+    view,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+class Clients:
+    """`count` client threads, each with its own keep-alive session, running `work(client, session)`."""
+
+    def __init__(self, count: int, work: Callable[[int, requests.Session], None]) -> None:
+        self.errors: list[str] = []
+        self._writes = 0
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(k, work), name=f"client-{k}", daemon=True) for k in range(count)
+        ]
+
+    def _run(self, client: int, work: Callable[[int, requests.Session], None]) -> None:
+        with requests.Session() as session:
+            try:
+                work(client, session)
+            except BaseException as exc:  # reported by join(): a thread's failure fails the test
+                with self._lock:
+                    self.errors.append(f"client {client}: {exc!r}")
+
+    def wrote(self) -> None:
+        with self._lock:
+            self._writes += 1
+
+    @property
+    def writes(self) -> int:
+        with self._lock:
+            return self._writes
+
+    def start(self) -> Clients:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def finished(self) -> bool:
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def join(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert self.finished(), f"clients still writing after {timeout}s"
+        assert self.errors == []
+
+
+def post_created(session: requests.Session, formation: Formation, title: str) -> dict:
+    response = session.post(f"{formation.url('posts')}/posts", json={"title": title}, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def comment_created(session: requests.Session, formation: Formation, post_id: str, content: str) -> None:
+    response = session.post(
+        f"{formation.url('comments')}/posts/{post_id}/comments", json={"content": content}, timeout=10
+    )
+    assert response.status_code == 201, response.text
+
+
+def outbox_pending(formation: Formation) -> int:
+    return formation.health("posts")["outbox_pending"] + formation.health("comments")["outbox_pending"]
+
+
+def delivered_to_every_subscriber(formation: Formation, events: int) -> bool:
+    """The bus holds `events` events, every outbox is empty and every cursor is at the end of the log."""
+    bus = formation.health("bus")
+    return (
+        outbox_pending(formation) == 0
+        and bus["last_seq"] == events
+        and all(s["cursor"] == events and s["lag"] == 0 for s in bus["subscribers"])
+    )
+
+
+def assert_view_is_exactly_the_services_data(formation: Formation) -> dict:
+    """Query's view equals Posts' posts with Comments' comments, in the same order; returns it."""
+    expected = assembled_view(formation)
+    current = view(formation)
+    assert current == expected
+    assert list(current) == list(expected)  # posts in creation order, not just the same set
+    return current
+
+
+def subscriber(formation: Formation, name: str) -> dict:
+    return next(s for s in formation.health("bus")["subscribers"] if s["name"] == name)
+
+
+def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicates_nothing(formation):
+    formation.start()
+    seeds = [create_post(formation, f"seed {i}")["id"] for i in range(20)]
+    wait_until(lambda: formation.health("comments")["known_posts"] == 20, timeout=15,
+               message="comments to learn the seed posts")
+    clients_count, writes_each = 4, 520  # 2,080 writes, a third of them posts
+    posts: list[str] = []
+    contents: list[str] = []
+
+    def write(client: int, session: requests.Session) -> None:
+        for i in range(writes_each):
+            if i % 3 == 0:
+                posts.append(post_created(session, formation, f"client {client} post {i}")["id"])
+            else:
+                content = f"client {client} comment {i}"
+                comment_created(session, formation, seeds[(client + i) % len(seeds)], content)
+                contents.append(content)
+            clients.wrote()
+
+    clients = Clients(clients_count, write)  # assigned before any thread runs `write`
+    clients.start()
+    wait_until(lambda: clients.writes >= 500 or clients.finished(), timeout=30, message="the burst to be under way")
+    formation.kill("bus")  # SIGKILL, in the middle of the relays' publishing
+    wait_until(lambda: clients.writes >= 1100 or clients.finished(), timeout=30)
+    assert not clients.finished(), f"the burst ended before the bus came back: {clients.errors}"
+    assert outbox_pending(formation) > 0, "writes taken while the bus was down should wait in the outboxes"
+    formation.start("bus")
+    clients.join(timeout=90)
+
+    events = len(seeds) + clients_count * writes_each
+    wait_until(lambda: delivered_to_every_subscriber(formation, events), timeout=60,
+               message=f"all {events} events to reach every subscriber")
+
+    log = bus_log(formation)
+    assert [e["seq"] for e in log] == list(range(1, events + 1))
+    assert len({e["id"] for e in log}) == events  # no event logged twice
+    by_type = Counter(e["type"] for e in log)
+    assert by_type == {"PostCreated": len(seeds) + len(posts), "CommentCreated": len(contents)}
+    logged_posts = [e["data"]["id"] for e in log if e["type"] == "PostCreated"]
+    assert sorted(logged_posts) == sorted(seeds + posts)  # every acknowledged post, once
+    assert sorted(e["data"]["content"] for e in log if e["type"] == "CommentCreated") == sorted(contents)
+
+    current = assert_view_is_exactly_the_services_data(formation)
+    assert set(current) == set(seeds + posts)
+    assert sorted(c["content"] for p in current.values() for c in p["comments"]) == sorted(contents)
+    assert formation.health("query")["applied_seq"] == events
+
+
+def test_query_down_during_500_posts_and_1000_comments_catches_up_to_exactly_the_same_view(formation):
+    formation.start()
+    formation.kill("query")
+
+    posts: list[str] = []
+    Clients(4, lambda k, session: posts.extend(
+        post_created(session, formation, f"missed post {k}.{i}")["id"] for i in range(125)
+    )).start().join(60)
+    wait_until(lambda: formation.health("comments")["known_posts"] == 500, timeout=30,
+               message="comments to learn all 500 posts")
+
+    def comment(client: int, session: requests.Session) -> None:
+        for post_id in posts[client::4]:
+            for n in range(2):
+                comment_created(session, formation, post_id, f"missed comment {n} on {post_id}")
+
+    Clients(4, comment).start().join(90)
+
+    def logged_and_delivered_except_to_query() -> bool:
+        bus = formation.health("bus")
+        cursors = {s["name"]: s["cursor"] for s in bus["subscribers"]}
+        return bus["last_seq"] == 1500 and cursors["posts"] == cursors["comments"] == 1500
+    wait_until(logged_and_delivered_except_to_query, timeout=30, message="posts and comments to get every event")
+    assert subscriber(formation, "query")["lag"] > 0
+
+    formation.start("query")
+    wait_until(lambda: formation.health("query")["applied_seq"] == 1500, timeout=30, message="query to catch up")
+    current = assert_view_is_exactly_the_services_data(formation)
+    assert len(current) == 500 and sum(len(p["comments"]) for p in current.values()) == 1000
+    assert formation.health("query")["posts"] == 500 and formation.health("query")["comments"] == 1000
+    # The bus's own pushes to Query resume too (after its capped backoff), and change nothing.
+    wait_until(lambda: subscriber(formation, "query")["cursor"] == 1500, timeout=20)
+    assert view(formation) == current
+
+
+@pytest.fixture
+def fake_subscriber():
+    """Start FakeSubscribers with `fake_subscriber(respond)`; every one is stopped after the test."""
+    started: list[FakeSubscriber] = []
+
+    def start(respond: Callable[[dict], int]) -> FakeSubscriber:
+        fake = FakeSubscriber(respond).start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+def test_an_event_a_subscriber_keeps_rejecting_is_parked_and_redelivered_on_command(formation, fake_subscriber):
+    failing = threading.Event()
+    failing.set()
+    fake = fake_subscriber(lambda event: 500 if failing.is_set() and event["data"]["title"] == "poison" else 200)
+    formation.env.update(BLOG_SUBSCRIBERS=f"posts,comments,query,fake={fake.url}", BLOG_DELIVERY_ATTEMPTS="4")
+    formation.start()
+    bus = formation.url("bus")
+    titles = ["before", "poison", "after 1", "after 2"]
+    for title in titles:
+        create_post(formation, title)
+
+    wait_until(lambda: [e["data"]["title"] for e in fake.answered(200)] == ["before", "after 1", "after 2"],
+               timeout=15, message="the events after the rejected one to reach the fake subscriber")
+    poison_seq = next(e["seq"] for e in bus_log(formation) if e["data"]["title"] == "poison")
+    letters = requests.get(f"{bus}/dead-letters", timeout=5).json()
+    assert [(d["subscriber"], d["seq"], d["attempts"]) for d in letters] == [("fake", poison_seq, 4)]
+    assert "HTTP 500" in letters[0]["error"] and letters[0]["event"]["data"]["title"] == "poison"
+    status = subscriber(formation, "fake")
+    assert status["dead_letters"] == 1 and status["cursor"] == len(titles)
+
+    tries = fake.arrivals(lambda event: event["data"]["title"] == "poison")
+    assert [t.status for t in tries] == [500] * 4  # `attempts` tries, then parked: no more
+    gaps = [later.at - earlier.at for earlier, later in zip(tries, tries[1:])]
+    assert gaps[0] >= 0.04 and gaps[-1] > gaps[0], f"retries should back off, gaps were {gaps}"
+    # The other subscribers were not held up by it.
+    wait_until(lambda: [p["title"] for p in view(formation).values()] == titles, timeout=10)
+
+    still_failing = requests.post(f"{bus}/dead-letters/fake/{poison_seq}/redeliver", timeout=10)
+    assert still_failing.status_code == 502 and "stays a dead letter" in still_failing.json()["error"]
+    assert len(requests.get(f"{bus}/dead-letters", timeout=5).json()) == 1
+
+    failing.clear()
+    redelivered = requests.post(f"{bus}/dead-letters/fake/{poison_seq}/redeliver", timeout=10)
+    assert redelivered.status_code == 200, redelivered.text
+    assert [e["seq"] for e in fake.answered(200)][-1] == poison_seq
+    assert requests.get(f"{bus}/dead-letters", timeout=5).json() == []
+    assert subscriber(formation, "fake")["dead_letters"] == 0
+    again = requests.post(f"{bus}/dead-letters/fake/{poison_seq}/redeliver", timeout=10)
+    assert again.status_code == 404
+
+
+def test_a_hanging_subscriber_times_out_and_slows_no_other(formation, fake_subscriber):
+    def hang(event: dict) -> int:
+        fake.release.wait(30)  # far longer than BLOG_DELIVERY_TIMEOUT, until the test lets go
+        return 200
+
+    fake = fake_subscriber(hang)
+    formation.env.update(BLOG_SUBSCRIBERS=f"posts,comments,query,hang={fake.url}", BLOG_DELIVERY_TIMEOUT="1")
+    formation.start()
+
+    latencies = []
+    for i in range(8):
+        started = time.monotonic()
+        post = create_post(formation, f"while hanging {i}")
+        wait_until(lambda: post["id"] in view(formation), timeout=10, interval=0.01)
+        latencies.append(time.monotonic() - started)
+    assert max(latencies) < 2.0, f"write-to-view latencies with a hanging subscriber: {latencies}"
+
+    wait_until(lambda: "timed out" in (subscriber(formation, "hang")["last_error"] or ""), timeout=10,
+               message="the bus to report the hanging subscriber's timeout")
+    hanging = subscriber(formation, "hang")
+    assert hanging["cursor"] == 0 and hanging["failures"] >= 1 and hanging["lag"] == 8
+    assert fake.received == []  # it has answered nothing yet
+    # A timeout is not a rejection: retried, never parked.
+    assert requests.get(f"{formation.url('bus')}/dead-letters", timeout=5).json() == []
+
+    fake.release.set()  # the subscriber answers again: it gets everything, in order, at least once
+    wait_until(lambda: subscriber(formation, "hang")["cursor"] == 8, timeout=20,
+               message="the recovered subscriber to catch up")
+    assert sorted({e["seq"] for e in fake.answered(200)}) == list(range(1, 9))
+    assert subscriber(formation, "hang")["dead_letters"] == 0
+
+
+@pytest.fixture
+def small_disk(formation, tmp_path):
+    """A 1 MiB tmpfs for the Posts data directory; unmounted after the formation is stopped."""
+    mount_point = tmp_path / "posts-disk"
+    mount_point.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount(8) on this machine: the full and read-only disk tests need one")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({result.stderr.strip()}): needs root or CAP_SYS_ADMIN")
+    try:
+        yield mount_point
+    finally:
+        formation.stop()  # before unmounting: Posts holds its SQLite files open
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until the disk refuses another byte."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def remount(disk: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], check=True, capture_output=True)
+
+
+def integrity(db: Path) -> str:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def start_posts_on(formation: Formation, disk: Path) -> None:
+    formation.env["BLOG_SUBSCRIBERS"] = "posts"  # only Posts and the bus run: the test is about Posts' disk
+    formation.service_env["posts"] = {"BLOG_DATA_DIR": str(disk)}
+    formation.start("posts", "bus")
+
+
+def try_post(formation: Formation, title: str) -> requests.Response:
+    return requests.post(f"{formation.url('posts')}/posts", json={"title": title}, timeout=15)
+
+
+def logged_titles(formation: Formation) -> list[str]:
+    return [e["data"]["title"] for e in bus_log(formation)]
+
+
+def test_a_full_data_directory_gets_a_clear_503_writes_nothing_and_recovers(formation, small_disk):
+    start_posts_on(formation, small_disk)
+    before = [create_post(formation, f"before {i}") for i in range(3)]
+    wait_until(lambda: formation.health("posts")["outbox_pending"] == 0, timeout=10)
+    pid = formation.processes["posts"].pid
+
+    filler = fill(small_disk)
+    for i in range(3):
+        refused = try_post(formation, f"on a full disk {i}")
+        assert refused.status_code == 503, refused.text
+        assert "disk is full" in refused.json()["error"] and "nothing was written" in refused.json()["error"]
+    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in before}
+    assert formation.health("posts")["outbox_pending"] == 0
+    assert integrity(small_disk / "posts.db") == "ok"
+
+    filler.unlink()  # the disk has room again: no restart
+    after = [create_post(formation, f"after {i}") for i in range(10)]
+    assert formation.processes["posts"].pid == pid
+    expected = before + after
+    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in expected}
+    wait_until(lambda: logged_titles(formation) == [p["title"] for p in expected], timeout=15,
+               message="every acknowledged post, and none of the refused ones, to be logged")
+    wait_until(lambda: formation.health("posts")["outbox_pending"] == 0, timeout=10)
+    assert integrity(small_disk / "posts.db") == "ok"
+
+
+def test_a_read_only_data_directory_gets_a_clear_503_writes_nothing_and_recovers(formation, small_disk):
+    start_posts_on(formation, small_disk)
+    before = [create_post(formation, f"before {i}") for i in range(3)]
+    wait_until(lambda: formation.health("posts")["outbox_pending"] == 0, timeout=10)
+
+    # Linux refuses to remount read-only while SQLite holds its files open for writing (EBUSY),
+    # so Posts meets the read-only disk as it starts, as after a reboot onto a failing disk.
+    formation.kill("posts", signal.SIGTERM)
+    remount(small_disk, "ro")
+    formation.start("posts")
+    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in before}
+    for i in range(8):  # spread over the server's threads
+        refused = try_post(formation, f"on a read-only disk {i}")
+        assert refused.status_code == 503, refused.text
+        assert "readonly" in refused.json()["error"] and "nothing was written" in refused.json()["error"]
+    assert formation.health("posts")["posts"] == 3 and formation.health("posts")["outbox_pending"] == 0
+
+    remount(small_disk, "rw")  # the disk is back: no restart
+    assert integrity(small_disk / "posts.db") == "ok"
+    pid = formation.processes["posts"].pid
+
+    def first_write() -> dict | None:
+        response = try_post(formation, "after 0")
+        return response.json() if response.status_code == 201 else None
+
+    after = [wait_until(first_write, timeout=5, message="a write to succeed once the disk is writable")]
+    after += [create_post(formation, f"after {i}") for i in range(1, 10)]
+    assert formation.processes["posts"].pid == pid
+    expected = before + after
+    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in expected}
+    wait_until(lambda: formation.health("posts")["outbox_pending"] == 0, timeout=10,
+               message="the outbox relay to drain once the disk is writable")
+    assert logged_titles(formation) == [p["title"] for p in expected]
+    assert integrity(small_disk / "posts.db") == "ok"
+
+
+def test_8_clients_times_250_comments_on_one_post_are_exactly_2000_everywhere(formation):
+    formation.start()
+    post = create_post(formation, "popular")
+    wait_until(lambda: formation.health("comments")["known_posts"] == 1, timeout=10)
+
+    Clients(8, lambda k, session: [
+        comment_created(session, formation, post["id"], f"client {k} comment {i}") for i in range(250)
+    ]).start().join(120)
+
+    stored = requests.get(f"{formation.url('comments')}/posts/{post['id']}/comments", timeout=10).json()
+    assert len(stored) == 2000 and len({c["id"] for c in stored}) == 2000
+    assert {c["content"] for c in stored} == {f"client {k} comment {i}" for k in range(8) for i in range(250)}
+    wait_until(lambda: delivered_to_every_subscriber(formation, 2001), timeout=60)
+    assert view(formation)[post["id"]]["comments"] == stored
+    assert formation.health("query")["comments"] == 2000
+    logged = bus_log(formation, type="CommentCreated")
+    assert len(logged) == 2000 and {e["data"]["id"] for e in logged} == {c["id"] for c in stored}
+
+
+def test_a_signed_formation_works_end_to_end_and_refuses_unsigned_events(formation):
+    formation.env["BLOG_SECRET"] = "e2e-formation-secret"
+    formation.start()
+    assert all(formation.health(s)["signed"] for s in ("posts", "comments", "query", "bus"))
+    post = create_post(formation, "signed all the way")
+    comments = create_comment(formation, post["id"], "so is this")
+    wait_until(lambda: view(formation) == {post["id"]: {**post, "comments": comments}}, timeout=10)
+    wait_until(lambda: delivered_to_every_subscriber(formation, 2), timeout=10)
+
+    intruder = json.dumps({"type": "PostCreated", "data": {"id": "intruder", "title": "unsigned"}}).encode()
+    for service in ("posts", "comments", "query", "bus"):
+        for headers in ({}, {HEADER: sign("some-other-secret", intruder)}):
+            response = requests.post(f"{formation.url(service)}/events", data=intruder, timeout=5,
+                                     headers={"Content-Type": "application/json", **headers})
+            assert response.status_code == 401, (service, response.text)
+            assert "unauthorised event" in response.json()["error"]
+    assert formation.health("bus")["last_seq"] == 2
+    assert formation.health("comments")["known_posts"] == 1
+    assert view(formation) == {post["id"]: {**post, "comments": comments}}
+    refused = requests.post(f"{formation.url('comments')}/posts/intruder/comments", json={"content": "x"}, timeout=5)
+    assert refused.status_code == 404
