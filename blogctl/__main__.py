@@ -1,0 +1,3 @@
+from blogctl.cli import main
+
+main()

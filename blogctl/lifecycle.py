@@ -1,0 +1,308 @@
+"""Commands that run the formation: up, down, status, logs, kill, start."""
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from . import render
+from .client import ServiceError
+from .errors import BlogctlError
+from .formation import HEALTH_TIMEOUT, Formation, describe_exit
+from .render import console, text
+from .runtime import Runtime, Service, runtime
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON and nothing else.")]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=1, help="Seconds to wait for each service to answer /health.")
+]
+
+
+class Signal(str, enum.Enum):
+    KILL = "KILL"
+    TERM = "TERM"
+    INT = "INT"
+
+
+# Shared steps (demo-failure uses them too)
+
+def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> None:
+    """Start `names` and wait until each answers /health; on failure stop what this call started."""
+    formation = rt.formation
+    started = []
+    try:
+        for name in names:
+            formation.start(name)
+            started.append(name)
+        with console.status(f"Waiting for {', '.join(names)} to answer /health…"):
+            formation.wait_healthy(names, rt.is_healthy, timeout)
+    except BaseException:
+        for name in started:
+            formation.stop(name)
+        raise
+
+
+def service_rows(rt: Runtime) -> list[dict]:
+    """Each Procfile process: its port, pid, process state, and whether it answers /health."""
+    rows = []
+    for state in rt.formation.states():
+        port = rt.config.ports.get(state.name)
+        health, problem = None, None
+        if port is not None:
+            try:
+                health = rt.client.health(state.name)
+            except ServiceError as exc:
+                problem = "unreachable" if exc.status is None else str(exc)
+        process = state.state
+        if not state.running and health is not None:
+            process = "external"  # something answers on the port, but blogctl did not start it
+        rows.append({
+            "service": state.name, "port": port, "pid": state.pid, "process": process,
+            "healthy": health is not None if port is not None else state.running,
+            "uptime": state.uptime, "health": health, "error": problem,
+        })
+    return rows
+
+
+def show_services(rt: Runtime, names: list[str] | None = None) -> None:
+    rows = [row for row in service_rows(rt) if names is None or row["service"] in names]
+    console.print(render.services_table(rows))
+
+
+def _names(services: list[Service] | None, formation: Formation) -> list[str]:
+    names = [s.value for s in services] if services else formation.names
+    formation.check(names)
+    return list(dict.fromkeys(names))
+
+
+# Commands
+
+def up(
+    ctx: typer.Context,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once all are healthy; leave them running.")] = False,
+    timeout: TimeoutOption = HEALTH_TIMEOUT,
+) -> None:
+    """Start every service in the Procfile and wait until each answers /health.
+
+    In the foreground it then streams the services' logs, honcho-style; Ctrl-C stops them all.
+    A service that dies (or is killed) does not take the others down.
+    """
+    rt = runtime(ctx)
+    formation = rt.formation
+    states = formation.states()
+    missing = [s.name for s in states if not s.running]
+    if not missing:
+        console.print("The formation is already up; nothing changed.")
+        show_services(rt)
+        return
+    running = [s.name for s in states if s.running]
+    if running:
+        console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
+    offsets = {name: _size(formation.log_path(name)) for name in formation.names}
+    bring_up(rt, missing, timeout)
+    show_services(rt)
+    if detach:
+        console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
+                      markup=False, soft_wrap=True)
+        return
+    console.print("Streaming logs; press Ctrl-C to stop every service.", style="dim")
+    _serve_in_foreground(formation, offsets)
+
+
+def _serve_in_foreground(formation: Formation, offsets: dict[str, int]) -> None:
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    follower = LogFollower(formation, offsets)
+    pids = {s.name: s.pid for s in formation.states()}
+    try:
+        try:
+            while True:  # until Ctrl-C or SIGTERM: a foreground formation runs as long as the user wants
+                follower.print_new()
+                for state in formation.states():
+                    if state.pid != pids[state.name]:
+                        follower.print_new()
+                        if state.running:
+                            note = f"{state.name} started (pid {state.pid})"
+                        else:
+                            code = formation.exit_code(state.name)
+                            how = describe_exit(code) if code is not None else "exited"
+                            note = f"{state.name} {how}; the others keep running (`blogctl start {state.name}`)"
+                        console.print(text(note, "bold yellow"), soft_wrap=True)
+                        pids[state.name] = state.pid
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            console.print("Stopping the formation…", style="bold")
+        # Stopping runs with Ctrl-C ignored, so a second press cannot leave a service behind.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        for name in reversed(formation.names):
+            before = formation.stop(name)
+            if before.running:
+                console.print(text(f"stopped {name} (pid {before.pid})"))
+        follower.print_new()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def down(ctx: typer.Context) -> None:
+    """Stop every service (SIGTERM, then SIGKILL if one lingers) and verify each is gone."""
+    formation = runtime(ctx).formation
+    stopped = [before for name in reversed(formation.names) if (before := formation.stop(name)).running]
+    if not stopped:
+        console.print("Nothing was running; nothing changed.")
+        return
+    for before in reversed(stopped):
+        console.print(text(f"stopped {before.name} (pid {before.pid})"))
+
+
+def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Each service's port, pid, health and uptime, and the bus's delivery lag per subscriber."""
+    rt = runtime(ctx)
+    rows = service_rows(rt)
+    subscribers, bus_error = None, None
+    try:
+        subscribers = rt.client.subscribers()
+    except ServiceError as exc:
+        bus_error = str(exc)
+    if json_output:
+        render.print_json({"services": rows, "subscribers": subscribers, "bus_error": bus_error})
+        return
+    console.print(render.services_table(rows))
+    if not any(row["process"] == "running" for row in rows):
+        console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
+    if subscribers is not None:
+        console.print(render.subscribers_table(subscribers))
+    else:
+        console.print(Text.assemble("Bus subscribers: unknown — ", render.safe(bus_error)), style="yellow",
+                      soft_wrap=True)
+
+
+def logs(
+    ctx: typer.Context,
+    service: Annotated[Service | None, typer.Argument(help="One service; all of them if left out.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many recent lines to show per service.")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the services' logs (kept in the data directory's run/ folder)."""
+    formation = runtime(ctx).formation
+    names = _names([service] if service else None, formation)
+    present = [name for name in names if formation.log_path(name).exists()]
+    if not present:
+        raise BlogctlError(
+            f"no logs for {', '.join(names)} in {formation.run_dir} — start the services with `blogctl up`"
+        )
+    tails = {name: formation.tail(name, lines) for name in present}
+    if json_output and not follow:
+        render.print_json(tails)
+        return
+    follower = LogFollower(formation, {name: _size(formation.log_path(name)) for name in names}, as_json=json_output)
+    for name, tail in tails.items():
+        for line in tail:
+            follower.emit(name, line, when=None)
+    if not follow:
+        return
+    try:
+        while True:  # until Ctrl-C, like `tail -f`
+            follower.print_new()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+def kill(
+    ctx: typer.Context,
+    services: Annotated[list[Service], typer.Argument(help="The services to kill.")],
+    sig: Annotated[Signal, typer.Option("--signal", "-s", help="The signal to send to the process group.")] = Signal.KILL,
+) -> None:
+    """Kill services with a real signal (SIGKILL by default, as a crash would) and verify they are gone.
+
+    The other services keep running.
+    """
+    formation = runtime(ctx).formation
+    not_running = []
+    for name in _names(services, formation):
+        before = formation.stop(name, getattr(signal, f"SIG{sig.value}"))
+        if before.running:
+            console.print(text(f"killed {name} (pid {before.pid}) with SIG{sig.value}; it is gone"))
+        else:
+            not_running.append(name)
+    if not_running:
+        raise BlogctlError(f"{', '.join(not_running)} not running — nothing to kill (see `blogctl status`)")
+
+
+def start(
+    ctx: typer.Context,
+    services: Annotated[list[Service], typer.Argument(help="The services to start.")],
+    timeout: TimeoutOption = HEALTH_TIMEOUT,
+) -> None:
+    """Start single services and wait until they answer /health."""
+    rt = runtime(ctx)
+    names = _names(services, rt.formation)
+    missing = []
+    for name in names:
+        state = rt.formation.state(name)
+        if state.running:
+            console.print(text(f"{name} is already running (pid {state.pid})"))
+        else:
+            missing.append(name)
+    if missing:
+        bring_up(rt, missing, timeout)
+    show_services(rt, names)
+
+
+# Following log files
+
+def _size(path: os.PathLike) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+class LogFollower:
+    """Prints the lines appended to each service's log since `offsets`, prefixed and coloured like honcho."""
+
+    def __init__(self, formation: Formation, offsets: dict[str, int], *, as_json: bool = False) -> None:
+        self.formation = formation
+        self.offsets = dict(offsets)
+        self.partial = {name: b"" for name in offsets}
+        self.width = max(map(len, offsets), default=0)
+        self.colours = {name: render.LOG_COLOURS[i % len(render.LOG_COLOURS)] for i, name in enumerate(offsets)}
+        self.as_json = as_json
+
+    def read_new(self) -> Iterator[tuple[str, str]]:
+        for name in self.offsets:
+            try:
+                with open(self.formation.log_path(name), "rb") as log:
+                    if _size(self.formation.log_path(name)) < self.offsets[name]:
+                        self.offsets[name] = 0  # the file was replaced
+                    log.seek(self.offsets[name])
+                    data = log.read(1024 * 1024)
+            except OSError:
+                continue
+            self.offsets[name] += len(data)
+            *complete, self.partial[name] = (self.partial[name] + data).split(b"\n")
+            for line in complete:
+                yield name, line.decode("utf-8", "replace").rstrip("\r")
+
+    def emit(self, name: str, line: str, when: datetime | None) -> None:
+        if self.as_json:
+            render.print_json_line({"service": name, "line": line, "time": when.isoformat() if when else None})
+        else:
+            console.print(render.log_line(name, line, width=self.width, colour=self.colours[name], when=when),
+                          soft_wrap=True)
+
+    def print_new(self) -> None:
+        for name, line in self.read_new():
+            self.emit(name, line, datetime.now())

@@ -1,0 +1,207 @@
+"""How blogctl shows things: Rich tables and trees, JSON for scripts, and user text kept literal.
+
+User text (titles, comments, ids, log lines) only ever reaches the terminal through `text()`:
+Rich markup in it is not interpreted, and control characters are shown escaped (`\\x1b`),
+never sent to the terminal.
+"""
+from __future__ import annotations
+
+import json
+import time
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+LOG_COLOURS = ("cyan", "yellow", "green", "magenta", "red", "blue")  # honcho's order
+
+
+def safe(value: Any) -> str:
+    """`value` as a string with every control and format character (ESC, newline, bidi overrides) escaped."""
+    out = []
+    for ch in str(value):
+        if unicodedata.category(ch) in ("Cc", "Cf"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def text(value: Any, style: str = "") -> Text:
+    return Text(safe(value), style=style)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: JSON and nothing else (no Rich, no colour, no wrapping)."""
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def print_json_line(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False))
+
+
+def error(message: str, *, hint: Iterable[str] = ()) -> None:
+    err_console.print(Text.assemble(("error: ", "bold red"), safe(message)), soft_wrap=True)
+    for line in hint:
+        err_console.print(text(line, "dim"), soft_wrap=True)
+
+
+def ago(timestamp: str | float | None) -> str:
+    if timestamp in (None, ""):
+        return "—"
+    if isinstance(timestamp, str):
+        try:
+            timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return timestamp
+    return f"{duration(time.time() - timestamp)} ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+# Services and subscribers
+
+def services_table(rows: list[dict], title: str = "Services") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("service", "port", "pid", "process", "health", "uptime"):
+        table.add_column(column, justify="right" if column in ("port", "pid", "uptime") else "left")
+    for row in rows:
+        healthy = row["healthy"]
+        health = Text("ok", "green") if healthy else text(row.get("error") or "unreachable", "red")
+        process_style = {"running": "green", "exited": "red"}.get(row["process"], "yellow")
+        table.add_row(
+            text(row["service"], "bold"), str(row.get("port") or "—"), str(row.get("pid") or "—"),
+            text(row["process"], process_style), health, duration(row.get("uptime")),
+        )
+    return table
+
+
+def subscribers_table(subscribers: list[dict], title: str = "Bus subscribers") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("subscriber", "cursor", "lag", "failures", "last delivered", "last error"):
+        table.add_column(column, justify="right" if column in ("cursor", "lag", "failures") else "left")
+    for sub in subscribers:
+        lag = sub.get("lag")
+        table.add_row(
+            text(sub.get("name", "?"), "bold"), str(sub.get("cursor", "—")),
+            Text(str(lag if lag is not None else "—"), "green" if lag == 0 else "yellow"),
+            str(sub.get("failures", 0)), ago(sub.get("last_delivered_at")),
+            text(sub.get("last_error") or "—", "red" if sub.get("last_error") else "dim"),
+        )
+    return table
+
+
+# Posts, comments, the view
+
+def posts_table(posts: dict) -> Table:
+    table = Table(title=f"Posts ({len(posts)})", title_justify="left")
+    table.add_column("id", style="dim")
+    table.add_column("title")
+    for post in posts.values():
+        table.add_row(text(post.get("id", "")), text(post.get("title", "")))
+    return table
+
+
+def comments_table(post_id: str, comments: list[dict]) -> Table:
+    table = Table(title=Text.assemble("Comments on ", safe(post_id), f" ({len(comments)})"), title_justify="left")
+    table.add_column("id", style="dim")
+    table.add_column("content")
+    for comment in comments:
+        table.add_row(text(comment.get("id", "")), text(comment.get("content", "")))
+    return table
+
+
+def view_counts(view: dict) -> tuple[int, int]:
+    return len(view), sum(len(post.get("comments", [])) for post in view.values())
+
+
+def view_tree(view: dict, title: str = "Query view", limit: int | None = None) -> Tree:
+    """Post -> its comments, with counts; with `limit`, only the most recent posts are drawn."""
+    posts, comments = view_counts(view)
+    tree = Tree(Text.assemble((title, "bold"), f": {posts} post{'s' * (posts != 1)}, "
+                              f"{comments} comment{'s' * (comments != 1)}"))
+    shown = list(view.values())
+    if limit is not None and len(shown) > limit:
+        earlier = len(shown) - limit
+        tree.add(Text(f"… {earlier} earlier post{'s' * (earlier != 1)}", "dim"))
+        shown = shown[-limit:]
+    for post in shown:
+        post_comments = post.get("comments", [])
+        branch = tree.add(Text.assemble(
+            text(post.get("title", ""), "bold"), ("  " + safe(post.get("id", "")), "dim"),
+            (f"  {len(post_comments)} comment{'s' * (len(post_comments) != 1)}", "cyan"),
+        ))
+        for comment in post_comments:
+            branch.add(Text.assemble(text(comment.get("content", "")), ("  " + safe(comment.get("id", "")), "dim")))
+    return tree
+
+
+# The bus log
+
+def event_summary(event: dict, width: int = 80) -> str:
+    data = event.get("data")
+    if event.get("type") == "PostCreated" and isinstance(data, dict):
+        summary = f"post {data.get('id')}: {data.get('title')!r}"
+    elif event.get("type") == "CommentCreated" and isinstance(data, dict):
+        summary = f"comment {data.get('id')} on post {data.get('postId')}: {data.get('content')!r}"
+    else:
+        summary = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    summary = safe(summary)
+    return summary if len(summary) <= width else summary[: width - 1] + "…"
+
+
+def events_table(events: list[dict], title: str = "Event bus log") -> Table:
+    table = Table(title=f"{title} ({len(events)} event{'s' * (len(events) != 1)})", title_justify="left")
+    table.add_column("seq", justify="right")
+    table.add_column("time")
+    table.add_column("type", style="bold")
+    table.add_column("source")
+    table.add_column("summary")
+    for event in events:
+        table.add_row(*event_cells(event))
+    return table
+
+
+def event_cells(event: dict) -> tuple[Text, ...]:
+    return (
+        Text(str(event.get("seq", ""))), text(_clock(event.get("time", ""))), text(event.get("type", ""), "bold"),
+        text(event.get("source") or "—"), Text(event_summary(event)),
+    )
+
+
+def _clock(timestamp: str) -> str:
+    """`2024-05-01T12:00:01.123Z` as `12:00:01.123`: the day rarely matters in a demo's log."""
+    date, sep, clock = str(timestamp).partition("T")
+    return clock.rstrip("Z") if sep else str(timestamp)
+
+
+def event_line(event: dict) -> Text:
+    """One event as one line, for `events --follow`."""
+    return Text(" ").join(event_cells(event))
+
+
+# Logs
+
+def log_line(name: str, line: str, *, width: int, colour: str, when: datetime | None = None) -> Text:
+    """A line in honcho's style: `12:00:01 posts    | message`, coloured by service."""
+    prefix = f"{when:%H:%M:%S} " if when else ""
+    return Text.assemble((f"{prefix}{name.ljust(width)} | ", colour), safe(line))

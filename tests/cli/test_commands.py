@@ -1,0 +1,316 @@
+"""Every command's success and error paths, through CliRunner, against the in-process blog."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blogctl import __version__
+from blogctl import content, lifecycle
+from tests.cli.conftest import Cli
+from tests.helpers import free_port
+
+TRICKY_TITLES = ["[red]x[/red]", "esc \x1b[31mred\x1b[0m", "[link=http://evil]click[/link]", "rtl \u202egnp.exe"]
+
+
+def one_error_line(result) -> str:
+    """The failure contract: exit 1, nothing on stdout, one line on stderr, no traceback."""
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+# Global behaviour
+
+def test_version(cli):
+    assert cli.ok("--version").stdout.strip() == f"blogctl {__version__}"
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["post", "--help"], ["comment", "create", "--help"],
+                                  ["events", "--help"], ["demo-failure", "--help"], ["kill", "--help"]])
+def test_help_reads_well(cli, args):
+    result = cli(*args)
+    assert result.exit_code in (0, 2)  # no arguments shows help (click exits 2)
+    assert "Usage: blogctl" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_works_even_with_a_broken_setting(cli):
+    result = cli("post", "create", "--help", env={"BLOG_POSTS_PORT": "nope"})
+    assert result.exit_code == 0 and "Create a post" in result.stdout
+
+
+def test_a_broken_setting_is_one_line(cli):
+    line = one_error_line(cli("post", "list", env={"BLOG_POSTS_PORT": "nope"}))
+    assert "BLOG_POSTS_PORT" in line and "not a port number" in line
+
+
+def test_a_bad_port_option_is_a_usage_error(cli):
+    result = cli("--port", "posts:5100", "status")
+    assert result.exit_code == 2 and "SERVICE=PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_service_is_a_usage_error(cli):
+    result = cli("kill", "mailer")
+    assert result.exit_code == 2 and "mailer" in result.stderr
+
+
+# Real HTTP to a port nothing listens on: the client's one-line error, no traceback
+
+@pytest.mark.parametrize("args", [["post", "list"], ["post", "create", "t"], ["comment", "list", "p1"],
+                                  ["comment", "create", "p1", "c"], ["query"], ["events"]])
+def test_an_unreachable_service_is_one_line_naming_it(args):
+    ports = [f"--port={name}={free_port()}" for name in ("posts", "comments", "query", "bus")]
+    line = one_error_line(Cli(None)(*ports, *args))
+    assert line.startswith("error: ") and "service is not reachable at 127.0.0.1:" in line
+    assert "is it running? try `blogctl up`" in line
+
+
+# Posts and comments
+
+def test_post_create_and_list(cli):
+    created = cli.ok("post", "create", "Hello")
+    assert created.stdout.startswith("Created post ") and created.stdout.rstrip().endswith(": Hello")
+    listed = cli.json("post", "list")
+    assert [p["title"] for p in listed.values()] == ["Hello"]
+    assert "Hello" in cli.ok("post", "list").stdout
+
+
+@pytest.mark.parametrize("title", TRICKY_TITLES)
+def test_user_text_is_printed_literally(cli, title):
+    shown = title.replace("\x1b", "\\x1b").replace("\u202e", "\\u202e")
+    post = cli.json("post", "create", title)
+    assert post["title"] == title  # stored as given
+    for args in (["post", "list"], ["query"], ["events"]):
+        out = cli.ok(*args).stdout
+        assert shown in out, args
+        assert "\x1b" not in out and "\u202e" not in out
+    cli.ok("comment", "create", post["id"], title)
+    assert shown in cli.ok("comment", "list", post["id"]).stdout
+
+
+def test_a_rejected_write_is_one_line_with_the_services_reason(cli):
+    line = one_error_line(cli("post", "create", "   "))
+    assert "posts service refused POST /posts (400)" in line and "blank" in line
+
+
+def test_comment_create_and_list(cli):
+    post = cli.json("post", "create", "P")
+    out = cli.ok("comment", "create", post["id"], "first").stdout
+    assert out.startswith("Added comment ") and "; it has 1 comment" in out
+    comments = cli.json("comment", "create", post["id"], "second")
+    assert [c["content"] for c in comments] == ["first", "second"]
+    assert [c["content"] for c in cli.json("comment", "list", post["id"])] == ["first", "second"]
+
+
+def test_comment_on_an_unknown_post_says_so(cli):
+    line = one_error_line(cli("comment", "create", "nope", "hi", "--wait", "0.1"))
+    assert "post 'nope' is not known to the comments service" in line and "blogctl post list" in line
+
+
+def test_comment_waits_until_comments_has_heard_of_the_post(cli, blog):
+    blog.running.discard("bus")  # the PostCreated event stays in the posts outbox for now
+    post = cli.json("post", "create", "late")
+    assert one_error_line(cli("comment", "create", post["id"], "too soon", "--wait", "0.05"))
+    blog.running.add("bus")
+    blog.relay()
+    assert cli.json("comment", "create", post["id"], "now")[0]["content"] == "now"
+
+
+# Reading the system
+
+def test_query_shows_a_tree_with_counts(cli):
+    post = cli.json("post", "create", "Tree")
+    cli.ok("comment", "create", post["id"], "leaf")
+    out = cli.ok("query").stdout
+    assert "Query view: 1 post, 1 comment" in out
+    assert "Tree" in out and "leaf" in out and "└──" in out
+    view = cli.json("query")
+    assert view[post["id"]]["comments"][0]["content"] == "leaf"
+
+
+def test_events_shows_the_log_and_subscriber_cursors(cli):
+    post = cli.json("post", "create", "Evented")
+    cli.ok("comment", "create", post["id"], "a comment")
+    out = cli.ok("events").stdout
+    assert "PostCreated" in out and "CommentCreated" in out and "'Evented'" in out
+    assert "Subscriber cursors" in out and "query" in out
+    data = cli.json("events")
+    assert [e["type"] for e in data["events"]] == ["PostCreated", "CommentCreated"]
+    assert {s["name"] for s in data["subscribers"]} == {"posts", "comments", "query"}
+    only = cli.json("events", "--type", "CommentCreated")["events"]
+    assert [e["type"] for e in only] == ["CommentCreated"]
+    assert [e["seq"] for e in cli.json("events", "--after", "1")["events"]] == [2]
+    assert len(cli.json("events", "--limit", "1")["events"]) == 1
+
+
+def test_events_rejects_a_negative_after(cli):
+    assert cli("events", "--after", "-1").exit_code == 2
+
+
+def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch):
+    cli.ok("post", "create", "before")
+    naps = []
+
+    def sleep(seconds):  # the user writes a post during the first wait, then presses Ctrl-C
+        naps.append(seconds)
+        if len(naps) == 1:
+            cli.ok("post", "create", "during")
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(content.time, "sleep", sleep)
+    lines = cli.ok("events", "--follow", "--json").stdout.splitlines()
+    assert [json.loads(line)["data"]["title"] for line in lines] == ["before", "during"]
+
+
+def test_json_output_is_json_and_nothing_else(cli, blog):
+    cli.ok("post", "create", "J")
+    blog.formation._log("posts", "a line")
+    for args in (["post", "list"], ["query"], ["events"], ["status"], ["logs"]):
+        result = cli.ok(*args, "--json")
+        json.loads(result.stdout)  # the whole of stdout parses
+        assert result.stderr == ""
+
+
+# Running the formation
+
+def test_status_tells_the_truth(cli, blog):
+    data = cli.json("status")
+    assert [s["service"] for s in data["services"]] == ["posts", "comments", "query", "bus"]
+    assert all(s["healthy"] and s["process"] == "running" for s in data["services"])
+    assert {s["name"] for s in data["subscribers"]} == {"posts", "comments", "query"}
+    blog.running.discard("posts")
+    data = cli.json("status")
+    posts = data["services"][0]
+    assert (posts["process"], posts["healthy"], posts["error"]) == ("stopped", False, "unreachable")
+    out = cli.ok("status").stdout
+    assert "unreachable" in out and "Bus subscribers" in out and "lag" in out
+
+
+def test_status_without_the_bus_says_subscribers_are_unknown(cli, blog):
+    blog.running.discard("bus")
+    assert "Bus subscribers: unknown" in cli.ok("status").stdout
+    assert cli.json("status")["bus_error"].startswith("bus service is not reachable")
+
+
+def test_up_starts_what_is_missing_and_shows_the_table(cli, blog):
+    blog.running.clear()
+    out = cli.ok("up", "--detach").stdout
+    assert blog.running == {"posts", "comments", "query", "bus"}
+    assert "Services" in out and "Running in the background" in out
+
+
+def test_up_when_already_up_changes_nothing(cli, blog):
+    pids = dict(blog.formation.pids)
+    out = cli.ok("up").stdout  # foreground too: nothing to start, nothing to stream
+    assert "already up; nothing changed" in out
+    assert blog.formation.pids == pids
+
+
+def test_up_names_the_service_that_failed_with_its_log_and_stops_the_rest(cli, blog):
+    blog.running.clear()
+    blog.formation.broken.add("comments")
+    result = cli("up", "--detach")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    first, *tail = result.stderr.splitlines()
+    assert first.startswith("error: comments failed to start")
+    assert any("address in use" in line for line in tail)
+    assert blog.running == set()  # nothing half-started is left behind
+
+
+def test_down_stops_everything_and_is_idempotent(cli, blog):
+    out = cli.ok("down").stdout
+    assert blog.running == set()
+    assert "stopped posts (pid" in out
+    assert "Nothing was running" in cli.ok("down").stdout
+
+
+def test_kill_leaves_the_others_running(cli, blog):
+    out = cli.ok("kill", "posts", "comments").stdout
+    assert "killed posts" in out and "SIGKILL" in out
+    assert blog.running == {"query", "bus"}
+    assert "--- stopped with SIGKILL ---" in blog.formation.tail("posts")
+    cli.ok("kill", "--signal", "TERM", "query")
+    assert "--- stopped with SIGTERM ---" in blog.formation.tail("query")
+
+
+def test_kill_of_a_stopped_service_is_an_error(cli, blog):
+    blog.running.discard("posts")
+    assert "posts not running — nothing to kill" in one_error_line(cli("kill", "posts"))
+
+
+def test_start_brings_a_single_service_back(cli, blog):
+    blog.running.discard("posts")
+    out = cli.ok("start", "posts", "query").stdout
+    assert "query is already running" in out
+    assert "posts" in blog.running and "running" in out
+
+
+def test_logs_show_each_service_prefixed(cli, blog):
+    cli.ok("kill", "posts")
+    out = cli.ok("logs").stdout
+    assert "posts    | --- stopped with SIGKILL ---" in out
+    assert cli.json("logs", "posts") == {"posts": ["--- stopped with SIGKILL ---"]}
+
+
+def test_logs_without_any_log_say_what_to_do(cli):
+    assert "start the services with `blogctl up`" in one_error_line(cli("logs", "query"))
+
+
+def test_logs_follow_prints_new_lines_until_ctrl_c(cli, blog, monkeypatch):
+    naps = []
+
+    def sleep(seconds):
+        naps.append(seconds)
+        if len(naps) == 1:
+            blog.formation.stop("query")
+        else:
+            raise KeyboardInterrupt
+
+    blog.formation._log("query", "old line")
+    monkeypatch.setattr(lifecycle.time, "sleep", sleep)
+    out = cli.ok("logs", "query", "--follow").stdout.splitlines()
+    assert out[0] == "query | old line"
+    assert out[1].endswith("query | --- stopped with SIGTERM ---")
+
+
+# The failure demo
+
+def test_demo_failure_holds_and_leaves_the_formation_running(cli, blog):
+    result = cli.ok("demo-failure")
+    out = result.stdout
+    assert out.count("✓") == 8 and "✗" not in out
+    assert "Verdict: every step held" in out
+    assert "refused: posts service is not reachable" in out
+    assert blog.running == {"posts", "comments", "query", "bus"}
+    assert cli.ok("demo-failure").stdout.count("✓") == 8  # twice in a row
+
+
+def test_demo_failure_starts_a_stopped_formation_and_stops_it_again(cli, blog):
+    blog.running.clear()
+    out = cli.ok("demo-failure").stdout
+    assert "started posts, comments, query, bus" in out
+    assert "Left the formation as it was" in out
+    assert blog.running == set()
+
+
+def test_demo_failure_fails_when_query_does_not_survive(cli, blog):
+    # A view that forgets everything once Posts is gone: the lesson would not hold.
+    real_query = blog.clients["query"]
+
+    class ForgetfulQuery:
+        def open(self, path, **kwargs):
+            response = real_query.open(path, **kwargs)
+            if path == "/posts" and "posts" not in blog.running:
+                response.set_data(b"{}")
+            return response
+
+    blog.clients["query"] = ForgetfulQuery()
+    result = cli("demo-failure", "--wait", "1")
+    assert result.exit_code == 1
+    assert "✗ the view lost" in result.stdout and "Verdict: FAILED" in result.stdout
+    assert blog.running == {"posts", "comments", "query", "bus"}  # restored even so

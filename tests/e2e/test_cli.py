@@ -1,0 +1,166 @@
+"""The real `blogctl` driving real service processes on free ports, as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from services.shared.config import SERVICES
+from tests.helpers import ROOT, free_port, port_is_listening, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class Blogctl:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ports = {service: free_port() for service in SERVICES}
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TTY_COMPATIBLE")}
+        self.env.update({
+            "BLOG_DATA_DIR": str(data_dir), "BLOG_HOST": "127.0.0.1", "COLUMNS": "200",
+            **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
+        })
+        self.seen_pids: set[int] = set()
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "blogctl", *args]
+
+    def __call__(self, *args: str, expect: int = 0, timeout: float = 60) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.command(*args), env=self.env, cwd=ROOT, capture_output=True, text=True,
+                                timeout=timeout)
+        self.seen_pids |= set(self.recorded_pids().values())
+        assert result.returncode == expect, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        return result
+
+    def json(self, *args: str):
+        return json.loads(self(*args, "--json").stdout)
+
+    def recorded_pids(self) -> dict[str, int]:
+        pids = {}
+        for path in (self.data_dir / "run").glob("*.pid"):
+            try:
+                pids[path.stem] = json.loads(path.read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                pass
+        return pids
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def healthy(self, service: str) -> bool:
+        try:
+            return requests.get(f"{self.url(service)}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def assert_nothing_left(self) -> None:
+        assert not self.recorded_pids()
+        for pid in self.seen_pids:
+            assert not process_group_alive(pid), f"process group {pid} is still alive"
+        for service, port in self.ports.items():
+            assert not port_is_listening(port), f"{service}'s port {port} is still listening"
+
+
+def process_group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def blogctl(tmp_path):
+    cli = Blogctl(tmp_path)
+    try:
+        yield cli
+    finally:
+        # Whatever happened in the test: `down`, then SIGKILL any process group ever recorded.
+        subprocess.run(cli.command("down"), env=cli.env, cwd=ROOT, capture_output=True, timeout=60)
+        for pgid in cli.seen_pids | set(cli.recorded_pids().values()):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_user_session_from_up_to_down(blogctl):
+    out = blogctl("up", "--detach").stdout
+    assert "Running in the background" in out
+    assert all(blogctl.healthy(s) for s in SERVICES)
+    assert "already up; nothing changed" in blogctl("up", "--detach").stdout
+
+    post = blogctl.json("post", "create", "[red]end to end[/red]")
+    comments = blogctl.json("comment", "create", post["id"], "first!")  # waits for Comments to learn the post
+    assert comments[0]["content"] == "first!"
+    wait_until(lambda: blogctl.json("query")[post["id"]]["comments"] == comments, timeout=10)
+    assert "[red]end to end[/red]" in blogctl("query").stdout
+
+    events = blogctl.json("events")
+    assert [e["type"] for e in events["events"]] == ["PostCreated", "CommentCreated"]
+    status = blogctl.json("status")
+    assert all(s["healthy"] and s["process"] == "running" for s in status["services"])
+    assert {s["name"] for s in status["subscribers"]} == {"posts", "comments", "query"}
+
+    # Killing Posts takes nothing else down.
+    pid = blogctl.recorded_pids()["posts"]
+    assert "killed posts" in blogctl("kill", "posts").stdout
+    assert not process_group_alive(pid) and not port_is_listening(blogctl.ports["posts"])
+    assert all(blogctl.healthy(s) for s in ("comments", "query", "bus"))
+    assert post["id"] in blogctl.json("query")
+    error = blogctl("post", "create", "while down", expect=1).stderr
+    assert error.strip() == (f"error: posts service is not reachable at 127.0.0.1:{blogctl.ports['posts']} "
+                             "— is it running? try `blogctl up`")
+    states = {s["service"]: s["process"] for s in blogctl.json("status")["services"]}
+    assert states == {"bus": "running", "posts": "stopped", "comments": "running", "query": "running"}
+
+    blogctl("start", "posts")
+    assert blogctl.healthy("posts")
+    assert "posts" in blogctl.json("logs", "posts")
+
+    assert "stopped posts" in blogctl("down").stdout
+    blogctl.assert_nothing_left()
+
+
+def test_demo_failure_twice_then_from_a_stopped_formation(blogctl):
+    blogctl("up", "--detach")
+    pids = blogctl.recorded_pids()
+    for _ in range(2):
+        out = blogctl("demo-failure").stdout
+        assert "Verdict: every step held" in out and out.count("✓") == 8
+    assert set(blogctl.recorded_pids()) == set(SERVICES)  # still running, as found
+    assert blogctl.recorded_pids()["query"] == pids["query"]  # Query was never touched
+    blogctl("down")
+    blogctl.assert_nothing_left()
+
+    out = blogctl("demo-failure").stdout
+    assert "Verdict: every step held" in out
+    blogctl.assert_nothing_left()  # stopped again, as found
+
+
+def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
+    up = subprocess.Popen(blogctl.command("up"), env=blogctl.env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: all(blogctl.healthy(s) for s in SERVICES), timeout=30, message="all services healthy")
+        blogctl.seen_pids |= set(blogctl.recorded_pids().values())
+        blogctl("kill", "comments")  # the foreground formation survives a dead member
+        assert all(blogctl.healthy(s) for s in ("posts", "query", "bus"))
+        os.kill(up.pid, signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(10)
+    assert up.returncode == 0, output
+    assert "posts    | " in output and "Serving on" in output
+    assert "comments was killed by SIGKILL" in output and "Stopping the formation" in output
+    blogctl.assert_nothing_left()
