@@ -84,7 +84,9 @@ app.command("start")(lifecycle.start)
 app.add_typer(content.post_app, name="post")
 app.add_typer(content.comment_app, name="comment")
 app.command("events")(content.events)
+app.command("redeliver")(content.redeliver)
 app.command("query")(content.query)
+app.command("open")(lifecycle.open_page)
 app.command("demo-failure")(demo.demo_failure)
 
 

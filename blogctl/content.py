@@ -83,10 +83,24 @@ def events(
     after: Annotated[int, typer.Option("--after", min=0, help="Only events with a sequence number above this.")] = 0,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many events.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
+    dead: Annotated[bool, typer.Option(
+        "--dead", help="Show the dead letters instead: events a subscriber kept rejecting, parked by the bus.",
+    )] = False,
+    subscriber: Annotated[str | None, typer.Option("--subscriber", "-s", help="With --dead: only this subscriber's.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """The event bus log, oldest first, and how far each subscriber has read it."""
     client = runtime(ctx).client
+    if dead:
+        letters = client.dead_letters(subscriber)
+        if json_output:
+            render.print_json(letters)
+        elif not letters:
+            console.print("No dead letters: every subscriber took every event.")
+        else:
+            console.print(render.dead_letters_table(letters))
+            console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
+        return
     logged = client.events(after=after, limit=limit, event_type=event_type)
     if follow:
         _follow_events(client, logged, after, event_type, json_output)
@@ -118,6 +132,20 @@ def _follow_events(client, logged: list[dict], after: int, event_type: str | Non
             logged = client.events(after=last, event_type=event_type)
     except KeyboardInterrupt:
         pass
+
+
+def redeliver(
+    ctx: typer.Context,
+    subscriber: Annotated[str, typer.Argument(help="The subscriber the event was parked for (see `events --dead`).")],
+    seq: Annotated[int, typer.Argument(min=1, help="The event's sequence number in the log.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Send a dead letter to its subscriber again; it leaves the dead letters only if taken."""
+    answer = runtime(ctx).client.redeliver(subscriber, seq)
+    if json_output:
+        render.print_json(answer)
+    else:
+        console.print(render.text(f"{subscriber} took event {seq}; it is no longer a dead letter"))
 
 
 def query(ctx: typer.Context, json_output: JsonOption = False) -> None:

@@ -5,6 +5,7 @@ import enum
 import os
 import signal
 import time
+import webbrowser
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
@@ -108,6 +109,8 @@ def up(
     offsets = {name: _size(formation.log_path(name)) for name in formation.names}
     bring_up(rt, missing, timeout)
     show_services(rt)
+    console.print(render.mode_line(rt.config), soft_wrap=True)
+    console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
     if detach:
         console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
                       markup=False, soft_wrap=True)
@@ -175,9 +178,11 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     except ServiceError as exc:
         bus_error = str(exc)
     if json_output:
-        render.print_json({"services": rows, "subscribers": subscribers, "bus_error": bus_error})
+        mode = {"transport": rt.config.transport, "signed": bool(rt.config.secret)}
+        render.print_json({"mode": mode, "services": rows, "subscribers": subscribers, "bus_error": bus_error})
         return
     console.print(render.services_table(rows))
+    console.print(render.mode_line(rt.config), soft_wrap=True)
     if not any(row["process"] == "running" for row in rows):
         console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
     if subscribers is not None:
@@ -185,6 +190,17 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     else:
         console.print(Text.assemble("Bus subscribers: unknown — ", render.safe(bus_error)), style="yellow",
                       soft_wrap=True)
+
+
+def open_page(ctx: typer.Context) -> None:
+    """Open the blog page (served by Query) in your web browser."""
+    rt = runtime(ctx)
+    rt.client.health("query")  # a clear error if Query is not running
+    url = rt.client.page_url()
+    if webbrowser.open(url):
+        console.print(Text.assemble("Opened ", (url, "bold"), " in your browser."), soft_wrap=True)
+    else:
+        console.print(Text.assemble("No browser found here; open ", (url, "bold"), " yourself."), soft_wrap=True)
 
 
 def logs(

@@ -110,6 +110,39 @@ def subscribers_table(subscribers: list[dict], title: str = "Bus subscribers") -
     return table
 
 
+def mode_line(config) -> Text:
+    """Which transport carries events and whether they are signed: what `up` and `status` say."""
+    if config.transport == "rabbitmq":
+        carrier = Text.assemble("events through RabbitMQ at ", safe(_without_password(config.broker_url)))
+    else:
+        carrier = Text(f"events through the HTTP bus at {config.url('bus').removeprefix('http://')}")
+    signed = ("signed (BLOG_SECRET set)", "green") if config.secret else ("not signed (no BLOG_SECRET)", "yellow")
+    return Text.assemble("Mode: ", carrier, "; ", signed)
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return parts.geturl()
+
+
+def dead_letters_table(letters: list[dict]) -> Table:
+    table = Table(title=f"Dead letters ({len(letters)})", title_justify="left")
+    for column in ("subscriber", "seq", "type", "attempts", "parked", "error", "summary"):
+        table.add_column(column, justify="right" if column in ("seq", "attempts") else "left")
+    for letter in letters:
+        event = letter.get("event", {})
+        table.add_row(
+            text(letter.get("subscriber", "?"), "bold"), str(letter.get("seq", "?")), text(event.get("type", "?")),
+            str(letter.get("attempts", "?")), ago(letter.get("parked_at")), text(letter.get("error", ""), "red"),
+            text(event_summary(event)),
+        )
+    return table
+
+
 # Posts, comments, the view
 
 def posts_table(posts: dict) -> Table:

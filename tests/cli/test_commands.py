@@ -314,3 +314,77 @@ def test_demo_failure_fails_when_query_does_not_survive(cli, blog):
     assert result.exit_code == 1
     assert "✗ the view lost" in result.stdout and "Verdict: FAILED" in result.stdout
     assert blog.running == {"posts", "comments", "query", "bus"}  # restored even so
+
+
+# Mode, the page, dead letters
+
+def test_status_and_up_say_which_transport_runs_and_whether_events_are_signed(cli, blog):
+    result = cli.ok("status")
+    assert "Mode: events through the HTTP bus at 127.0.0.1:4005; not signed (no BLOG_SECRET)" in result.stdout
+    assert cli.json("status")["mode"] == {"transport": "http", "signed": False}
+    signed = cli("status", env={"BLOG_SECRET": "s3cret"})
+    assert "signed (BLOG_SECRET set)" in signed.stdout and "s3cret" not in signed.stdout
+    blog.running.discard("query")
+    up = cli.ok("up", "--detach")
+    assert "Mode: events through the HTTP bus" in up.stdout
+    assert "Blog page: http://127.0.0.1:4002/" in up.stdout
+
+
+def test_open_opens_the_page_served_by_query(cli, blog, monkeypatch):
+    opened = []
+    monkeypatch.setattr(lifecycle.webbrowser, "open", lambda url: opened.append(url) or True)
+    assert "Opened http://127.0.0.1:4002/" in cli.ok("open").stdout
+    assert opened == ["http://127.0.0.1:4002/"]
+    monkeypatch.setattr(lifecycle.webbrowser, "open", lambda url: False)
+    assert "No browser found here; open http://127.0.0.1:4002/ yourself." in cli.ok("open").stdout
+    blog.running.discard("query")
+    assert "query service is not reachable" in one_error_line(cli("open"))
+
+
+class AcceptingSession:
+    """Stands in for the bus's HTTP session to a subscriber that now takes the event."""
+
+    def __init__(self):
+        self.bodies = []
+
+    def post(self, url, data, timeout, headers):
+        self.bodies.append(json.loads(data))
+        response = type("Response", (), {})()
+        response.status_code, response.text = 200, "{}"
+        return response
+
+    def close(self):
+        pass
+
+
+def park_one(blog, subscriber="query"):
+    """Log an event and park it for `subscriber`, as the bus does after repeated rejections."""
+    from services.shared.events import utc_now
+
+    cli_post = blog.clients["posts"].post("/posts", json={"title": "poison"})
+    assert cli_post.status_code == 201
+    blog.relay()
+    deliverer = blog.apps["bus"].extensions["blog"].deliverers[subscriber]
+    seq = deliverer.log.last_seq()
+    deliverer.log.park(subscriber, seq, 4, "HTTP 500: cannot apply", utc_now())
+    return deliverer, seq
+
+
+def test_events_dead_lists_parked_events_and_redeliver_sends_one_again(cli, blog):
+    assert "No dead letters" in cli.ok("events", "--dead").stdout
+    deliverer, seq = park_one(blog)
+    shown = cli.ok("events", "--dead").stdout
+    assert "Dead letters (1)" in shown and "HTTP 500: cannot apply" in shown and "poison" in shown
+    [letter] = cli.json("events", "--dead", "--subscriber", "query")
+    assert letter["seq"] == seq and letter["attempts"] == 4 and letter["event"]["data"]["title"] == "poison"
+
+    accepting = AcceptingSession()
+    deliverer._new_session = lambda: accepting
+    assert f"query took event {seq}" in cli.ok("redeliver", "query", str(seq)).stdout
+    assert accepting.bodies[0][0]["seq"] == seq
+    assert cli.json("events", "--dead") == []
+
+
+def test_redeliver_errors_are_one_line(cli, blog):
+    assert "no dead letter 7 for query" in one_error_line(cli("redeliver", "query", "7"))
+    assert "no subscriber named 'mailer'" in one_error_line(cli("events", "--dead", "--subscriber", "mailer"))
