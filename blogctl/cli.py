@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from . import __version__, content, demo, lifecycle
+from . import __version__, bench, content, demo, lifecycle
 from .errors import BlogctlError
 from .render import error
 from .runtime import Runtime, Wiring, port_overrides
@@ -88,6 +88,7 @@ app.command("redeliver")(content.redeliver)
 app.command("query")(content.query)
 app.command("open")(lifecycle.open_page)
 app.command("demo-failure")(demo.demo_failure)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
         posts, comments = view.counts()
         return dict(
             applied_seq=view.applied_seq, posts=posts, comments=comments,
-            catching_up=catch_up.running, catch_up_error=catch_up.last_error,
+            catching_up=catch_up.running, catch_up_error=catch_up.last_error, last_catch_up=catch_up.last_run,
         )
 
     register_health(app, "query", health)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from services.shared.retry import Stopped, retry_until_stopped
 from services.shared.transport import Transport, TransportError
@@ -16,6 +17,7 @@ class CatchUp:
         self.page = page
         self.last_error: str | None = None
         self.running = False
+        self.last_run: dict | None = None  # events read and seconds taken by the last catch-up
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -23,6 +25,7 @@ class CatchUp:
     def catch_up_once(self) -> int:
         """Apply the log after `applied_seq` until its end; return how many events were read."""
         read = 0
+        started = time.perf_counter()
         while True:
             events = self.transport.read_log(after=self.view.applied_seq, limit=self.page)
             if events:
@@ -30,6 +33,7 @@ class CatchUp:
                 read += len(events)
             if len(events) < self.page:
                 self.last_error = None
+                self.last_run = {"events": read, "seconds": round(time.perf_counter() - started, 3)}
                 return read
 
     def request(self) -> None:

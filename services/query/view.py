@@ -2,19 +2,24 @@
 
 Applying is idempotent (ids are keys: a redelivered event changes nothing) and order-tolerant
 (a comment that arrives before its post waits in the table and shows once the post does).
+An event pushed without a log position (a broker's queue carries none) goes after every
+positioned one, in arrival order, and takes its position when the log supplies it.
 The view remembers `applied_seq`, the log position up to which it has every event, so a
 restarted Query asks the bus only for what it missed.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
-import json
+import itertools
 import sqlite3
 import threading
 from dataclasses import dataclass
 
+import orjson
+
 from services.shared.db import Database
-from services.shared.events import CommentCreated, Event, PostCreated, dispatch
+from services.shared.events import SEQ_MAX, CommentCreated, Event, PostCreated, dispatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS posts (
@@ -40,13 +45,16 @@ INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
 
 def add_post(post: PostCreated, event: Event, conn: sqlite3.Connection) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO posts (id, seq, title) VALUES (?, ?, ?)", (post.id, event.seq, post.title)
+        "INSERT INTO posts (id, seq, title) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq"
+        " WHERE posts.seq IS NULL AND excluded.seq IS NOT NULL",
+        (post.id, event.seq, post.title),
     )
 
 
 def add_comment(comment: CommentCreated, event: Event, conn: sqlite3.Connection) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO comments (id, seq, post_id, content) VALUES (?, ?, ?, ?)",
+        "INSERT INTO comments (id, seq, post_id, content) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+        " SET seq = excluded.seq WHERE comments.seq IS NULL AND excluded.seq IS NOT NULL",
         (comment.id, event.seq, comment.postId, comment.content),
     )
 
@@ -65,14 +73,110 @@ class Rendering:
 CACHED_PAGES = 64  # renderings kept per version: the whole view and the most asked-for pages
 
 
+class _Ordered:
+    """Values kept in log order (seq, then arrival), appended in O(1) when events come in order."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+        self.values: list = []
+
+    def add(self, key: tuple[int, int], value) -> None:
+        if not self.keys or key >= self.keys[-1]:
+            self.keys.append(key)
+            self.values.append(value)
+        else:  # a late arrival: put it where the log has it
+            at = bisect.bisect(self.keys, key)
+            self.keys.insert(at, key)
+            self.values.insert(at, value)
+
+    def rekey(self, keys: dict, ident=lambda value: value) -> None:
+        """Give the values named in `keys` (by `ident`) their new keys, and re-sort once."""
+        pairs = sorted(
+            (keys.get(ident(value), key), value) for key, value in zip(self.keys, self.values)
+        ) if keys else []
+        if pairs:
+            self.keys[:] = [key for key, _ in pairs]
+            self.values[:] = [value for _, value in pairs]
+
+
 class QueryView:
+    """The view in SQLite (durable) and mirrored in memory (fast to render); apply writes both."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self._lock = threading.Lock()
         self._version = 0  # bumped by every apply that changed something
-        self._cached_version = -1
-        self._posts: list[dict] = []  # the view of _cached_version, in order
+        self._arrivals = itertools.count()
+        self._posts: dict[str, dict] = {}  # id -> {"id", "title", "comments": [...]}
+        self._order = _Ordered()  # post ids in creation order
+        self._comments: dict[str, _Ordered] = {}  # post id -> its comments, in order
+        self._comment_ids: set[str] = set()
+        # Applied without a log position (pushed by a broker's queue): id -> post id, until the log gives one.
+        self._unplaced_posts: set[str] = set()
+        self._unplaced_comments: dict[str, str] = {}
+        self._placed: list[tuple[str, int, str | None]] = []  # (id, seq, post id of a comment) found by an apply
         self._renderings: dict[tuple[int, int | None], Rendering] = {}
+        self._rendered_version = 0
+        self._load()
+
+    def _load(self) -> None:
+        conn = self.db.connection()
+        conn.execute("BEGIN")  # one snapshot for both reads
+        try:
+            for row in conn.execute("SELECT id, seq, title FROM posts ORDER BY seq IS NULL, seq, rowid"):
+                self._add_post(row["id"], row["seq"], row["title"])
+            for row in conn.execute(
+                "SELECT id, seq, post_id, content FROM comments ORDER BY seq IS NULL, seq, rowid"
+            ):
+                self._add_comment(row["id"], row["seq"], row["post_id"], row["content"])
+        finally:
+            conn.execute("COMMIT")
+
+    def _key(self, seq: int | None) -> tuple[int, int]:
+        return (SEQ_MAX + 1 if seq is None else seq, next(self._arrivals))
+
+    def _add_post(self, post_id: str, seq: int | None, title: str) -> None:
+        if post_id in self._posts:
+            if seq is not None and post_id in self._unplaced_posts:
+                self._unplaced_posts.discard(post_id)
+                self._placed.append((post_id, seq, None))
+            return
+        if seq is None:
+            self._unplaced_posts.add(post_id)
+        comments = self._comments.setdefault(post_id, _Ordered())
+        self._posts[post_id] = {"id": post_id, "title": title, "comments": comments.values}
+        self._order.add(self._key(seq), post_id)
+
+    def _add_comment(self, comment_id: str, seq: int | None, post_id: str, content: str) -> None:
+        if comment_id in self._comment_ids:
+            if seq is not None and comment_id in self._unplaced_comments:
+                self._placed.append((comment_id, seq, self._unplaced_comments.pop(comment_id)))
+            return
+        self._comment_ids.add(comment_id)
+        if seq is None:
+            self._unplaced_comments[comment_id] = post_id
+        # A comment before its post waits here; the post's entry shares this list when it comes.
+        self._comments.setdefault(post_id, _Ordered()).add(self._key(seq), {"id": comment_id, "content": content})
+
+    def _mirror(self, event: Event) -> None:
+        data = event.payload()
+        if isinstance(data, PostCreated):
+            self._add_post(data.id, event.seq, data.title)
+        elif isinstance(data, CommentCreated):
+            self._add_comment(data.id, event.seq, data.postId, data.content)
+
+    def _place(self) -> None:
+        """Move what was applied without a log position to the position the log now gave it."""
+        if not self._placed:
+            return
+        self._order.rekey({i: self._key(seq) for i, seq, post_id in self._placed if post_id is None})
+        by_post: dict[str, dict] = {}
+        for i, seq, post_id in self._placed:
+            if post_id is not None:
+                by_post.setdefault(post_id, {})[i] = self._key(seq)
+        for post_id, keys in by_post.items():
+            self._comments[post_id].rekey(keys, ident=lambda comment: comment["id"])
+        self._placed.clear()
 
     @property
     def applied_seq(self) -> int:
@@ -84,11 +188,12 @@ class QueryView:
         `from_log`: the events are a contiguous read of the log, so the position moves to the
         last one. Pushed events move it only while they follow on without a gap.
         """
+        events = sorted(events, key=lambda e: e.seq or 0)
         with self.db.transaction() as conn:
             applied = conn.execute("SELECT applied_seq FROM position").fetchone()[0]
             before = conn.total_changes
             gap = False
-            for event in sorted(events, key=lambda e: e.seq or 0):
+            for event in events:
                 dispatch(HANDLERS, event, conn)
                 if event.seq is None:
                     continue
@@ -98,8 +203,11 @@ class QueryView:
                     gap = True
             changed = conn.total_changes != before
             conn.execute("UPDATE position SET applied_seq = ?", (applied,))
-        if changed:
+        if changed:  # committed: now the memory copy, which readers see
             with self._lock:
+                for event in events:
+                    self._mirror(event)
+                self._place()
                 self._version += 1
         return gap
 
@@ -107,42 +215,23 @@ class QueryView:
         """The view (or a page of it) as JSON bytes, rendered once per version and shared by every reader."""
         key = (offset, limit)
         with self._lock:
-            version = self._version
-            if self._cached_version == version:
-                cached = self._renderings.get(key)
-                if cached is not None:
-                    return cached
-                posts = self._posts
-            else:
-                posts = None
-        if posts is None:
-            posts = list(self.as_dict().values())
-        chosen = posts[offset:] if limit is None else posts[offset : offset + limit]
-        body = json.dumps({p["id"]: p for p in chosen}, ensure_ascii=False, separators=(",", ":")).encode()
-        rendering = Rendering(version, hashlib.blake2b(body, digest_size=12).hexdigest(), body, len(posts))
-        with self._lock:
-            if self._version == version:
-                if self._cached_version != version:
-                    self._cached_version, self._posts, self._renderings = version, posts, {}
-                if len(self._renderings) < CACHED_PAGES:
-                    self._renderings[key] = rendering
-        return rendering
+            if self._rendered_version != self._version:
+                self._renderings, self._rendered_version = {}, self._version
+            cached = self._renderings.get(key)
+            if cached is not None:
+                return cached
+            ids = self._order.values
+            chosen = ids[offset:] if limit is None else ids[offset : offset + limit]
+            body = orjson.dumps({post_id: self._posts[post_id] for post_id in chosen})
+            rendering = Rendering(
+                self._version, hashlib.blake2b(body, digest_size=12).hexdigest(), body, len(ids)
+            )
+            if len(self._renderings) < CACHED_PAGES:
+                self._renderings[key] = rendering
+            return rendering
 
     def as_dict(self) -> dict[str, dict]:
-        conn = self.db.connection()
-        conn.execute("BEGIN")  # one snapshot for both reads
-        try:
-            posts = {
-                row["id"]: {"id": row["id"], "title": row["title"], "comments": []}
-                for row in conn.execute("SELECT id, title FROM posts ORDER BY seq, rowid")
-            }
-            for row in conn.execute("SELECT id, post_id, content FROM comments ORDER BY seq, rowid"):
-                post = posts.get(row["post_id"])
-                if post is not None:
-                    post["comments"].append({"id": row["id"], "content": row["content"]})
-        finally:
-            conn.execute("COMMIT")
-        return posts
+        return orjson.loads(self.render().body)
 
     def counts(self) -> tuple[int, int]:
         conn = self.db.connection()
