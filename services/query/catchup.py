@@ -33,7 +33,8 @@ class CatchUp:
                 read += len(events)
             if len(events) < self.page:
                 self.last_error = None
-                self.last_run = {"events": read, "seconds": round(time.perf_counter() - started, 3)}
+                if read:
+                    self.last_run = {"events": read, "seconds": round(time.perf_counter() - started, 3)}
                 return read
 
     def request(self) -> None:
