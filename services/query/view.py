@@ -143,8 +143,7 @@ class QueryView:
             return
         if seq is None:
             self._unplaced_posts.add(post_id)
-        comments = self._comments.setdefault(post_id, _Ordered())
-        self._posts[post_id] = {"id": post_id, "title": title, "comments": comments.values}
+        self._posts[post_id] = {"id": post_id, "title": title, "comments": self._comments_of(post_id).values}
         self._order.add(self._key(seq), post_id)
 
     def _add_comment(self, comment_id: str, seq: int | None, post_id: str, content: str) -> None:
@@ -156,7 +155,13 @@ class QueryView:
         if seq is None:
             self._unplaced_comments[comment_id] = post_id
         # A comment before its post waits here; the post's entry shares this list when it comes.
-        self._comments.setdefault(post_id, _Ordered()).add(self._key(seq), {"id": comment_id, "content": content})
+        self._comments_of(post_id).add(self._key(seq), {"id": comment_id, "content": content})
+
+    def _comments_of(self, post_id: str) -> _Ordered:
+        comments = self._comments.get(post_id)
+        if comments is None:
+            comments = self._comments[post_id] = _Ordered()
+        return comments
 
     def _mirror(self, event: Event) -> None:
         data = event.payload()
