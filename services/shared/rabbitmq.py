@@ -2,11 +2,13 @@
 
 - Publishing: a durable topic exchange, routing key = event type, persistent messages,
   publisher confirms. `publish` returns only once the broker confirmed every event, so the
-  outbox relay deletes a row only after its event is safe.
+  outbox relay deletes a row only after its event is safe. When a batch fails half-way, the
+  relay retries all of it: events the broker already confirmed are not sent again.
 - Consuming: each service its own durable queue, bound to the event types it handles,
   acknowledged only after the handler committed; kombu's ConsumerMixin reconnects with
   backoff when the broker restarts. A confirm lost in a restart means a republish: the
-  handlers are idempotent by id, so a duplicate changes nothing.
+  consumer skips an event id it has just applied, and the handlers are idempotent by id
+  (ids are keys), so a duplicate changes nothing.
 - The event log: a RabbitMQ stream bound to every event, read from any offset by
   `read_log` (an event's `seq` is its stream offset + 1), so Query rebuilds as with the bus.
 """
@@ -16,9 +18,13 @@ import logging
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Consumer, Exchange, Queue
+from kombu.exceptions import KombuError
 from kombu.mixins import ConsumerMixin
 
 from .events import Event, InvalidEvent
@@ -28,6 +34,24 @@ from .transport import TransportError
 log = logging.getLogger(__name__)
 
 PREFETCH = 100
+CONSUMING_SERVICES = ("comments", "query")  # Posts handles no event type: it has no queue
+RECENT_IDS = 10_000  # event ids remembered to skip a republished duplicate (publisher and consumer)
+
+
+class RecentIds:
+    """The last `size` event ids seen, oldest forgotten first."""
+
+    def __init__(self, size: int = RECENT_IDS) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
 
 
 class Names:
@@ -63,9 +87,11 @@ class RabbitTransport:
         self.timeout = timeout
         self._publisher: Connection | None = None
         self._lock = threading.Lock()  # one publishing connection, used by one thread at a time
+        self._confirmed = RecentIds()  # a retried batch re-sends only what the broker has not confirmed
         self._workers: list[_QueueConsumer] = []
         probe = Connection(url)
-        self._errors = (OSError, *probe.connection_errors, *probe.channel_errors)
+        # kombu's ensure() gives up with OperationalError; a nacked publish raises MessageNacked.
+        self._errors = (OSError, KombuError, MessageNacked, *probe.connection_errors, *probe.channel_errors)
         self.safe_url = probe.as_uri()  # without the password
 
     def _connection(self) -> Connection:
@@ -82,10 +108,15 @@ class RabbitTransport:
                 producer = self._publisher.Producer(serializer="json")
                 publish = self._publisher.ensure(producer, producer.publish, max_retries=2, interval_start=0.2)
                 for event in events:
+                    if event.id in self._confirmed:
+                        continue
+                    # With confirm_publish, py-amqp's basic_publish waits for the broker's ack (or nack).
                     publish(
                         event.to_dict(), exchange=self.names.exchange, routing_key=event.type,
                         delivery_mode=2, message_id=event.id, declare=[self.names.exchange, self.names.log],
+                        timeout=self.timeout,
                     )
+                    self._confirmed.add(event.id)
             except self._errors as exc:
                 self._drop_publisher()
                 raise TransportError(f"broker not reachable at {self.safe_url}: {exc}") from None
@@ -129,22 +160,51 @@ class RabbitTransport:
         if not types:
             return
         worker = _QueueConsumer(self._connection(), self.names.queue(name, types), consumer)
-        worker.declare()
+        try:
+            worker.declare()
+        except self._errors as exc:  # the consumer declares it as soon as the broker answers
+            log.warning("could not declare %s yet (%s); will on connecting", worker.queue.name, exc)
         self._workers.append(worker)
         worker.start()
 
+    def queues(self, services: Iterable[str] = CONSUMING_SERVICES) -> list[dict]:
+        """Each service queue and the stream: messages ready in it and consumers on it (None: no such queue).
+
+        A stream keeps what it holds, and the broker does not count it reliably: read it with `read_log`.
+        """
+        wanted = [(f"{self.names.namespace}.{s}", s, "quorum") for s in services]
+        wanted.append((f"{self.names.namespace}.log", None, "stream"))
+        found = []
+        try:
+            with self._connection() as conn:
+                for name, service, kind in wanted:
+                    try:
+                        with conn.channel() as channel:
+                            ok = channel.queue_declare(queue=name, passive=True)
+                        exists, messages, consumers = True, ok.message_count, ok.consumer_count
+                    except conn.channel_errors:
+                        exists, messages, consumers = False, None, None
+                    if kind == "stream":  # the broker's count for a stream is not its length: read_log is
+                        messages = None
+                    found.append(dict(name=name, service=service, type=kind, exists=exists, messages=messages,
+                                      consumers=consumers))
+        except self._errors as exc:
+            raise TransportError(f"broker not reachable at {self.safe_url}: {exc}") from None
+        return found
+
     def queue_depths(self) -> dict[str, int | None]:
         """Messages waiting in each service queue and the stream (None: no such queue yet)."""
-        depths: dict[str, int | None] = {}
+        return {queue["name"]: queue["messages"] for queue in self.queues()}
+
+    def delete_everything(self) -> None:
+        """Remove this namespace's queues, stream and exchange from the broker (tests clean up with it)."""
         with self._connection() as conn:
-            for service in ("posts", "comments", "query"):
-                name = f"{self.names.namespace}.{service}"
-                try:
+            for queue in self.queues(("posts", *CONSUMING_SERVICES)):
+                if queue["exists"]:
                     with conn.channel() as channel:
-                        depths[name] = channel.queue_declare(queue=name, passive=True).message_count
-                except conn.channel_errors:
-                    depths[name] = None
-        return depths
+                        channel.queue_delete(queue["name"])
+            with conn.channel() as channel:
+                channel.exchange_delete(self.names.exchange.name)
 
     def close(self) -> None:
         for worker in self._workers:
@@ -168,6 +228,7 @@ class _QueueConsumer(ConsumerMixin):
         self.queue = queue
         self.consumer = consumer
         self.last_error: str | None = None
+        self._applied = RecentIds()  # a republished event (its confirm was lost) is skipped, not applied again
         self._thread: threading.Thread | None = None
 
     def declare(self) -> None:
@@ -178,12 +239,25 @@ class _QueueConsumer(ConsumerMixin):
     def get_consumers(self, Consumer, channel):  # noqa: N803 - kombu's signature
         return [Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"], prefetch_count=PREFETCH)]
 
+    @contextmanager
+    def establish_connection(self):
+        # kombu's default waits 2 s, 4 s, ... up to 30 s between attempts: too slow to notice a broker back.
+        with self.create_connection() as conn:
+            conn.ensure_connection(
+                self.on_connection_error, self.connect_max_retries, interval_start=0.2, interval_step=0.5,
+                interval_max=3,
+            )
+            yield conn
+
     def on_message(self, body, message) -> None:
         try:
             event = _event(body)
         except InvalidEvent as exc:
             log.error("dropping an invalid event from %s: %s", self.queue.name, exc)
             message.reject(requeue=False)
+            return
+        if event.id in self._applied:
+            message.ack()
             return
         try:
             self.consumer([event])
@@ -193,6 +267,7 @@ class _QueueConsumer(ConsumerMixin):
             message.requeue()
             time.sleep(0.5)  # the store is failing: do not spin on the same message
             return
+        self._applied.add(event.id)
         message.ack()
 
     def on_connection_error(self, exc, interval) -> None:
@@ -208,3 +283,4 @@ class _QueueConsumer(ConsumerMixin):
         if self._thread is not None:
             self._thread.join(timeout)
         self.connection.release()
+
