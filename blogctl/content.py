@@ -8,6 +8,7 @@ import typer
 from rich.text import Text
 
 from . import render
+from .errors import BlogctlError
 from .lifecycle import JsonOption
 from .render import console, safe
 from .runtime import runtime
@@ -89,8 +90,15 @@ def events(
     subscriber: Annotated[str | None, typer.Option("--subscriber", "-s", help="With --dead: only this subscriber's.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """The event bus log, oldest first, and how far each subscriber has read it."""
-    client = runtime(ctx).client
+    """The event log, oldest first, and how far each subscriber has read it.
+
+    On RabbitMQ: the stream every event goes to (seq = its offset + 1), and each service's queue depth.
+    """
+    rt = runtime(ctx)
+    if rt.config.transport == "rabbitmq":
+        _broker_events(rt, event_type, after, limit, follow, dead, json_output)
+        return
+    client = rt.client
     if dead:
         letters = client.dead_letters(subscriber)
         if json_output:
@@ -113,7 +121,26 @@ def events(
     console.print(render.subscribers_table(subscribers, title="Subscriber cursors"))
 
 
-def _follow_events(client, logged: list[dict], after: int, event_type: str | None, json_output: bool) -> None:
+def _broker_events(rt, event_type: str | None, after: int, limit: int | None, follow: bool, dead: bool,
+                   json_output: bool) -> None:
+    if dead:
+        raise BlogctlError("there are no dead letters on RabbitMQ: a service's queue keeps an event it could "
+                           "not apply and retries it (see the queue depths in `blogctl status`)")
+    broker = rt.broker
+    logged = broker.events(after=after, limit=limit, event_type=event_type)
+    if follow:
+        _follow_events(broker, logged, after, event_type, json_output, what="the RabbitMQ stream")
+        return
+    queues = broker.queues()
+    if json_output:
+        render.print_json({"events": logged, "queues": queues})
+        return
+    console.print(render.events_table(logged, title=f"Event stream {rt.config.broker_namespace}.log"))
+    console.print(render.queues_table(queues, title="Queues"))
+
+
+def _follow_events(client, logged: list[dict], after: int, event_type: str | None, json_output: bool,
+                   what: str = "the bus log") -> None:
     def show(event: dict) -> None:
         if json_output:
             render.print_json_line(event)
@@ -121,7 +148,7 @@ def _follow_events(client, logged: list[dict], after: int, event_type: str | Non
             console.print(render.event_line(event), soft_wrap=True)
 
     if not json_output:
-        console.print("Following the bus log; press Ctrl-C to stop.", style="dim")
+        console.print(f"Following {what}; press Ctrl-C to stop.", style="dim")
     last = after
     try:
         while True:  # until Ctrl-C, like `tail -f`

@@ -76,7 +76,7 @@ def read_dotenv(root: Path) -> dict[str, str]:
 class Formation:
     def __init__(
         self, procfile: Path, *, run_dir: Path, env: Mapping[str, str],
-        addresses: Mapping[str, tuple[str, int]] | None = None,
+        addresses: Mapping[str, tuple[str, int]] | None = None, skipped: Mapping[str, str] | None = None,
     ) -> None:
         try:
             self.commands: dict[str, str] = dict(parse_procfile(procfile.read_text()).processes)
@@ -90,13 +90,17 @@ class Formation:
         self.run_dir = run_dir
         self.env = dict(env)
         self.addresses = dict(addresses or {})
+        self.skipped = dict(skipped or {})  # Procfile entries this mode does not run: name -> why
         self._children: dict[str, subprocess.Popen] = {}  # started by this blogctl: reaped here
 
     @property
     def names(self) -> list[str]:
-        return list(self.commands)
+        return [name for name in self.commands if name not in self.skipped]
 
     def check(self, names: list[str]) -> None:
+        skipped = [n for n in names if n in self.skipped]
+        if skipped:
+            raise FormationError(f"{skipped[0]} is not run in this mode: {self.skipped[skipped[0]]}")
         unknown = [n for n in names if n not in self.commands]
         if unknown:
             raise FormationError(
@@ -136,7 +140,7 @@ class Formation:
         return ProcessState(name, "running", record.pid, record.started_at)
 
     def states(self) -> list[ProcessState]:
-        return [self.state(name) for name in self.commands]
+        return [self.state(name) for name in self.names]
 
     def exit_code(self, name: str) -> int | None:
         child = self._children.get(name)

@@ -35,15 +35,22 @@ class Signal(str, enum.Enum):
 # Shared steps (demo-failure uses them too)
 
 def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> None:
-    """Start `names` and wait until each answers /health; on failure stop what this call started."""
+    """Start `names` and wait until each answers /health; on failure stop what this call started.
+
+    On RabbitMQ the consumers come up first: their queues must exist before Posts publishes.
+    """
     formation = rt.formation
     started = []
+    phases = [names]
+    if rt.config.transport == "rabbitmq" and "posts" in names and len(names) > 1:
+        phases = [[n for n in names if n != "posts"], ["posts"]]
     try:
-        for name in names:
-            formation.start(name)
-            started.append(name)
-        with console.status(f"Waiting for {', '.join(names)} to answer /health…"):
-            formation.wait_healthy(names, rt.is_healthy, timeout)
+        for phase in phases:
+            for name in phase:
+                formation.start(name)
+                started.append(name)
+            with console.status(f"Waiting for {', '.join(phase)} to answer /health…"):
+                formation.wait_healthy(phase, rt.is_healthy, timeout)
     except BaseException:
         for name in started:
             formation.stop(name)
@@ -88,6 +95,11 @@ def _names(services: list[Service] | None, formation: Formation) -> list[str]:
 def up(
     ctx: typer.Context,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once all are healthy; leave them running.")] = False,
+    broker: Annotated[str | None, typer.Option(
+        "--broker", metavar="URL",
+        help="Carry events through RabbitMQ at URL (e.g. amqp://guest:guest@127.0.0.1:5672//) instead of the "
+        "HTTP bus, which is then not started (default: BLOG_BROKER_URL).",
+    )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
     """Start every service in the Procfile and wait until each answers /health.
@@ -96,6 +108,9 @@ def up(
     A service that dies (or is killed) does not take the others down.
     """
     rt = runtime(ctx)
+    if broker is not None:
+        _check_same_transport(rt, broker)
+        rt.use_broker(broker)
     formation = rt.formation
     states = formation.states()
     missing = [s.name for s in states if not s.running]
@@ -107,6 +122,7 @@ def up(
     if running:
         console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
     offsets = {name: _size(formation.log_path(name)) for name in formation.names}
+    rt.record_broker()
     bring_up(rt, missing, timeout)
     show_services(rt)
     console.print(render.mode_line(rt.config), soft_wrap=True)
@@ -116,10 +132,20 @@ def up(
                       markup=False, soft_wrap=True)
         return
     console.print("Streaming logs; press Ctrl-C to stop every service.", style="dim")
-    _serve_in_foreground(formation, offsets)
+    _serve_in_foreground(rt, offsets)
 
 
-def _serve_in_foreground(formation: Formation, offsets: dict[str, int]) -> None:
+def _check_same_transport(rt: Runtime, broker: str) -> None:
+    """`up --broker` onto a formation already running on another transport would split it in two."""
+    running = [s.name for s in rt.formation.states() if s.running]
+    if running and rt.config.broker_url != broker:
+        now = f"RabbitMQ at {rt.broker.url}" if rt.config.broker_url else "the HTTP bus"
+        raise BlogctlError(f"{', '.join(running)} already running with events through {now} — "
+                           "stop the formation first (`blogctl down`)")
+
+
+def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
+    formation = rt.formation
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -152,6 +178,7 @@ def _serve_in_foreground(formation: Formation, offsets: dict[str, int]) -> None:
             if before.running:
                 console.print(text(f"stopped {name} (pid {before.pid})"))
         follower.print_new()
+        rt.forget_broker()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -159,8 +186,10 @@ def _serve_in_foreground(formation: Formation, offsets: dict[str, int]) -> None:
 
 def down(ctx: typer.Context) -> None:
     """Stop every service (SIGTERM, then SIGKILL if one lingers) and verify each is gone."""
-    formation = runtime(ctx).formation
+    rt = runtime(ctx)
+    formation = rt.formation
     stopped = [before for name in reversed(formation.names) if (before := formation.stop(name)).running]
+    rt.forget_broker()
     if not stopped:
         console.print("Nothing was running; nothing changed.")
         return
@@ -172,6 +201,9 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Each service's port, pid, health and uptime, and the bus's delivery lag per subscriber."""
     rt = runtime(ctx)
     rows = service_rows(rt)
+    if rt.config.transport == "rabbitmq":
+        _broker_status(rt, rows, json_output)
+        return
     subscribers, bus_error = None, None
     try:
         subscribers = rt.client.subscribers()
@@ -189,6 +221,30 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
         console.print(render.subscribers_table(subscribers))
     else:
         console.print(Text.assemble("Bus subscribers: unknown — ", render.safe(bus_error)), style="yellow",
+                      soft_wrap=True)
+
+
+def _broker_status(rt: Runtime, rows: list[dict], json_output: bool) -> None:
+    """Status on RabbitMQ: the broker, each service's queue and its depth, and the stream, instead of bus cursors."""
+    queues, broker_error = None, None
+    try:
+        queues = rt.broker.queues()
+    except BlogctlError as exc:
+        broker_error = str(exc)
+    url = render.without_password(rt.config.broker_url)
+    if json_output:
+        mode = {"transport": "rabbitmq", "signed": bool(rt.config.secret)}
+        broker = {"url": url, "namespace": rt.config.broker_namespace, "queues": queues, "error": broker_error}
+        render.print_json({"mode": mode, "services": rows, "broker": broker})
+        return
+    console.print(render.services_table(rows))
+    console.print(render.mode_line(rt.config), soft_wrap=True)
+    if not any(row["process"] == "running" for row in rows):
+        console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
+    if queues is not None:
+        console.print(render.queues_table(queues, title=f"RabbitMQ at {url}"))
+    else:
+        console.print(Text.assemble("Broker queues: unknown — ", render.safe(broker_error)), style="yellow",
                       soft_wrap=True)
 
 

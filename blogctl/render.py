@@ -113,20 +113,41 @@ def subscribers_table(subscribers: list[dict], title: str = "Bus subscribers") -
 def mode_line(config) -> Text:
     """Which transport carries events and whether they are signed: what `up` and `status` say."""
     if config.transport == "rabbitmq":
-        carrier = Text.assemble("events through RabbitMQ at ", safe(_without_password(config.broker_url)))
+        carrier = Text.assemble("events through RabbitMQ at ", safe(without_password(config.broker_url)))
     else:
         carrier = Text(f"events through the HTTP bus at {config.url('bus').removeprefix('http://')}")
     signed = ("signed (BLOG_SECRET set)", "green") if config.secret else ("not signed (no BLOG_SECRET)", "yellow")
     return Text.assemble("Mode: ", carrier, "; ", signed)
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.password:
         parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
     return parts.geturl()
+
+
+def queues_table(queues: list[dict], title: str = "RabbitMQ") -> Table:
+    """Each service's queue with the messages waiting in it, and the stream (the event log) with its length."""
+    table = Table(title=title, title_justify="left")
+    for column in ("queue", "type", "for", "messages", "consumers"):
+        table.add_column(column, justify="right" if column in ("messages", "consumers") else "left")
+    for queue in queues:
+        messages, consumers = queue.get("messages"), queue.get("consumers")
+        if not queue.get("exists", True):
+            shown = Text("not declared yet", "yellow")
+        elif queue.get("type") == "stream":
+            shown = Text("the log: `blogctl events`", "dim")
+        else:
+            shown = Text(str(messages), "green" if messages == 0 else "yellow")
+        table.add_row(
+            text(queue.get("name", "?"), "bold"), text(queue.get("type", "")),
+            text(queue.get("service") or "blogctl events, Query's catch-up"), shown,
+            str(consumers) if consumers is not None else "—",
+        )
+    return table
 
 
 def dead_letters_table(letters: list[dict]) -> Table:

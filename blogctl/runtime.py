@@ -6,6 +6,8 @@ become `BLOG_*` variables and go through `config.load()` like everything else.
 from __future__ import annotations
 
 import enum
+import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +19,7 @@ import typer
 from services.shared import config as config_module
 from services.shared.config import SERVICES, Config
 
+from .broker import BrokerClient
 from .client import BlogClient, ServiceError
 from .errors import BlogctlError
 from .formation import Formation, child_environment
@@ -27,9 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent  # the project: Procfile, .env, se
 Service = enum.Enum("Service", {name: name for name in SERVICES}, type=str)
 
 
+# Where `up --broker` records the broker, so later commands on the same data directory use it too.
+BROKER_RECORD = "broker.json"
+BROKER_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE")
+
+
 def make_formation(config: Config, procfile: Path, env: Mapping[str, str]) -> Formation:
     addresses = {name: (urlsplit(config.url(name)).hostname, port) for name, port in config.ports.items()}
-    return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses)
+    skipped = {}
+    if config.transport == "rabbitmq":  # events go through the broker: no bus process
+        skipped["bus"] = "events go through RabbitMQ (BLOG_BROKER_URL), there is no bus process"
+    return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class Wiring:
 
     client: Callable[[Config], BlogClient] = BlogClient
     formation: Callable[[Config, Path, Mapping[str, str]], Formation] = make_formation
+    broker: Callable[[Config], BrokerClient] = BrokerClient
 
 
 class Runtime:
@@ -53,7 +65,38 @@ class Runtime:
         env = child_environment(self.procfile.parent, self.overrides)
         # Relative data directories mean "in the project", where the services run.
         env["BLOG_DATA_DIR"] = str((self.procfile.parent / env.get("BLOG_DATA_DIR", ".blog")).resolve())
+        if not env.get("BLOG_BROKER_URL"):  # a formation started with `up --broker` keeps its broker
+            env.update(self._recorded_broker(Path(env["BLOG_DATA_DIR"]) / "run"))
         return env
+
+    @staticmethod
+    def _recorded_broker(run_dir: Path) -> dict[str, str]:
+        try:
+            recorded = json.loads((run_dir / BROKER_RECORD).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in recorded.items() if k in BROKER_SETTINGS and isinstance(v, str)} if isinstance(
+            recorded, dict) else {}
+
+    def use_broker(self, url: str) -> None:
+        """Run on RabbitMQ at `url` (`up --broker`): the services get it as BLOG_BROKER_URL."""
+        self.overrides["BLOG_BROKER_URL"] = url
+        for name in ("env", "config", "client", "formation", "broker"):
+            self.__dict__.pop(name, None)
+
+    def record_broker(self) -> None:
+        """Remember this formation's broker for later commands (the file holds the URL: owner-only)."""
+        path = self.config.run_dir / BROKER_RECORD
+        if self.config.transport != "rabbitmq":
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({k: self.env[k] for k in BROKER_SETTINGS if self.env.get(k)}, out)
+
+    def forget_broker(self) -> None:
+        (self.config.run_dir / BROKER_RECORD).unlink(missing_ok=True)
 
     @cached_property
     def config(self) -> Config:
@@ -69,6 +112,11 @@ class Runtime:
     @cached_property
     def formation(self) -> Formation:
         return self.wiring.formation(self.config, self.procfile, self.env)
+
+    @cached_property
+    def broker(self) -> BrokerClient:
+        """The broker's stream and queues (only when the formation runs on RabbitMQ)."""
+        return self.wiring.broker(self.config)
 
     def is_healthy(self, name: str) -> bool:
         if name not in self.config.ports:  # a Procfile entry that is not one of our services
