@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 import requests
 
 from services.shared.config import SERVICES
@@ -50,18 +55,77 @@ def port_is_listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-class Formation:
-    """The four services as real processes on free ports, each in its own process group."""
+# RabbitMQ for the tests that run on both transports: the machine's broker unless told otherwise.
+BROKER_URL = os.environ.get("BLOG_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# Run a shared test body on the HTTP bus and on RabbitMQ (the `transport` fixture skips RabbitMQ without a broker).
+TRANSPORTS = ["http", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
+on_both_transports = pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+
+@cache
+def broker_missing() -> str | None:
+    """Why the RabbitMQ tests cannot run here, or None when a broker answers at BROKER_URL."""
+    from kombu import Connection
+
+    conn = Connection(BROKER_URL, connect_timeout=2)
+    try:
+        conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - any failure means: no broker for the tests
+        return (f"no RabbitMQ broker answers at {conn.as_uri()} ({type(exc).__name__}: {exc}); "
+                "start one (`rabbitmq-server -detached`) or set BLOG_TEST_BROKER_URL")
+    finally:
+        conn.release()
+    return None
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def restart_missing() -> str | None:
+    """Why this test cannot stop and start the broker, or None."""
+    if BROKER_URL.split("@")[-1].split("/")[0] not in ("127.0.0.1:5672", "localhost:5672"):
+        return "the test broker is not the local one: only the local broker is restarted"
+    if shutil.which("rabbitmqctl") is None:
+        return "no rabbitmqctl on this machine to stop and start the broker"
+    return None
+
+
+def stop_broker() -> None:
+    """Stop the RabbitMQ application (the Erlang node stays up to start it again)."""
+    result = rabbitmqctl("stop_app")
+    assert result.returncode == 0, result.stderr
+
+
+def start_broker() -> None:
+    """Start the RabbitMQ application and wait, bounded, until it accepts work."""
+    result = rabbitmqctl("start_app")
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: rabbitmqctl("-q", "await_startup", "--timeout", "5").returncode == 0, timeout=60,
+               interval=0.2, message="RabbitMQ to finish starting")
+
+
+class Formation:
+    """The services as real processes on free ports, each in its own process group.
+
+    `transport="rabbitmq"`: events go through the broker at BROKER_URL under a namespace of
+    this formation's own, and the bus process is not started; `remove_broker_objects()` deletes
+    the namespace's queues, stream and exchange.
+    """
+
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None, transport: str = "http") -> None:
         self.data_dir = data_dir
+        self.transport = transport
         self.ports = {service: free_port() for service in SERVICES}
+        self.namespace = f"test{uuid.uuid4().hex[:10]}"
+        broker = {"BLOG_BROKER_URL": BROKER_URL, "BLOG_BROKER_NAMESPACE": self.namespace}
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE")},
             "PYTHONUNBUFFERED": "1",
             "BLOG_DATA_DIR": str(data_dir),
             "BLOG_HOST": "127.0.0.1",
             **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
+            **(broker if transport == "rabbitmq" else {}),
             **(extra_env or {}),
         }
         self.processes: dict[str, subprocess.Popen] = {}
@@ -71,7 +135,15 @@ class Formation:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
+    @property
+    def services(self) -> tuple[str, ...]:
+        return SERVICES if self.transport == "http" else ("posts", "comments", "query")
+
     def start(self, *services: str, wait: bool = True) -> None:
+        if not services and self.transport == "rabbitmq":
+            self.start("comments", "query", wait=True)  # consumers first, so their queues exist
+            self.start("posts", wait=wait)
+            return
         for service in services or SERVICES:
             log = open(self.data_dir / f"{service}.log", "ab")
             self.processes[service] = subprocess.Popen(
@@ -99,6 +171,54 @@ class Formation:
     def stop(self) -> None:
         for service in list(self.processes):
             self.kill(service, signal.SIGTERM)
+
+    # What differs by transport, behind one name each
+
+    def rabbit(self):
+        from services.shared.rabbitmq import RabbitTransport
+
+        return RabbitTransport(BROKER_URL, namespace=self.namespace)
+
+    @contextmanager
+    def transport_down(self) -> Iterator[None]:
+        """Inside: the bus SIGKILLed, or the machine's broker stopped. Always back on leaving."""
+        if self.transport == "http":
+            self.kill("bus")
+            try:
+                yield
+            finally:
+                self.start("bus")
+            return
+        if reason := restart_missing():
+            pytest.skip(reason)
+        try:
+            stop_broker()
+            yield
+        finally:
+            start_broker()
+
+    def backlog(self, service: str) -> int:
+        """Events waiting for `service`: its lag at the bus, or the messages ready in its queue."""
+        if self.transport == "http":
+            return next(s["lag"] for s in self.health("bus")["subscribers"] if s["name"] == service)
+        queue = next(q for q in self.rabbit().queues() if q["service"] == service)
+        return queue["messages"]
+
+    def logged(self, **params) -> list[dict]:
+        """The event log: the bus's, or the broker's stream (`type` filters either)."""
+        if self.transport == "http":
+            return bus_log(self, **params)
+        log, transport = [], self.rabbit()
+        while True:
+            page = transport.read_log(after=len(log), limit=1000)
+            log += [event.to_dict() for event in page]
+            if len(page) < 1000:
+                break
+        return [e for e in log if "type" not in params or e["type"] == params["type"]]
+
+    def remove_broker_objects(self) -> None:
+        if self.transport == "rabbitmq":
+            self.rabbit().delete_everything()
 
 
 # The one HTTP client of the end-to-end tests: the wire API, as a user of the blog calls it.

@@ -6,13 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
 from services.shared.config import SERVICES
-from tests.helpers import ROOT, free_port, port_is_listening, wait_until
+from services.shared.rabbitmq import RabbitTransport
+from tests.helpers import BROKER_URL, ROOT, broker_missing, free_port, port_is_listening, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +24,7 @@ class Blogctl:
         self.data_dir = data_dir
         self.ports = {service: free_port() for service in SERVICES}
         self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TTY_COMPATIBLE")}
+                    if k not in ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TTY_COMPATIBLE", "BLOG_BROKER_URL")}
         self.env.update({
             "BLOG_DATA_DIR": str(data_dir), "BLOG_HOST": "127.0.0.1", "COLUMNS": "200",
             **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
@@ -164,3 +166,48 @@ def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
     assert "posts    | " in output and "Serving on" in output
     assert "comments was killed by SIGKILL" in output and "Stopping the formation" in output
     blogctl.assert_nothing_left()
+
+
+@pytest.mark.rabbitmq
+def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
+    if reason := broker_missing():
+        pytest.skip(reason)
+    blogctl.env["BLOG_BROKER_NAMESPACE"] = namespace = f"test{uuid.uuid4().hex[:10]}"
+    try:
+        out = blogctl("up", "--detach", "--broker", BROKER_URL).stdout
+        assert "events through RabbitMQ at amqp://guest:***@127.0.0.1:5672//" in out
+        assert set(blogctl.recorded_pids()) == {"posts", "comments", "query"}  # no bus process
+        assert not port_is_listening(blogctl.ports["bus"])
+
+        post = blogctl.json("post", "create", "through the broker")
+        comments = blogctl.json("comment", "create", post["id"], "so is this")
+        wait_until(lambda: blogctl.json("query")[post["id"]]["comments"] == comments, timeout=10)
+
+        status = blogctl.json("status")  # knows the broker from `up --broker`, without being told again
+        assert status["mode"]["transport"] == "rabbitmq"
+        assert {s["service"] for s in status["services"]} == {"posts", "comments", "query"}
+        assert all(s["healthy"] for s in status["services"])
+        assert status["broker"]["url"] == "amqp://guest:***@127.0.0.1:5672//"
+        queues = {q["name"]: q for q in status["broker"]["queues"]}
+        assert set(queues) == {f"{namespace}.comments", f"{namespace}.query", f"{namespace}.log"}
+        assert queues[f"{namespace}.query"]["consumers"] == 1
+        shown = blogctl("status").stdout
+        assert f"{namespace}.query" in shown and "stream" in shown
+
+        events = blogctl.json("events")
+        assert [(e["seq"], e["type"]) for e in events["events"]] == [(1, "PostCreated"), (2, "CommentCreated")]
+        assert [e["type"] for e in blogctl.json("events", "--after", "1")["events"]] == ["CommentCreated"]
+        assert [e["seq"] for e in blogctl.json("events", "--type", "CommentCreated")["events"]] == [2]
+        assert "so is this" in blogctl("events").stdout
+
+        error = blogctl("kill", "bus", expect=1).stderr
+        assert "bus is not run in this mode" in error
+        out = blogctl("demo-failure").stdout
+        assert "Verdict: every step held" in out and out.count("✓") == 8
+        assert set(blogctl.recorded_pids()) == {"posts", "comments", "query"}
+
+        assert "stopped posts" in blogctl("down").stdout
+        blogctl.assert_nothing_left()
+        assert not (blogctl.data_dir / "run" / "broker.json").exists()  # the next `up` is on the HTTP bus again
+    finally:
+        RabbitTransport(BROKER_URL, namespace=namespace).delete_everything()

@@ -1,4 +1,7 @@
-"""The four services as real processes on free ports: delivery, failure and recovery."""
+"""The services as real processes on free ports: delivery, failure and recovery.
+
+Tests marked `on_both_transports` run one body on the HTTP bus and on RabbitMQ.
+"""
 from __future__ import annotations
 
 import threading
@@ -7,11 +10,12 @@ import uuid
 import pytest
 import requests
 
-from tests.helpers import create_comment, create_post, view, wait_until
+from tests.helpers import create_comment, create_post, on_both_transports, view, wait_until
 
 pytestmark = pytest.mark.slow
 
 
+@on_both_transports
 def test_a_post_and_a_comment_reach_query(formation):
     formation.start()
     post = create_post(formation, "over HTTP")
@@ -20,6 +24,7 @@ def test_a_post_and_a_comment_reach_query(formation):
     wait_until(lambda: view(formation) == expected, message="the view to show the post and its comment")
 
 
+@on_both_transports
 def test_query_serves_everything_with_posts_and_comments_killed(formation):
     formation.start()
     posts = [create_post(formation, f"post {i}") for i in range(5)]
@@ -36,6 +41,11 @@ def test_query_serves_everything_with_posts_and_comments_killed(formation):
     assert [p["title"] for p in before.values()] == [f"post {i}" for i in range(5)]
 
 
+def all_published(formation) -> bool:
+    return formation.health("posts")["outbox_pending"] == formation.health("comments")["outbox_pending"] == 0
+
+
+@on_both_transports
 def test_a_restarted_query_catches_up_exactly(formation):
     formation.start()
     create_post(formation, "seen live")
@@ -44,24 +54,45 @@ def test_a_restarted_query_catches_up_exactly(formation):
 
     missed = [create_post(formation, f"missed {i}") for i in range(30)]
     create_comment(formation, missed[0]["id"], "also missed")
-    bus = formation.url("bus")
-    wait_until(lambda: requests.get(f"{bus}/health", timeout=2).json()["last_seq"] == 32)
+    wait_until(lambda: all_published(formation), message="every event to be published")
+    assert formation.backlog("query") == 31  # kept for it while it is down
 
     formation.start("query")
     wait_until(lambda: len(view(formation)) == 31, message="query to catch up")
     current = view(formation)
     assert list(current)[1:] == [p["id"] for p in missed]
     assert current[missed[0]["id"]]["comments"][0]["content"] == "also missed"
-    assert formation.health("query")["applied_seq"] == 32
+    wait_until(lambda: formation.health("query")["applied_seq"] == 32, message="query to have read the log")
+    wait_until(lambda: formation.backlog("query") == 0, message="query's backlog to drain")
+    assert view(formation) == current
 
 
-def test_posts_created_while_the_bus_is_down_are_delivered_when_it_returns(formation):
+@on_both_transports
+def test_a_query_with_an_empty_data_directory_rebuilds_the_whole_view_from_the_log(formation, tmp_path):
     formation.start()
-    formation.kill("bus")
-    posts = [create_post(formation, f"outbox {i}") for i in range(10)]
-    assert formation.health("posts")["outbox_pending"] == 10
-    formation.start("bus")
-    wait_until(lambda: [p["id"] for p in view(formation).values()] == [p["id"] for p in posts], timeout=20)
+    posts = [create_post(formation, f"post {i}") for i in range(20)]
+    for post in posts[::2]:
+        create_comment(formation, post["id"], f"on {post['title']}")
+    wait_until(lambda: sum(len(p["comments"]) for p in view(formation).values()) == 10)
+    before = view(formation)
+    formation.kill("query")
+
+    fresh = tmp_path / "fresh-query"
+    fresh.mkdir()
+    formation.service_env["query"] = {"BLOG_DATA_DIR": str(fresh)}
+    formation.start("query")
+    wait_until(lambda: view(formation) == before, message="the new query to rebuild the view from the first event")
+    assert list(view(formation)) == [p["id"] for p in posts]
+    wait_until(lambda: formation.health("query")["applied_seq"] == 30)
+
+
+@on_both_transports
+def test_posts_created_while_the_transport_is_down_are_delivered_when_it_returns(formation):
+    formation.start()
+    with formation.transport_down():
+        posts = [create_post(formation, f"outbox {i}") for i in range(10)]
+        assert formation.health("posts")["outbox_pending"] == 10
+    wait_until(lambda: [p["id"] for p in view(formation).values()] == [p["id"] for p in posts], timeout=30)
     assert formation.health("posts")["outbox_pending"] == 0
 
 
