@@ -159,18 +159,100 @@ def rss_kib(pid: int) -> int:
     raise BlogctlError(f"no memory figure for pid {pid}")
 
 
+# What carries the events: the HTTP bus or RabbitMQ
+
+class HttpCarrier:
+    """Events published to the bus's `POST /events`; its log and cursors say what was delivered."""
+
+    name = "http"
+    delivered_to = "all three subscribers"
+
+    def __init__(self, rt: Runtime) -> None:
+        self.bus = rt.config.url("bus")
+        self.session = requests.Session()
+
+    def publish(self, session: requests.Session, events: list[dict]) -> bool:
+        return session.post(f"{self.bus}/events", json=events, timeout=60).status_code == 200
+
+    def logged(self) -> int:
+        return get_ok(self.session, f"{self.bus}/health").json()["last_seq"]
+
+    def delivered(self) -> bool:
+        health = get_ok(self.session, f"{self.bus}/health").json()
+        return all(s["cursor"] >= health["last_seq"] for s in health["subscribers"])
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class BrokerCarrier:
+    """Events published to RabbitMQ with confirms; the stream is the log, the queues' depths say what is left."""
+
+    name = "rabbitmq"
+    delivered_to = "both consuming services"
+
+    def __init__(self, rt: Runtime) -> None:
+        from services.shared.rabbitmq import RabbitTransport
+
+        config = rt.config
+        self._new = lambda: RabbitTransport(config.broker_url, namespace=config.broker_namespace)
+        self._local = threading.local()
+        self._all: list = []
+        self.admin = self._new()
+
+    def _transport(self):
+        transport = getattr(self._local, "transport", None)
+        if transport is None:  # one publishing connection per thread
+            transport = self._local.transport = self._new()
+            self._all.append(transport)
+        return transport
+
+    def publish(self, session: requests.Session, events: list[dict]) -> bool:
+        from services.shared.events import Event
+        from services.shared.transport import TransportError
+
+        try:
+            self._transport().publish([Event.from_dict(e) for e in events])
+        except TransportError:
+            return False
+        return True
+
+    def logged(self) -> int:
+        """The stream's length, read through (the broker's own count of a stream is not reliable)."""
+        count, after = 0, 0
+        while True:
+            page = self.admin.read_log(after=after, limit=5000)
+            count += len(page)
+            if len(page) < 5000:
+                return count
+            after = page[-1].seq
+
+    def delivered(self) -> bool:
+        return all(not q["messages"] for q in self.admin.queues() if q["type"] != "stream")
+
+    def close(self) -> None:
+        for transport in [*self._all, self.admin]:
+            transport.close()
+
+
 # The bench
 
 class Bench:
-    def __init__(self, rt: Runtime, sizes: Sizes, report: Report, progress: Progress) -> None:
+    def __init__(
+        self, rt: Runtime, carrier: HttpCarrier | BrokerCarrier, sizes: Sizes, report: Report, progress: Progress,
+    ) -> None:
         self.rt = rt
         self.sizes = sizes
         self.report = report
         self.progress = progress
         self.url = {name: rt.config.url(name) for name in SERVICES}
         self.session = requests.Session()
+        self.carrier = carrier
+        self.lock = threading.Lock()  # the counts below are updated by many client threads
         self.bare: dict[str, float] = {}
         self.posts_published = 0
+        self.comments_published = 0
+        self.events_published = 0
 
     @contextmanager
     def step(self, description: str) -> Iterator[None]:
@@ -202,30 +284,41 @@ class Bench:
     def publish(self) -> None:
         total = self.sizes.publish_events
         batch, publishers = 100, 4
-        start_seq = self.last_seq()
+        start = self.events_published
         with self.step(f"publish {total:,} events ({publishers} publishers, batches of {batch})"):
             started = time.perf_counter()
             acked = self.publish_posts(total, batch=batch, publishers=publishers)
             accepted = time.perf_counter() - started
-            end_seq = start_seq + acked
-            until(lambda: self.delivered_to_all(end_seq), timeout=300, interval=0.05,
-                     what="every subscriber to take every event")
+            until(self.settled, timeout=300, interval=0.05, what="every subscriber to take every event")
             delivered = time.perf_counter() - started
-        self.report.check("publish: every acknowledged event logged once", self.last_seq() == end_seq,
-                          f"{acked:,} acknowledged, log grew by {self.last_seq() - start_seq:,}")
-        self.report.add(Figure("publish", "accepted by the bus (logged before the answer)", acked / accepted, "events/s",
+        logged = self.carrier.logged()
+        self.report.check("publish: every acknowledged event logged once", logged == self.events_published,
+                          f"{acked:,} acknowledged of {total:,}, the log holds {logged - start:,} of them")
+        where = "by the bus (logged before the answer)" if self.carrier.name == "http" else "by the broker (confirmed)"
+        self.report.add(Figure("publish", f"accepted {where}", acked / accepted, "events/s",
                                reference="301 events/s (bare publish, Node)"))
         self.report.add(Figure(
-            "publish", "delivered to all three subscribers", acked / delivered, "events/s",
+            "publish", f"delivered to {self.carrier.delivered_to}", acked / delivered, "events/s",
             ratio=(acked / delivered) / self.bare["rate"], ratio_of="bare req/s (= one request per event)",
             target=">= 2x", met=(acked / delivered) >= 2 * self.bare["rate"],
         ))
-        with self.step("publish one event per request (the course's way)"):
-            load = run_load(self.publish_one, threads=CLIENTS, seconds=self.sizes.seconds)
-        self.report.add(Figure("publish", f"one event per POST, {CLIENTS} clients", load.rate, "events/s",
+        with self.step("publish one event at a time (the course's way)"):
+            load = run_load(lambda session: self.publish_batch(session, [post_event()]),
+                            threads=CLIENTS, seconds=self.sizes.seconds)
+        self.report.add(Figure("publish", f"one event per publish, {CLIENTS} clients", load.rate, "events/s",
                                ratio=load.rate / self.bare["rate"], ratio_of="bare req/s",
                                reference="301 events/s (Node)"))
-        self.settle()
+        until(self.settled, timeout=300, interval=0.05, what="the formation to settle")
+
+    def publish_batch(self, session: requests.Session, events: list[dict]) -> int:
+        """Publish `events`; count what was acknowledged. Returns how many."""
+        if not self.carrier.publish(session, events):
+            return 0
+        with self.lock:
+            self.events_published += len(events)
+            self.posts_published += sum(e["type"] == "PostCreated" for e in events)
+            self.comments_published += sum(e["type"] == "CommentCreated" for e in events)
+        return len(events)
 
     def publish_posts(self, total: int, *, batch: int, publishers: int) -> int:
         acked = 0
@@ -236,12 +329,9 @@ class Bench:
             nonlocal acked
             with requests.Session() as session:
                 for start in range(0, per, batch):
-                    events = [post_event() for _ in range(min(batch, per - start))]
-                    response = session.post(f"{self.url['bus']}/events", json=events, timeout=30)
-                    if response.status_code == 200:
-                        with lock:
-                            acked += len(events)
-                            self.posts_published += len(events)
+                    done = self.publish_batch(session, [post_event() for _ in range(min(batch, per - start))])
+                    with lock:
+                        acked += done
 
         pool = [threading.Thread(target=publisher) for _ in range(publishers)]
         for thread in pool:
@@ -250,27 +340,15 @@ class Bench:
             thread.join(600)
         return acked
 
-    def publish_one(self, session: requests.Session) -> int:
-        response = session.post(f"{self.url['bus']}/events", json=post_event(), timeout=30)
-        if response.status_code == 200:
-            self.posts_published += 1
-            return 1
-        return 0
-
-    def last_seq(self) -> int:
-        return self.health("bus")["last_seq"]
-
     def health(self, service: str) -> dict:
         return get_ok(self.session, f"{self.url[service]}/health").json()
 
-    def delivered_to_all(self, seq: int) -> bool:
-        return all(s["cursor"] >= seq for s in self.health("bus")["subscribers"])
-
-    def settle(self) -> None:
-        """Wait until every subscriber has the whole log and Query has applied it."""
-        end = self.last_seq()
-        until(lambda: self.delivered_to_all(end) and self.health("query")["applied_seq"] >= end,
-                 timeout=600, interval=0.05, what="the formation to settle")
+    def settled(self) -> bool:
+        """Every subscriber has every event, and Query's view holds every post and comment published."""
+        if not self.carrier.delivered():
+            return False
+        query = self.health("query")
+        return query["posts"] >= self.posts_published and query["comments"] >= self.comments_published
 
     # 2. End to end
     def end_to_end(self) -> None:
@@ -280,7 +358,7 @@ class Bench:
                                ratio=load.rate / self.bare["rate"], ratio_of="bare req/s",
                                reference="193 req/s, p50 38 ms (Node)"))
         self.report.add(Figure("end to end", "POST /posts p50", load.percentile(50) * 1000, "ms"))
-        self.settle()
+        until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
         with self.step("write-to-view latency, idle"):
             idle = self.sequential(self.write_then_see)
         p50 = statistics.median(idle)
@@ -303,13 +381,15 @@ class Bench:
         self.report.add(Figure("end to end", "write-to-view p50, under load", statistics.median(loaded) * 1000, "ms",
                                ratio=statistics.median(loaded) / self.bare["round_trip"], ratio_of="bare round trip"))
         self.report.add(Figure("end to end", "write-to-view p99, under load", percentile(loaded, 99) * 1000, "ms"))
-        self.settle()
+        until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
 
     def create_post(self, session: requests.Session) -> int:
         response = session.post(f"{self.url['posts']}/posts", json={"title": "bench"}, timeout=30)
         if response.status_code != 201:
             raise BlogctlError(f"POST /posts answered {response.status_code} during the benchmark")
-        self.posts_published += 1
+        with self.lock:
+            self.posts_published += 1
+            self.events_published += 1
         return 1
 
     def write_then_see(self) -> None:
@@ -355,7 +435,7 @@ class Bench:
                        ratio=page.rate / self.bare["rate"], ratio_of="bare req/s"))
 
     def seed_view(self, posts: int, per_post: int) -> None:
-        """Grow the view to `posts` posts with `per_post` comments each, straight through the bus."""
+        """Grow the view to `posts` posts with `per_post` comments each, published straight to the transport."""
         have = self.health("query")["posts"]
         missing = max(0, posts - have)
         with self.step(f"seed {missing:,} posts x {per_post} comments"):
@@ -365,9 +445,8 @@ class Bench:
                 events.append(post)
                 events.extend(comment_event(post["data"]["id"]) for _ in range(per_post))
             for start in range(0, len(events), 500):
-                self.session.post(f"{self.url['bus']}/events", json=events[start:start + 500], timeout=60)
-            self.posts_published += missing
-            self.settle()
+                self.publish_batch(self.session, events[start:start + 500])
+            until(self.settled, timeout=600, interval=0.05, what="the view to be seeded")
         view = self.health("query")
         self.report.check(f"read: Query holds every post published ({self.posts_published:,})",
                           view["posts"] == self.posts_published, f"view has {view['posts']:,}")
@@ -375,28 +454,26 @@ class Bench:
     # 4. Rebuild, 5. Memory
     def fill_log(self, total: int) -> None:
         """Publish posts until the log holds `total` events, and wait until everyone has them."""
-        missing = total - self.last_seq()
+        missing = total - self.events_published
         if missing <= 0:
             return
         with self.step(f"fill the log to {total:,} events"):
             for start in range(0, missing, 1000):
-                events = [post_event() for _ in range(min(1000, missing - start))]
-                self.session.post(f"{self.url['bus']}/events", json=events, timeout=60)
-                self.posts_published += len(events)
-            self.settle()
+                self.publish_batch(self.session, [post_event() for _ in range(min(1000, missing - start))])
+            until(self.settled, timeout=600, interval=0.05, what="every event to be delivered")
 
     def rebuild_and_memory(self) -> None:
         self.fill_log(self.sizes.rebuild_events)
-        self.report_memory(f"after {self.last_seq():,} events")
+        self.report_memory(f"after {self.events_published:,} events")
         formation = self.rt.formation
-        with self.step(f"rebuild Query from an empty store ({self.last_seq():,} events)"):
+        end = self.events_published
+        with self.step(f"rebuild Query from an empty store ({end:,} events)"):
             formation.stop("query")
             for path in self.rt.config.data_dir.glob("query.db*"):
                 path.unlink()
-            end = self.last_seq()
             started = time.perf_counter()
             bring_up(self.rt, ["query"])
-            until(lambda: self.rebuilt(end), timeout=600, interval=0.02, what="Query to rebuild")
+            until(self.rebuilt, timeout=600, interval=0.02, what="Query to rebuild")
             seconds = time.perf_counter() - started
         caught_up = self.health("query")["last_catch_up"] or {}
         rate = caught_up.get("events", 0) / caught_up["seconds"] if caught_up.get("seconds") else 0.0
@@ -407,9 +484,10 @@ class Bench:
         self.report.check("rebuild: the rebuilt view holds every post", view["posts"] == self.posts_published,
                           f"{view['posts']:,} of {self.posts_published:,}")
 
-    def rebuilt(self, end: int) -> bool:
+    def rebuilt(self) -> bool:
         health = self.health("query")
-        return health["applied_seq"] >= end and not health["catching_up"] and bool(health["last_catch_up"])
+        return (health["posts"] >= self.posts_published and health["comments"] >= self.comments_published
+                and not health["catching_up"] and bool(health["last_catch_up"]))
 
     def report_memory(self, when: str) -> None:
         for state in self.rt.formation.states():
@@ -488,6 +566,19 @@ def fresh_formation(extra_env: dict[str, str]) -> Iterator[Runtime]:
         for name in rt.formation.names:
             rt.formation.stop(name)
         shutil.rmtree(data_dir, ignore_errors=True)
+        if rt.config.transport == "rabbitmq":  # only now: running consumers would declare their queues again
+            from services.shared.rabbitmq import RabbitTransport
+
+            RabbitTransport(rt.config.broker_url, namespace=rt.config.broker_namespace).delete_everything()
+
+
+@contextmanager
+def carrier_for(rt: Runtime) -> Iterator[HttpCarrier | BrokerCarrier]:
+    carrier = BrokerCarrier(rt) if rt.config.transport == "rabbitmq" else HttpCarrier(rt)
+    try:
+        yield carrier
+    finally:
+        carrier.close()
 
 
 def machine() -> dict:
@@ -496,16 +587,17 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def run_bench(*, quick: bool, extra_env: dict[str, str] | None = None) -> Report:
+def run_bench(*, quick: bool, broker: str | None = None) -> Report:
     sizes = Sizes.pick(quick)
-    report = Report(quick=quick, transport="http", machine=machine())
+    env = {"BLOG_BROKER_URL": broker, "BLOG_BROKER_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}"} if broker else {}
+    report = Report(quick=quick, transport="rabbitmq" if broker else "http", machine=machine())
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=render.err_console, transient=False) as progress:
-        with fresh_formation(extra_env or {}) as rt, bare_endpoint(free_port()) as bare_url:
-            bench = Bench(rt, sizes, report, progress)
+        with fresh_formation(env) as rt, bare_endpoint(free_port()) as bare_url, carrier_for(rt) as carrier:
+            bench = Bench(rt, carrier, sizes, report, progress)
             bench.measure_bare(bare_url)
             bench.seed_view(167, sizes.comments_per_post)  # ~1,000 events
-            bench.report_memory(f"after {bench.last_seq():,} events")
+            bench.report_memory(f"after {bench.events_published:,} events")
             bench.reads()  # first, so the view holds exactly the posts and comments it names
             bench.publish()
             bench.end_to_end()
@@ -531,9 +623,12 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (well under a minute): checks every scenario runs and loses nothing.")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the figures as JSON.")] = Path("bench-results.json"),
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON and nothing else.")] = False,
+    broker: Annotated[str | None, typer.Option(
+        "--broker", metavar="URL", help="Run the formation on RabbitMQ at URL instead of the HTTP bus.",
+    )] = None,
 ) -> None:
     """Benchmark a fresh formation (free ports, temporary data) against a bare endpoint of the same server."""
-    report = run_bench(quick=quick)
+    report = run_bench(quick=quick, broker=broker)
     data = {**asdict(report), "lost_nothing": report.lost_nothing}
     output.write_text(json.dumps(data, indent=2))
     if json_output:
