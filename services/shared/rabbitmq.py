@@ -87,6 +87,7 @@ class RabbitTransport:
         self.timeout = timeout
         self._publisher: Connection | None = None
         self._lock = threading.Lock()  # one publishing connection, used by one thread at a time
+        self._known_end = -1  # the stream's newest offset, as last seen: a lower bound of its end
         self._confirmed = RecentIds()  # a retried batch re-sends only what the broker has not confirmed
         self._workers: list[_QueueConsumer] = []
         probe = Connection(url)
@@ -129,31 +130,65 @@ class RabbitTransport:
                 pass
             self._publisher = None
 
-    def read_log(self, after: int = 0, limit: int = 1000, idle: float = 0.3) -> list[Event]:
-        """Read the stream from offset `after` (the event with seq after + 1) until `limit` or idle."""
+    def read_log(self, after: int = 0, limit: int = 1000, stall: float = 10.0) -> list[Event]:
+        """Read the stream from offset `after` (the event with seq after + 1): up to `limit` events.
+
+        The stream's end is looked up first, so a broker slow to deliver is waited for (up to
+        `stall` seconds without a message) rather than taken for the end of the log.
+        """
         events: list[Event] = []
 
         def on_message(body, message) -> None:
-            offset = message.headers["x-stream-offset"]
             message.ack()  # streams need acks for credit, not for state
-            if len(events) < limit:
-                events.append(_event(body, seq=offset + 1))
+            if len(events) < wanted:
+                events.append(_event(body, seq=message.headers["x-stream-offset"] + 1))
 
         try:
-            with self._connection() as conn, conn.channel() as channel:
-                channel.basic_qos(0, min(limit, 1000), False)
-                queue = self.names.log_from(after)(channel)
-                queue.declare()
-                consumer = Consumer(channel, queues=[queue], callbacks=[on_message], accept=["json"])
-                with consumer:
-                    while len(events) < limit:
-                        try:
-                            conn.drain_events(timeout=idle)
-                        except socket.timeout:
-                            break
+            with self._connection() as conn:
+                if after + limit > self._known_end + 1:  # the stream only grows: look only past what is known
+                    self._known_end = self._last_offset(conn)
+                wanted = min(limit, self._known_end + 1 - after)
+                if wanted <= 0:
+                    return []
+                with conn.channel() as channel:
+                    channel.basic_qos(0, min(wanted, 1000), False)
+                    queue = self.names.log_from(after)(channel)
+                    consumer = Consumer(channel, queues=[queue], callbacks=[on_message], accept=["json"])
+                    with consumer:
+                        while len(events) < wanted:
+                            try:
+                                conn.drain_events(timeout=stall)
+                            except socket.timeout:
+                                raise TransportError(
+                                    f"the event stream at {self.safe_url} stalled after {len(events)} of {wanted} events"
+                                ) from None
         except self._errors as exc:
             raise TransportError(f"could not read the event stream at {self.safe_url}: {exc}") from None
         return events
+
+    def _last_offset(self, conn: Connection, settle: float = 0.3) -> int:
+        """The offset of the stream's newest event (-1 when it is empty).
+
+        Read from the "last" offset, the broker starts at the newest chunk of the stream: the
+        greatest offset it delivers from there is the end.
+        """
+        last = -1
+
+        def on_message(body, message) -> None:
+            nonlocal last
+            message.ack()
+            last = max(last, message.headers["x-stream-offset"])
+
+        with conn.channel() as channel:
+            channel.basic_qos(0, 1000, False)
+            queue = self.names.log_from("last")(channel)
+            queue.declare()
+            with Consumer(channel, queues=[queue], callbacks=[on_message], accept=["json"]):
+                while True:
+                    try:
+                        conn.drain_events(timeout=settle)
+                    except socket.timeout:
+                        return last
 
     def start_consuming(self, name: str, consumer: EventConsumer, types: Iterable[str] = ("#",)) -> None:
         types = tuple(types)
