@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -129,99 +130,97 @@ def subscriber(formation: Formation, name: str) -> dict:
     return next(s for s in formation.health("bus")["subscribers"] if s["name"] == name)
 
 
-def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicates_nothing(formation):
+@dataclass
+class Burst:
+    """Clients writing posts and comments (a third posts) through Posts and Comments, on seed posts."""
+
+    seeds: list[str]
+    clients: Clients
+    writers: int
+    writes_each: int
+    posts: list[str] = field(default_factory=list)
+    contents: list[str] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return len(self.seeds) + self.writers * self.writes_each
+
+
+def start_burst(formation: Formation, writers: int, writes_each: int) -> Burst:
     formation.start()
     seeds = [create_post(formation, f"seed {i}")["id"] for i in range(20)]
     wait_until(lambda: formation.health("comments")["known_posts"] == 20, timeout=15,
                message="comments to learn the seed posts")
-    clients_count, writes_each = 4, 520  # 2,080 writes, a third of them posts
-    posts: list[str] = []
-    contents: list[str] = []
 
     def write(client: int, session: requests.Session) -> None:
         for i in range(writes_each):
             if i % 3 == 0:
-                posts.append(post_created(session, formation, f"client {client} post {i}")["id"])
+                burst.posts.append(post_created(session, formation, f"client {client} post {i}")["id"])
             else:
                 content = f"client {client} comment {i}"
                 comment_created(session, formation, seeds[(client + i) % len(seeds)], content)
-                contents.append(content)
-            clients.wrote()
+                burst.contents.append(content)
+            burst.clients.wrote()
 
-    clients = Clients(clients_count, write)  # assigned before any thread runs `write`
-    clients.start()
-    wait_until(lambda: clients.writes >= 500 or clients.finished(), timeout=30, message="the burst to be under way")
+    burst = Burst(seeds, Clients(writers, write), writers, writes_each)  # before any thread runs `write`
+    burst.clients.start()
+    return burst
+
+
+def assert_burst_arrived_once(formation: Formation, burst: Burst) -> dict:
+    """Every write reached every subscriber; the view equals the writers' own data, nothing twice."""
+    wait_until(lambda: delivered_to_every_subscriber(formation, burst.events), timeout=60,
+               message=f"all {burst.events} events to reach every subscriber")
+    current = assert_view_is_exactly_the_services_data(formation)
+    assert set(current) == set(burst.seeds + burst.posts)  # every acknowledged post, once (keyed by id)
+    shown = [c for p in current.values() for c in p["comments"]]
+    assert len({c["id"] for c in shown}) == len(shown) == len(burst.contents)  # no comment twice
+    assert sorted(c["content"] for c in shown) == sorted(burst.contents)
+    return current
+
+
+def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicates_nothing(formation):
+    burst = start_burst(formation, writers=4, writes_each=520)  # 2,080 writes
+    wait_until(lambda: burst.clients.writes >= 500 or burst.clients.finished(), timeout=30,
+               message="the burst to be under way")
     formation.kill("bus")  # SIGKILL, in the middle of the relays' publishing
-    wait_until(lambda: clients.writes >= 1100 or clients.finished(), timeout=30)
-    assert not clients.finished(), f"the burst ended before the bus came back: {clients.errors}"
+    wait_until(lambda: burst.clients.writes >= 1100 or burst.clients.finished(), timeout=30)
+    assert not burst.clients.finished(), f"the burst ended before the bus came back: {burst.clients.errors}"
     assert outbox_pending(formation) > 0, "writes taken while the bus was down should wait in the outboxes"
     formation.start("bus")
-    clients.join(timeout=90)
+    burst.clients.join(timeout=90)
 
-    events = len(seeds) + clients_count * writes_each
-    wait_until(lambda: delivered_to_every_subscriber(formation, events), timeout=60,
-               message=f"all {events} events to reach every subscriber")
-
+    assert_burst_arrived_once(formation, burst)
     log = bus_log(formation)
-    assert [e["seq"] for e in log] == list(range(1, events + 1))
-    assert len({e["id"] for e in log}) == events  # no event logged twice
+    assert [e["seq"] for e in log] == list(range(1, burst.events + 1))
+    assert len({e["id"] for e in log}) == burst.events  # no event logged twice
     by_type = Counter(e["type"] for e in log)
-    assert by_type == {"PostCreated": len(seeds) + len(posts), "CommentCreated": len(contents)}
+    assert by_type == {"PostCreated": len(burst.seeds) + len(burst.posts), "CommentCreated": len(burst.contents)}
     logged_posts = [e["data"]["id"] for e in log if e["type"] == "PostCreated"]
-    assert sorted(logged_posts) == sorted(seeds + posts)  # every acknowledged post, once
-    assert sorted(e["data"]["content"] for e in log if e["type"] == "CommentCreated") == sorted(contents)
-
-    current = assert_view_is_exactly_the_services_data(formation)
-    assert set(current) == set(seeds + posts)
-    assert sorted(c["content"] for p in current.values() for c in p["comments"]) == sorted(contents)
-    assert formation.health("query")["applied_seq"] == events
+    assert sorted(logged_posts) == sorted(burst.seeds + burst.posts)  # every acknowledged post, once
+    assert sorted(e["data"]["content"] for e in log if e["type"] == "CommentCreated") == sorted(burst.contents)
+    assert formation.health("query")["applied_seq"] == burst.events
 
 
 @pytest.mark.parametrize("transport", ["rabbitmq"], indirect=True)
 def test_broker_restarted_while_clients_write_posts_and_comments_loses_nothing_and_duplicates_nothing(formation):
-    formation.start()
-    seeds = [create_post(formation, f"seed {i}")["id"] for i in range(20)]
-    wait_until(lambda: formation.health("comments")["known_posts"] == 20, timeout=15,
-               message="comments to learn the seed posts")
-    clients_count, writes_each = 4, 450  # 1,800 writes, a third of them posts
-    posts: list[str] = []
-    contents: list[str] = []
-
-    def write(client: int, session: requests.Session) -> None:
-        for i in range(writes_each):
-            if i % 3 == 0:
-                posts.append(post_created(session, formation, f"client {client} post {i}")["id"])
-            else:
-                content = f"client {client} comment {i}"
-                comment_created(session, formation, seeds[(client + i) % len(seeds)], content)
-                contents.append(content)
-            clients.wrote()
-
-    clients = Clients(clients_count, write)
-    clients.start()
-    wait_until(lambda: clients.writes >= 400 or clients.finished(), timeout=30, message="the burst to be under way")
+    burst = start_burst(formation, writers=4, writes_each=450)  # 1,800 writes
+    wait_until(lambda: burst.clients.writes >= 400 or burst.clients.finished(), timeout=30,
+               message="the burst to be under way")
     with formation.transport_down():  # rabbitmqctl stop_app in the middle of the relays' publishing
-        assert not clients.finished(), "the burst ended before the broker went down"
+        assert not burst.clients.finished(), "the burst ended before the broker went down"
         wait_until(lambda: outbox_pending(formation) > 0, timeout=10,
                    message="writes taken while the broker is down to wait in the outboxes")
-    clients.join(timeout=90)
+    burst.clients.join(timeout=90)
 
-    events = len(seeds) + clients_count * writes_each
-    wait_until(lambda: delivered_to_every_subscriber(formation, events), timeout=60,
-               message=f"all {events} events to reach every consumer")
-    current = assert_view_is_exactly_the_services_data(formation)
-    assert set(current) == set(seeds + posts)  # every confirmed post, once (the view is keyed by id)
-    shown = [c for p in current.values() for c in p["comments"]]
-    assert len({c["id"] for c in shown}) == len(shown) == len(contents)  # no comment twice
-    assert sorted(c["content"] for c in shown) == sorted(contents)
-    assert formation.health("comments")["known_posts"] == len(seeds) + len(posts)
-
+    assert_burst_arrived_once(formation, burst)
+    assert formation.health("comments")["known_posts"] == len(burst.seeds) + len(burst.posts)
     # The stream has every event; a confirm lost in the restart may have put one in twice per relay.
     log = formation.logged()
     ids = [e["id"] for e in log]
-    assert len(set(ids)) == events
+    assert len(set(ids)) == burst.events
     assert len(ids) - len(set(ids)) <= 2, f"{len(ids) - len(set(ids))} events were published twice"
-    assert sorted({e["data"]["id"] for e in log if e["type"] == "PostCreated"}) == sorted(seeds + posts)
+    assert sorted({e["data"]["id"] for e in log if e["type"] == "PostCreated"}) == sorted(burst.seeds + burst.posts)
 
 
 @on_both_transports
