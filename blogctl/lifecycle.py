@@ -210,18 +210,26 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     except ServiceError as exc:
         bus_error = str(exc)
     if json_output:
-        mode = {"transport": rt.config.transport, "signed": bool(rt.config.secret)}
-        render.print_json({"mode": mode, "services": rows, "subscribers": subscribers, "bus_error": bus_error})
+        render.print_json({"mode": _mode(rt), "services": rows, "subscribers": subscribers, "bus_error": bus_error})
         return
-    console.print(render.services_table(rows))
-    console.print(render.mode_line(rt.config), soft_wrap=True)
-    if not any(row["process"] == "running" for row in rows):
-        console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
+    _print_services(rt, rows)
     if subscribers is not None:
         console.print(render.subscribers_table(subscribers))
     else:
         console.print(Text.assemble("Bus subscribers: unknown — ", render.safe(bus_error)), style="yellow",
                       soft_wrap=True)
+
+
+def _mode(rt: Runtime) -> dict:
+    return {"transport": rt.config.transport, "signed": bool(rt.config.secret)}
+
+
+def _print_services(rt: Runtime, rows: list[dict]) -> None:
+    """The services table and the mode line, which every status shows first."""
+    console.print(render.services_table(rows))
+    console.print(render.mode_line(rt.config), soft_wrap=True)
+    if not any(row["process"] == "running" for row in rows):
+        console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
 
 
 def _broker_status(rt: Runtime, rows: list[dict], json_output: bool) -> None:
@@ -233,14 +241,10 @@ def _broker_status(rt: Runtime, rows: list[dict], json_output: bool) -> None:
         broker_error = str(exc)
     url = render.without_password(rt.config.broker_url)
     if json_output:
-        mode = {"transport": "rabbitmq", "signed": bool(rt.config.secret)}
         broker = {"url": url, "namespace": rt.config.broker_namespace, "queues": queues, "error": broker_error}
-        render.print_json({"mode": mode, "services": rows, "broker": broker})
+        render.print_json({"mode": _mode(rt), "services": rows, "broker": broker})
         return
-    console.print(render.services_table(rows))
-    console.print(render.mode_line(rt.config), soft_wrap=True)
-    if not any(row["process"] == "running" for row in rows):
-        console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
+    _print_services(rt, rows)
     if queues is not None:
         console.print(render.queues_table(queues, title=f"RabbitMQ at {url}"))
     else:
