@@ -12,7 +12,7 @@ from .view import QueryView
 
 
 class CatchUp:
-    def __init__(self, view: QueryView, transport: Transport, *, page: int = 2000) -> None:
+    def __init__(self, view: QueryView, transport: Transport, *, page: int = 5000) -> None:
         self.view = view
         self.transport = transport
         self.page = page

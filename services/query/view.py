@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -43,20 +43,34 @@ INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
 """
 
 
-def add_post(post: PostCreated, event: Event, conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "INSERT INTO posts (id, seq, title) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq"
-        " WHERE posts.seq IS NULL AND excluded.seq IS NOT NULL",
-        (post.id, event.seq, post.title),
-    )
+ADD_POSTS = (
+    "INSERT INTO posts (id, seq, title) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq"
+    " WHERE posts.seq IS NULL AND excluded.seq IS NOT NULL"
+)
+ADD_COMMENTS = (
+    "INSERT INTO comments (id, seq, post_id, content) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+    " SET seq = excluded.seq WHERE comments.seq IS NULL AND excluded.seq IS NOT NULL"
+)
 
 
-def add_comment(comment: CommentCreated, event: Event, conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "INSERT INTO comments (id, seq, post_id, content) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
-        " SET seq = excluded.seq WHERE comments.seq IS NULL AND excluded.seq IS NOT NULL",
-        (comment.id, event.seq, comment.postId, comment.content),
-    )
+@dataclass
+class Rows:
+    """What a batch of events adds, written with one executemany per table."""
+
+    posts: list[tuple] = field(default_factory=list)
+    comments: list[tuple] = field(default_factory=list)
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(ADD_POSTS, self.posts)
+        conn.executemany(ADD_COMMENTS, self.comments)
+
+
+def add_post(post: PostCreated, event: Event, rows: Rows) -> None:
+    rows.posts.append((post.id, event.seq, post.title))
+
+
+def add_comment(comment: CommentCreated, event: Event, rows: Rows) -> None:
+    rows.comments.append((comment.id, event.seq, comment.postId, comment.content))
 
 
 HANDLERS = {"PostCreated": add_post, "CommentCreated": add_comment}
@@ -198,14 +212,16 @@ class QueryView:
             applied = conn.execute("SELECT applied_seq FROM position").fetchone()[0]
             before = conn.total_changes
             gap = False
+            rows = Rows()
             for event in events:
-                dispatch(HANDLERS, event, conn)
+                dispatch(HANDLERS, event, rows)
                 if event.seq is None:
                     continue
                 if from_log or event.seq == applied + 1:
                     applied = max(applied, event.seq)
                 elif event.seq > applied + 1:
                     gap = True
+            rows.write(conn)
             changed = conn.total_changes != before
             conn.execute("UPDATE position SET applied_seq = ?", (applied,))
         if changed:  # committed: now the memory copy, which readers see
