@@ -9,7 +9,6 @@ it flow on; `redeliver` sends a parked one again.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import requests
 from services.shared import signing
 from services.shared.config import Subscriber
 from services.shared.events import utc_now
-from services.shared.retry import Stopped, retry_until_stopped
+from services.shared.worker import Worker
 
 from .log import EventLog, row_to_json
 
@@ -46,7 +45,9 @@ class DeliveryStatus:
     dead_letters: int = 0
 
 
-class Deliverer:
+class Deliverer(Worker):
+    retry_on = DeliveryFailed
+
     def __init__(
         self,
         event_log: EventLog,
@@ -59,8 +60,11 @@ class Deliverer:
         secret: str | None = None,
         session_factory: Callable[[], requests.Session] = requests.Session,
     ) -> None:
+        super().__init__(wake=event_log.wakeup())  # woken by every append that adds events
         self.log = event_log
         self.subscriber = subscriber
+        self.thread_name = f"deliver-{subscriber.name}"
+        self.what = f"delivering to {subscriber.name}"
         self.batch_size = batch_size if subscriber.batch else 1
         self.timeout = (min(1.0, timeout), timeout)  # (connect, read)
         self.attempts = attempts
@@ -74,9 +78,6 @@ class Deliverer:
         self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
         self._new_session = session_factory
         self._session = session_factory()
-        self._wake = event_log.wakeup()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def post(self, rows: list, session: requests.Session | None = None) -> None:
         """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx."""
@@ -140,34 +141,16 @@ class Deliverer:
         self.log.forget_dead_letter(self.subscriber.name, seq)
         self.status.dead_letters -= 1
 
-    def _record(self, exc: BaseException, attempt: int) -> None:
+    step = deliver_once
+
+    def on_error(self, exc: BaseException, attempt: int) -> None:
         self.status.failures = attempt
         self.status.last_error = str(exc)
         self.status.last_error_at = time.time()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"deliver-{self.subscriber.name}", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._session.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()  # before reading, so an append during the read is not missed
-            try:
-                sent = retry_until_stopped(
-                    self.deliver_once, self._stop, what=f"delivering to {self.subscriber.name}",
-                    retry_on=DeliveryFailed, maximum=self.max_backoff, on_error=self._record,
-                )
-            except Stopped:
-                return
-            if not sent:
-                self._wake.wait(1.0)
 
 
 class Delivery:

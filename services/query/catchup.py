@@ -1,27 +1,30 @@
 """Query's catch-up: on start, and whenever a delivery shows a gap, read what it missed from the log."""
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from services.shared.retry import Stopped, retry_until_stopped
 from services.shared.transport import Transport, TransportError
+from services.shared.worker import Worker
 
 from .view import QueryView
 
 
-class CatchUp:
+class CatchUp(Worker):
+    """Reads the log after Query's position: once at start, then whenever `request()` is called."""
+
+    thread_name = "query-catch-up"
+    what = "catching up from the event log"
+    retry_on = TransportError
+    idle_wait = None  # caught up: sleep until a gap is seen
+
     def __init__(self, view: QueryView, transport: Transport, *, page: int = 5000) -> None:
+        super().__init__()
         self.view = view
         self.transport = transport
         self.page = page
-        self.last_error: str | None = None
         self.running = False
         self.last_run: dict | None = None  # events read and seconds taken by the last catch-up
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def catch_up_once(self) -> int:
         """Apply the log after `applied_seq` until its end; return how many events were read.
@@ -47,37 +50,11 @@ class CatchUp:
                         self.last_run = {"events": read, "seconds": round(time.perf_counter() - started, 3)}
                     return read
 
-    def request(self) -> None:
-        """A gap was seen: catch up soon, in the background."""
-        self._wake.set()
+    def step(self) -> int:
+        self.running = True
+        try:
+            return self.catch_up_once()
+        finally:
+            self.running = False
 
-    def start(self) -> None:
-        self._wake.set()  # catch up once at start
-        self._thread = threading.Thread(target=self._run, name="query-catch-up", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _record(self, exc: BaseException, attempt: int) -> None:
-        self.last_error = str(exc)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            self.running = True
-            try:
-                retry_until_stopped(
-                    self.catch_up_once, self._stop, what="catching up from the event log",
-                    retry_on=TransportError, on_error=self._record,
-                )
-            except Stopped:
-                return
-            finally:
-                self.running = False
+    request = Worker.notify  # a gap was seen: catch up soon, in the background

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 
 from .db import Database
 from .events import Event
-from .retry import Stopped, retry_until_stopped
 from .transport import Transport, TransportError
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -35,32 +34,19 @@ def pending(db: Database) -> int:
     return db.connection().execute("SELECT count(*) FROM outbox").fetchone()[0]
 
 
-class Relay:
+class Relay(Worker):
     """A background thread that moves outbox rows to the bus, oldest first, in batches."""
 
+    thread_name = "outbox-relay"
+    what = "relaying the outbox"
+    retry_on = (TransportError, sqlite3.OperationalError)
+
     def __init__(self, db: Database, transport: Transport, *, batch: int = 200, idle_wait: float = 1.0) -> None:
+        super().__init__()
         self.db = db
         self.transport = transport
         self.batch = batch
         self.idle_wait = idle_wait
-        self.last_error: str | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def notify(self) -> None:
-        """A new row was committed: publish it now rather than at the next idle check."""
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def relay_once(self) -> int:
         """Publish one batch; return how many events it moved (0 when the outbox is empty)."""
@@ -77,21 +63,4 @@ class Relay:
         self.last_error = None
         return len(rows)
 
-    def _record(self, exc: BaseException, attempt: int) -> None:
-        self.last_error = str(exc)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()  # cleared before reading, so a notify during the read is not lost
-            try:
-                moved = retry_until_stopped(
-                    self.relay_once,
-                    self._stop,
-                    what="relaying the outbox",
-                    retry_on=(TransportError, sqlite3.OperationalError),
-                    on_error=self._record,
-                )
-            except Stopped:
-                return
-            if moved < self.batch:
-                self._wake.wait(self.idle_wait)
+    step = relay_once
