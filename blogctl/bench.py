@@ -108,10 +108,7 @@ class Load:
         return self.count / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies, p)
 
 
 def run_load(call: Callable[[requests.Session], int], *, threads: int, seconds: float) -> Load:
@@ -496,6 +493,8 @@ class Bench:
 
 
 def percentile(samples: list[float], p: float) -> float:
+    if not samples:
+        return float("nan")
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 

@@ -1,11 +1,10 @@
 """Comments, the posts Comments has heard of (from PostCreated), and the outbox, in one SQLite file."""
 from __future__ import annotations
 
-import secrets
 import sqlite3
 
 from services.shared import outbox
-from services.shared.db import Database
+from services.shared.db import Database, insert_with_new_id
 from services.shared.events import Event, PostCreated, comment_created, dispatch
 
 SCHEMA = """
@@ -32,21 +31,16 @@ class CommentStore:
 
     def create(self, post_id: str, content: str) -> list[dict]:
         """Add a comment and its CommentCreated; return all of the post's comments."""
-        for _ in range(10):
-            comment_id = secrets.token_hex(4)
-            try:
-                with self.db.transaction() as conn:
-                    if conn.execute("SELECT 1 FROM known_posts WHERE id = ?", (post_id,)).fetchone() is None:
-                        raise UnknownPost(post_id)
-                    conn.execute(
-                        "INSERT INTO comments (id, post_id, content) VALUES (?, ?, ?)",
-                        (comment_id, post_id, content),
-                    )
-                    outbox.add(conn, comment_created(comment_id, content, post_id))
-                    return self._for_post(conn, post_id)
-            except sqlite3.IntegrityError:
-                continue
-        raise RuntimeError("could not find a free comment id")
+        def write(conn: sqlite3.Connection, comment_id: str) -> list[dict]:
+            if conn.execute("SELECT 1 FROM known_posts WHERE id = ?", (post_id,)).fetchone() is None:
+                raise UnknownPost(post_id)
+            conn.execute(
+                "INSERT INTO comments (id, post_id, content) VALUES (?, ?, ?)", (comment_id, post_id, content)
+            )
+            outbox.add(conn, comment_created(comment_id, content, post_id))
+            return self._for_post(conn, post_id)
+
+        return insert_with_new_id(self.db, write)
 
     def for_post(self, post_id: str) -> list[dict]:
         return self._for_post(self.db.connection(), post_id)

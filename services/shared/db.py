@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 SQLITE_READONLY = 8
@@ -85,3 +89,15 @@ class Database:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def insert_with_new_id(db: Database, write: Callable[[sqlite3.Connection, str], T], attempts: int = 10) -> T:
+    """Run `write(conn, id)` in one transaction with a new short id (8 hex digits, as the course's
+    `randomBytes(4)`); such an id can collide, and then the write is tried again with another."""
+    for _ in range(attempts):
+        try:
+            with db.transaction() as conn:
+                return write(conn, secrets.token_hex(4))
+        except sqlite3.IntegrityError:
+            continue
+    raise RuntimeError(f"no free id found in {attempts} tries")
