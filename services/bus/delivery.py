@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-
-import requests
+from typing import Protocol
 
 from services.shared import signing
 from services.shared.config import Subscriber
 from services.shared.events import utc_now
+from services.shared.http import Answer, HttpClient, Unreachable
 from services.shared.worker import Worker
 
 from .log import EventLog, row_to_json
 
 log = logging.getLogger(__name__)
+
+
+class Poster(Protocol):
+    """What the deliverer sends through: an `HttpClient`, or a fake in the tests."""
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer: ...
+
+    def close(self) -> None: ...
 
 
 class DeliveryFailed(Exception):
@@ -58,7 +65,7 @@ class Deliverer(Worker):
         attempts: int = 10,
         max_backoff: float = 5.0,
         secret: str | None = None,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        client: Poster | None = None,
     ) -> None:
         super().__init__(wake=event_log.wakeup())  # woken by every append that adds events
         self.log = event_log
@@ -66,7 +73,6 @@ class Deliverer(Worker):
         self.thread_name = f"deliver-{subscriber.name}"
         self.what = f"delivering to {subscriber.name}"
         self.batch_size = batch_size if subscriber.batch else 1
-        self.timeout = (min(1.0, timeout), timeout)  # (connect, read)
         self.attempts = attempts
         self.max_backoff = max_backoff
         self.secret = secret
@@ -76,19 +82,17 @@ class Deliverer(Worker):
         )
         self._rejections = 0
         self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
-        self._new_session = session_factory
-        self._session = session_factory()
+        # Shared by the delivery thread and `redeliver` (a request thread): the pool is thread-safe.
+        self.client = client or HttpClient(timeout=(min(1.0, timeout), timeout), connections=2)
 
-    def post(self, rows: list, session: requests.Session | None = None) -> None:
+    def post(self, rows: list) -> None:
         """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx."""
         items = [row_to_json(row) for row in rows]
         body = (f"[{','.join(items)}]" if self.subscriber.batch else items[0]).encode()
         try:
-            response = (session or self._session).post(
-                self.subscriber.url, data=body, timeout=self.timeout, headers=signing.headers(self.secret, body)
-            )
-        except requests.RequestException as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+            response = self.client.post(self.subscriber.url, body, signing.headers(self.secret, body))
+        except Unreachable as exc:
+            raise DeliveryFailed(str(exc)) from None
         if not 200 <= response.status_code < 300:
             raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
 
@@ -133,11 +137,7 @@ class Deliverer(Worker):
         row = self.log.dead_letter(self.subscriber.name, seq)
         if row is None:
             raise LookupError(f"no dead letter {seq} for {self.subscriber.name}")
-        session = self._new_session()  # not the delivery thread's: a Session is not shared between threads
-        try:
-            self.post([row], session)
-        finally:
-            session.close()
+        self.post([row])
         self.log.forget_dead_letter(self.subscriber.name, seq)
         self.status.dead_letters -= 1
 
@@ -150,7 +150,7 @@ class Deliverer(Worker):
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
-        self._session.close()
+        self.client.close()
 
 
 class Delivery:

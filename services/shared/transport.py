@@ -6,15 +6,15 @@ Handlers never know which one carried their events.
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-import requests
+import orjson
 
 from . import signing
 from .events import Event
+from .http import HttpClient, Unreachable
 
 # A service's entry point for events: it applies them and returns, or raises to be retried.
 Consumer = Callable[[list[Event]], None]
@@ -46,45 +46,32 @@ class HttpTransport:
     ) -> None:
         self.bus_url = bus_url.rstrip("/")
         self.secret = secret
-        self.timeout = timeout
         self.source = source
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        # A Session per thread: keep-alive without sharing one Session across threads.
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+        self._http = HttpClient(timeout=timeout)  # keep-alive, shared by the relay and catch-up threads
 
     def publish(self, events: Sequence[Event]) -> None:
-        body = json.dumps([event.to_dict() for event in events], ensure_ascii=False).encode()
+        body = orjson.dumps([event.to_dict() for event in events])
         try:
-            response = self._session().post(
-                f"{self.bus_url}/events", data=body, headers=signing.headers(self.secret, body), timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise TransportError(f"event bus not reachable at {self.bus_url}: {type(exc).__name__}") from None
+            response = self._http.post(f"{self.bus_url}/events", body, signing.headers(self.secret, body))
+        except Unreachable as exc:
+            raise TransportError(f"event bus not reachable at {self.bus_url}: {exc}") from None
         if response.status_code != 200:
             raise TransportError(f"event bus answered {response.status_code}: {response.text[:200]}")
 
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
         try:
-            response = self._session().get(
-                f"{self.bus_url}/events", params={"after": after, "limit": limit}, timeout=self.timeout
-            )
-            response.raise_for_status()
+            response = self._http.get(f"{self.bus_url}/events", params={"after": after, "limit": limit})
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
             return [Event.from_dict(raw) for raw in response.json()]
-        except (requests.RequestException, ValueError) as exc:
+        except (Unreachable, ValueError) as exc:
             raise TransportError(f"could not read the event log at {self.bus_url}: {exc}") from None
 
     def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
         """Nothing to start: the bus delivers to the service's `POST /events` route."""
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
+        self._http.close()
 
 
 class InMemoryBus:

@@ -342,13 +342,13 @@ def test_open_opens_the_page_served_by_query(cli, blog, monkeypatch):
 
 
 class AcceptingSession:
-    """Stands in for the bus's HTTP session to a subscriber that now takes the event."""
+    """Stands in for the bus's HTTP client to a subscriber that now takes the event."""
 
     def __init__(self):
         self.bodies = []
 
-    def post(self, url, data, timeout, headers):
-        self.bodies.append(json.loads(data))
+    def post(self, url, body, headers):
+        self.bodies.append(json.loads(body))
         response = type("Response", (), {})()
         response.status_code, response.text = 200, "{}"
         return response
@@ -379,7 +379,7 @@ def test_events_dead_lists_parked_events_and_redeliver_sends_one_again(cli, blog
     assert letter["seq"] == seq and letter["attempts"] == 4 and letter["event"]["data"]["title"] == "poison"
 
     accepting = AcceptingSession()
-    deliverer._new_session = lambda: accepting
+    deliverer.client = accepting
     assert f"query took event {seq}" in cli.ok("redeliver", "query", str(seq)).stdout
     assert accepting.bodies[0][0]["seq"] == seq
     assert cli.json("events", "--dead") == []

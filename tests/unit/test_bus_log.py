@@ -9,6 +9,7 @@ from services.bus.log import SCHEMA, EventLog, row_to_event, row_to_json
 from services.shared.config import Subscriber
 from services.shared.db import Database
 from services.shared.events import Event, post_created
+from services.shared.http import Unreachable
 
 
 @pytest.fixture
@@ -68,12 +69,12 @@ class FakeSubscriber:
     answers: list = field(default_factory=list)
     received: list = field(default_factory=list)
 
-    def post(self, url, data, timeout, headers):
+    def post(self, url, body, headers):
         answer = self.answers.pop(0) if self.answers else 200
         if isinstance(answer, Exception):
             raise answer
         if answer == 200:
-            self.received.append(json.loads(data))
+            self.received.append(json.loads(body))
         return FakeResponse(answer, "boom")
 
     def close(self):
@@ -83,18 +84,16 @@ class FakeSubscriber:
 def test_delivery_sends_batches_in_order_and_moves_the_cursor_after_success(log):
     log.append([post_created(f"p{i}", "t") for i in range(5)])
     fake = FakeSubscriber()
-    deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=True), batch_size=2, session_factory=lambda: fake)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=True), batch_size=2, client=fake)
     assert [deliverer.deliver_once() for _ in range(4)] == [2, 2, 1, 0]
     assert [[e["seq"] for e in batch] for batch in fake.received] == [[1, 2], [3, 4], [5]]
     assert log.cursor("query") == 5
 
 
 def test_a_failed_delivery_keeps_the_cursor_so_the_events_come_again(log):
-    import requests
-
     log.append([post_created("p1", "t")])
-    fake = FakeSubscriber(answers=[503, requests.ConnectionError("refused")])
-    deliverer = Deliverer(log, Subscriber("posts", "http://p/events"), session_factory=lambda: fake)
+    fake = FakeSubscriber(answers=[503, Unreachable("refused")])
+    deliverer = Deliverer(log, Subscriber("posts", "http://p/events"), client=fake)
     for _ in range(2):
         with pytest.raises(DeliveryFailed):
             deliverer.deliver_once()
@@ -106,7 +105,7 @@ def test_a_failed_delivery_keeps_the_cursor_so_the_events_come_again(log):
 
 def test_the_delivery_thread_retries_until_the_subscriber_takes_the_event(log):
     fake = FakeSubscriber(answers=[500, 500, 500])
-    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), max_backoff=0.05, session_factory=lambda: fake)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), max_backoff=0.05, client=fake)
     deliverer.start()
     try:
         log.append([post_created("p1", "t")])
@@ -131,8 +130,8 @@ class PoisonSubscriber(FakeSubscriber):
         self.poison = poison
         self.rejected = 0
 
-    def post(self, url, data, timeout, headers):
-        events = json.loads(data)
+    def post(self, url, body, headers):
+        events = json.loads(body)
         events = events if isinstance(events, list) else [events]
         if any(e["data"]["id"] == self.poison for e in events):
             self.rejected += 1
@@ -156,7 +155,7 @@ def drain(deliverer, limit=100):
 def test_an_event_rejected_again_and_again_is_parked_and_the_rest_flow_on(log, batch):
     log.append([post_created(f"p{i}", "t") for i in range(1, 8)])
     fake = PoisonSubscriber("p4")
-    deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=batch), batch_size=3, attempts=3, session_factory=lambda: fake)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=batch), batch_size=3, attempts=3, client=fake)
     drain(deliverer)
     assert [e["data"]["id"] for e in fake.received] == ["p1", "p2", "p3", "p5", "p6", "p7"]
     assert log.cursor("query") == 7
@@ -168,7 +167,7 @@ def test_an_event_rejected_again_and_again_is_parked_and_the_rest_flow_on(log, b
 def test_a_parked_event_is_redelivered_on_request(log):
     log.append([post_created("p1", "t")])
     fake = PoisonSubscriber("p1")
-    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, session_factory=lambda: fake)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, client=fake)
     drain(deliverer)
     assert len(log.dead_letters()) == 1
     with pytest.raises(DeliveryFailed):
@@ -183,11 +182,9 @@ def test_a_parked_event_is_redelivered_on_request(log):
 
 
 def test_an_unreachable_subscriber_is_retried_not_parked(log):
-    import requests
-
     log.append([post_created("p1", "t")])
-    fake = FakeSubscriber(answers=[requests.ConnectionError("refused")] * 20)
-    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, session_factory=lambda: fake)
+    fake = FakeSubscriber(answers=[Unreachable("refused")] * 20)
+    deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, client=fake)
     for _ in range(20):
         with pytest.raises(DeliveryFailed):
             deliverer.deliver_once()
