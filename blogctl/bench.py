@@ -28,12 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import requests
+import orjson
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.shared.config import SERVICES
+from services.shared.http import Answer, HttpClient
 
 from . import render
 from .errors import BlogctlError
@@ -44,6 +45,7 @@ from .render import console
 from .runtime import ROOT, Runtime
 
 CLIENTS = 8  # client threads, as in the Node/Express figures the targets compare with
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -111,19 +113,26 @@ class Load:
         return percentile(self.latencies, p)
 
 
-def run_load(call: Callable[[requests.Session], int], *, threads: int, seconds: float) -> Load:
-    """Run `call` from `threads` threads (a keep-alive session each) for `seconds`; `call` returns units done."""
+def client() -> HttpClient:
+    """The load generator's HTTP client: the services' own (urllib3, keep-alive), at a third of
+    the CPU per request of `requests`, which shares the machine's 2 cores with the services."""
+    return HttpClient(timeout=60, connections=1)
+
+
+def run_load(call: Callable[[HttpClient], int], *, threads: int, seconds: float) -> Load:
+    """Run `call` from `threads` threads (a keep-alive client each) for `seconds`; `call` returns units done."""
     deadline = time.perf_counter() + seconds
     results: list[tuple[int, list[float]]] = []
     lock = threading.Lock()
 
     def worker() -> None:
         done, latencies = 0, []
-        with requests.Session() as session:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                done += call(session)
-                latencies.append(time.perf_counter() - started)
+        http = client()
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            done += call(http)
+            latencies.append(time.perf_counter() - started)
+        http.close()
         with lock:
             results.append((done, latencies))
 
@@ -137,8 +146,8 @@ def run_load(call: Callable[[requests.Session], int], *, threads: int, seconds: 
     return Load(sum(d for d, _ in results), elapsed, [x for _, lat in results for x in lat])
 
 
-def get_ok(session: requests.Session, url: str, **kwargs: Any) -> requests.Response:
-    response = session.get(url, timeout=30, **kwargs)
+def get_ok(http: HttpClient, url: str, **kwargs: Any) -> Answer:
+    response = http.get(url, **kwargs)
     if response.status_code not in (200, 304):
         raise BlogctlError(f"GET {url} answered {response.status_code} during the benchmark")
     return response
@@ -166,20 +175,20 @@ class HttpCarrier:
 
     def __init__(self, rt: Runtime) -> None:
         self.bus = rt.config.url("bus")
-        self.session = requests.Session()
+        self.http = client()
 
-    def publish(self, session: requests.Session, events: list[dict]) -> bool:
-        return session.post(f"{self.bus}/events", json=events, timeout=60).status_code == 200
+    def publish(self, http: HttpClient, events: list[dict]) -> bool:
+        return http.post(f"{self.bus}/events", orjson.dumps(events), JSON).status_code == 200
 
     def logged(self) -> int:
-        return get_ok(self.session, f"{self.bus}/health").json()["last_seq"]
+        return get_ok(self.http, f"{self.bus}/health").json()["last_seq"]
 
     def delivered(self) -> bool:
-        health = get_ok(self.session, f"{self.bus}/health").json()
+        health = get_ok(self.http, f"{self.bus}/health").json()
         return all(s["cursor"] >= health["last_seq"] for s in health["subscribers"])
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()
 
 
 class BrokerCarrier:
@@ -204,7 +213,7 @@ class BrokerCarrier:
             self._all.append(transport)
         return transport
 
-    def publish(self, session: requests.Session, events: list[dict]) -> bool:
+    def publish(self, http: HttpClient, events: list[dict]) -> bool:
         from services.shared.events import Event
         from services.shared.transport import TransportError
 
@@ -243,7 +252,7 @@ class Bench:
         self.report = report
         self.progress = progress
         self.url = {name: rt.config.url(name) for name in SERVICES}
-        self.session = requests.Session()
+        self.http = client()
         self.carrier = carrier
         self.lock = threading.Lock()  # the counts below are updated by many client threads
         self.bare: dict[str, float] = {}
@@ -263,7 +272,7 @@ class Bench:
     def measure_bare(self, bare_url: str) -> None:
         with self.step("bare endpoint (waitress + Flask, {})"):
             load = run_load(lambda s: get_ok(s, bare_url) and 1, threads=CLIENTS, seconds=self.sizes.seconds)
-            idle = self.sequential(lambda: get_ok(self.session, bare_url))
+            idle = self.sequential(lambda: get_ok(self.http, bare_url))
         self.bare = {"rate": load.rate, "p50": load.percentile(50), "round_trip": statistics.median(idle)}
         add = self.report.add
         add(Figure("bare", f"GET {{}} with {CLIENTS} clients", load.rate, "req/s"))
@@ -300,16 +309,16 @@ class Bench:
             target=">= 2x", met=(acked / delivered) >= 2 * self.bare["rate"],
         ))
         with self.step("publish one event at a time (the course's way)"):
-            load = run_load(lambda session: self.publish_batch(session, [post_event()]),
+            load = run_load(lambda http: self.publish_batch(http, [post_event()]),
                             threads=CLIENTS, seconds=self.sizes.seconds)
         self.report.add(Figure("publish", f"one event per publish, {CLIENTS} clients", load.rate, "events/s",
                                ratio=load.rate / self.bare["rate"], ratio_of="bare req/s",
                                reference="301 events/s (Node)"))
         until(self.settled, timeout=300, interval=0.05, what="the formation to settle")
 
-    def publish_batch(self, session: requests.Session, events: list[dict]) -> int:
+    def publish_batch(self, http: HttpClient, events: list[dict]) -> int:
         """Publish `events`; count what was acknowledged. Returns how many."""
-        if not self.carrier.publish(session, events):
+        if not self.carrier.publish(http, events):
             return 0
         with self.lock:
             self.events_published += len(events)
@@ -324,11 +333,12 @@ class Bench:
 
         def publisher() -> None:
             nonlocal acked
-            with requests.Session() as session:
-                for start in range(0, per, batch):
-                    done = self.publish_batch(session, [post_event() for _ in range(min(batch, per - start))])
-                    with lock:
-                        acked += done
+            http = client()
+            for start in range(0, per, batch):
+                done = self.publish_batch(http, [post_event() for _ in range(min(batch, per - start))])
+                with lock:
+                    acked += done
+            http.close()
 
         pool = [threading.Thread(target=publisher) for _ in range(publishers)]
         for thread in pool:
@@ -338,7 +348,7 @@ class Bench:
         return acked
 
     def health(self, service: str) -> dict:
-        return get_ok(self.session, f"{self.url[service]}/health").json()
+        return get_ok(self.http, f"{self.url[service]}/health").json()
 
     def settled(self) -> bool:
         """Every subscriber has every event, and Query's view holds every post and comment published."""
@@ -380,8 +390,8 @@ class Bench:
         self.report.add(Figure("end to end", "write-to-view p99, under load", percentile(loaded, 99) * 1000, "ms"))
         until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
 
-    def create_post(self, session: requests.Session) -> int:
-        response = session.post(f"{self.url['posts']}/posts", json={"title": "bench"}, timeout=30)
+    def create_post(self, http: HttpClient) -> int:
+        response = http.post(f"{self.url['posts']}/posts", b'{"title": "bench"}', JSON)
         if response.status_code != 201:
             raise BlogctlError(f"POST /posts answered {response.status_code} during the benchmark")
         with self.lock:
@@ -390,19 +400,20 @@ class Bench:
         return 1
 
     def write_then_see(self) -> None:
-        self.create_post(self.session)
+        self.create_post(self.http)
         # Query's newest post is the last one: a page of one at the end of the view.
         target = self.posts_published
         until(lambda: self.visible(target), timeout=30, interval=0, what="a new post to reach the view")
 
     def visible(self, count: int) -> bool:
-        response = get_ok(self.session, f"{self.url['query']}/posts", params={"offset": count - 1, "limit": 1})
+        response = get_ok(self.http, f"{self.url['query']}/posts", params={"offset": count - 1, "limit": 1})
         return int(response.headers["X-Total-Count"]) >= count
 
     def background_writer(self, stop: threading.Event) -> None:
-        with requests.Session() as session:
-            while not stop.wait(0.04):  # about 25 posts/s each: moderate load
-                self.create_post(session)
+        http = client()
+        while not stop.wait(0.04):  # about 25 posts/s each: moderate load
+            self.create_post(http)
+        http.close()
 
     # 3. Reads
     def reads(self) -> None:
@@ -413,12 +424,12 @@ class Bench:
             url = f"{self.url['query']}/posts"
             with self.step(f"GET /posts at {label}"):
                 full = run_load(lambda s: get_ok(s, url) and 1, threads=CLIENTS, seconds=self.sizes.seconds)
-                etag = get_ok(self.session, url).headers["ETag"]
+                etag = get_ok(self.http, url).headers["ETag"]
                 conditional = run_load(lambda s: get_ok(s, url, headers={"If-None-Match": etag}) and 1,
                                        threads=CLIENTS, seconds=self.sizes.seconds)
                 page = run_load(lambda s: get_ok(s, url, params={"limit": 50}) and 1,
                                 threads=CLIENTS, seconds=self.sizes.seconds)
-            size = len(get_ok(self.session, url).content)
+            size = len(get_ok(self.http, url).content)
             add = self.report.add
             add(Figure("read", f"full view, {label} ({size / 1e6:.1f} MB)", full.rate, "req/s",
                        ratio=full.rate / self.bare["rate"], ratio_of="bare req/s",
@@ -442,7 +453,7 @@ class Bench:
                 events.append(post)
                 events.extend(comment_event(post["data"]["id"]) for _ in range(per_post))
             for start in range(0, len(events), 500):
-                self.publish_batch(self.session, events[start:start + 500])
+                self.publish_batch(self.http, events[start:start + 500])
             until(self.settled, timeout=600, interval=0.05, what="the view to be seeded")
         view = self.health("query")
         self.report.check(f"read: Query holds every post published ({self.posts_published:,})",
@@ -456,7 +467,7 @@ class Bench:
             return
         with self.step(f"fill the log to {total:,} events"):
             for start in range(0, missing, 1000):
-                self.publish_batch(self.session, [post_event() for _ in range(min(1000, missing - start))])
+                self.publish_batch(self.http, [post_event() for _ in range(min(1000, missing - start))])
             until(self.settled, timeout=600, interval=0.05, what="every event to be delivered")
 
     def rebuild_and_memory(self) -> None:
