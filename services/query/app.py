@@ -4,6 +4,8 @@ It calls no other service while answering: with Posts and Comments dead, `GET /p
 """
 from __future__ import annotations
 
+import threading
+
 from flask import Flask, Response, render_template, request
 
 from services.shared import config as config_module
@@ -20,13 +22,17 @@ from services.shared.web import create_base_app, events_blueprint, int_arg, regi
 from .catchup import CatchUp
 from .view import HANDLERS, SCHEMA, QueryView
 
+WAIT_MAX = 30  # seconds a reader may wait for a change
+WAITERS_MAX = 4  # of the 8 request threads: the rest always answer at once
 PAGING = (
     Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}),
     Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}),
+    Param("wait", "query", {"type": "integer", "minimum": 0, "maximum": WAIT_MAX}),
 )
 OPERATIONS = [
     Operation("get", "/", "The blog page (HTML)", {200: None}),
-    Operation("get", "/posts", "Every post with its comments, in creation order; `limit`/`offset` page it",
+    Operation("get", "/posts", "Every post with its comments, in creation order; `limit`/`offset` page it;"
+              " with `If-None-Match` and `wait`, held up to `wait` seconds until it changes",
               {200: dict[str, PostWithComments], 304: None, 400: Error}, params=PAGING),
     EVENTS_IN,
 ]
@@ -51,16 +57,27 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
         """The blog page: reads this service, writes through Posts and Comments."""
         return render_template("index.html", posts_port=config.ports["posts"], comments_port=config.ports["comments"])
 
+    waiters = threading.BoundedSemaphore(WAITERS_MAX)
+
     @app.get("/posts")
     def list_posts():
         offset = int_arg("offset", 0, 0)
         limit = int_arg("limit", None, 1)
+        wait = int_arg("wait", 0, 0, WAIT_MAX)
         rendering = view.render(offset, limit)
+        known = request.headers.get("If-None-Match", "")
+        # A long poll: a reader holding the current page waits for the next change, not a timer.
+        # Only a few wait at once, so waiting readers can never take every request thread.
+        if wait and f'"{rendering.etag}"' in known and waiters.acquire(blocking=False):
+            try:
+                rendering = view.render_changed(offset, limit, rendering.etag, wait)
+            finally:
+                waiters.release()
         etag = f'"{rendering.etag}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Total-Count": str(rendering.total)}
         if limit is not None and offset + limit < rendering.total:
             headers["Link"] = f'</posts?offset={offset + limit}&limit={limit}>; rel="next"'
-        if etag in request.headers.get("If-None-Match", ""):
+        if etag in known:
             return Response(status=304, headers=headers)
         return Response(rendering.body, mimetype="application/json", headers=headers)
 

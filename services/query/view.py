@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -119,6 +120,7 @@ class QueryView:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified when the version moves
         self._version = 0  # bumped by every apply that changed something
         self._arrivals = itertools.count()
         self._posts: dict[str, dict] = {}  # id -> {"id", "title", "comments": [...]}
@@ -230,6 +232,7 @@ class QueryView:
                     self._mirror(event)
                 self._place()
                 self._version += 1
+                self._changed.notify_all()
         return gap
 
     def render(self, offset: int = 0, limit: int | None = None) -> Rendering:
@@ -250,6 +253,23 @@ class QueryView:
             if len(self._renderings) < CACHED_PAGES:
                 self._renderings[key] = rendering
             return rendering
+
+    def render_changed(self, offset: int, limit: int | None, etag: str, timeout: float) -> Rendering:
+        """The page, once its ETag is no longer `etag`, or as it is when `timeout` seconds pass.
+
+        A reader that already has the page waits here instead of asking again and again: it is
+        answered as soon as an apply changes what it would see.
+        """
+        deadline = time.monotonic() + timeout
+        rendering = self.render(offset, limit)
+        while rendering.etag == etag:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with self._changed:
+                self._changed.wait_for(lambda: self._version != rendering.version, left)
+            rendering = self.render(offset, limit)
+        return rendering
 
     def as_dict(self) -> dict[str, dict]:
         return orjson.loads(self.render().body)

@@ -100,8 +100,8 @@ def parse(model: type[M]) -> M:
         raise ApiError(400, describe(exc)) from None
 
 
-def int_arg(name: str, default: int | None, minimum: int) -> int | None:
-    """A whole-number query parameter from `minimum` to SEQ_MAX, or a 400 naming it."""
+def int_arg(name: str, default: int | None, minimum: int, maximum: int = SEQ_MAX) -> int | None:
+    """A whole-number query parameter from `minimum` to `maximum`, or a 400 naming it."""
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -109,8 +109,8 @@ def int_arg(name: str, default: int | None, minimum: int) -> int | None:
         value = int(raw)
     except ValueError:
         raise ApiError(400, f"query parameter '{name}' must be a whole number, not {raw!r}") from None
-    if not minimum <= value <= SEQ_MAX:
-        raise ApiError(400, f"query parameter '{name}' must be from {minimum} to {SEQ_MAX}")
+    if not minimum <= value <= maximum:
+        raise ApiError(400, f"query parameter '{name}' must be from {minimum} to {maximum}")
     return value
 
 

@@ -1,4 +1,7 @@
 """The services through Flask's test client, wired by the in-memory transport."""
+import threading
+import time
+
 import pytest
 
 
@@ -85,6 +88,72 @@ def test_query_answers_an_unchanged_view_with_304(blog):
     blog.create_post("changed")
     fresh = blog.query.get("/posts", headers={"If-None-Match": etag})
     assert fresh.status_code == 200 and fresh.headers["ETag"] != etag
+
+
+def waiting_get(client, url, etag):
+    """GET `url` with `etag` in a thread; returns (thread, result holder)."""
+    result = {}
+
+    def get():
+        started = time.monotonic()
+        result["response"] = client.get(url, headers={"If-None-Match": etag})
+        result["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return thread, result
+
+
+def test_a_reader_waiting_with_the_current_etag_is_answered_when_the_view_changes(blog):
+    blog.create_post("first")
+    etag = blog.query.get("/posts").headers["ETag"]
+    thread, result = waiting_get(blog.apps["query"].test_client(), "/posts?wait=20", etag)
+    thread.join(0.3)
+    assert thread.is_alive()  # nothing changed yet: it is held
+    blog.create_post("second")
+    thread.join(10)
+    assert not thread.is_alive() and result["seconds"] < 10
+    answer = result["response"]
+    assert answer.status_code == 200 and [p["title"] for p in answer.json.values()] == ["first", "second"]
+
+
+def test_a_waiting_reader_gets_304_when_nothing_changes_in_time(blog):
+    etag = blog.query.get("/posts").headers["ETag"]
+    started = time.monotonic()
+    answer = blog.query.get("/posts?wait=1", headers={"If-None-Match": etag})
+    assert answer.status_code == 304 and 0.9 <= time.monotonic() - started < 5
+
+
+def test_a_change_elsewhere_does_not_wake_a_reader_of_an_unchanged_page(blog):
+    blog.create_post("on the first page")
+    page = blog.query.get("/posts?limit=1")
+    thread, result = waiting_get(blog.apps["query"].test_client(), "/posts?limit=1&wait=1", page.headers["ETag"])
+    blog.create_post("on the second page")
+    thread.join(10)
+    assert result["response"].status_code == 304 and result["seconds"] >= 0.9
+
+
+def test_only_a_few_readers_wait_at_once_the_others_are_answered_at_once(blog):
+    from services.query.app import WAITERS_MAX
+
+    etag = blog.query.get("/posts").headers["ETag"]
+    held = [waiting_get(blog.apps["query"].test_client(), "/posts?wait=20", etag) for _ in range(WAITERS_MAX)]
+    for thread, _ in held:
+        thread.join(0.2)
+        assert thread.is_alive()
+    started = time.monotonic()
+    extra = blog.query.get("/posts?wait=20", headers={"If-None-Match": etag})
+    assert extra.status_code == 304 and time.monotonic() - started < 5
+    blog.create_post("wakes them all")
+    for thread, result in held:
+        thread.join(10)
+        assert result["response"].status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["wait=31", "wait=-1", "wait=soon"])
+def test_wait_out_of_range_is_a_400(blog, bad):
+    response = blog.query.get(f"/posts?{bad}")
+    assert response.status_code == 400 and "'wait'" in response.json["error"]
 
 
 def test_events_in_the_course_shape_are_applied_and_unknown_types_acknowledged(blog):

@@ -1,5 +1,6 @@
-// The blog page: the list reads the Query service (polled with its ETag, so an unchanged view
-// costs a 304); the forms write to the Posts and Comments services. User text only ever goes
+// The blog page: the list reads the Query service with its ETag and `wait`, so Query holds the
+// request until the view changes (a long poll: new posts show at once, an unchanged view costs
+// a 304 every WAIT_S seconds); the forms write to the Posts and Comments services. User text only ever goes
 // through textContent, so it is shown, never interpreted.
 "use strict";
 
@@ -7,7 +8,8 @@ const app = document.getElementById("app");
 const serviceUrl = (port) => `${location.protocol}//${location.hostname}:${port}`;
 const POSTS = serviceUrl(app.dataset.postsPort);
 const COMMENTS = serviceUrl(app.dataset.commentsPort);
-const POLL_MS = 1000;
+const POLL_MS = 1000; // after an error, or when Query could not hold the request
+const WAIT_S = 25;
 
 const list = document.getElementById("posts");
 const status = document.getElementById("status");
@@ -64,8 +66,12 @@ function render(posts) {
 }
 
 async function refresh() {
+  const started = Date.now();
+  let again = POLL_MS;
   try {
-    const response = await fetch("/posts", { cache: "no-store", headers: etag ? { "If-None-Match": etag } : {} });
+    const response = await fetch(`/posts?wait=${WAIT_S}`, { cache: "no-store", headers: etag ? { "If-None-Match": etag } : {} });
+    // At once after a change, or after a full wait; a 304 that came back early was not held.
+    again = response.status === 200 || Date.now() - started >= 1000 * (WAIT_S - 1) ? 0 : POLL_MS;
     if (response.status === 200) {
       etag = response.headers.get("ETag");
       render(await response.json());
@@ -76,7 +82,7 @@ async function refresh() {
   } catch (error) {
     setStatus("The query service is not answering; showing the last view, retrying…", "down");
   } finally {
-    setTimeout(refresh, POLL_MS);
+    setTimeout(refresh, again);
   }
 }
 
