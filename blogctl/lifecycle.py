@@ -154,9 +154,10 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
     pids = {s.name: s.pid for s in formation.states()}
     try:
         try:
-            while True:  # until Ctrl-C or SIGTERM: a foreground formation runs as long as the user wants
+            while True:  # until Ctrl-C or SIGTERM, or until every service has stopped
                 follower.print_new()
-                for state in formation.states():
+                states = formation.states()
+                for state in states:
                     if state.pid != pids[state.name]:
                         follower.print_new()
                         if state.running:
@@ -167,6 +168,9 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
                             note = f"{state.name} {how}; the others keep running (`blogctl start {state.name}`)"
                         console.print(text(note, "bold yellow"), soft_wrap=True)
                         pids[state.name] = state.pid
+                if not any(state.running for state in states):  # `blogctl down` from elsewhere, say
+                    console.print("Every service has stopped; `blogctl up` starts them again.", style="bold")
+                    return
                 time.sleep(0.1)
         except KeyboardInterrupt:
             console.print("Stopping the formation…", style="bold")

@@ -168,6 +168,23 @@ def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
     blogctl.assert_nothing_left()
 
 
+def test_foreground_up_ends_when_down_stops_every_service_from_elsewhere(blogctl):
+    up = subprocess.Popen(blogctl.command("up"), env=blogctl.env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: all(blogctl.healthy(s) for s in SERVICES), timeout=30, message="all services healthy")
+        blogctl.seen_pids |= set(blogctl.recorded_pids().values())
+        blogctl("down")
+        output, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(10)
+    assert up.returncode == 0, output
+    assert "Every service has stopped" in output and "Stopping the formation" not in output
+    blogctl.assert_nothing_left()
+
+
 @pytest.mark.rabbitmq
 def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
     if reason := broker_missing():
