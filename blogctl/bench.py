@@ -127,12 +127,11 @@ def run_load(call: Callable[[HttpClient], int], *, threads: int, seconds: float)
 
     def worker() -> None:
         done, latencies = 0, []
-        http = client()
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            done += call(http)
-            latencies.append(time.perf_counter() - started)
-        http.close()
+        with client() as http:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                done += call(http)
+                latencies.append(time.perf_counter() - started)
         with lock:
             results.append((done, latencies))
 
@@ -333,12 +332,11 @@ class Bench:
 
         def publisher() -> None:
             nonlocal acked
-            http = client()
-            for start in range(0, per, batch):
-                done = self.publish_batch(http, [post_event() for _ in range(min(batch, per - start))])
-                with lock:
-                    acked += done
-            http.close()
+            with client() as http:
+                for start in range(0, per, batch):
+                    done = self.publish_batch(http, [post_event() for _ in range(min(batch, per - start))])
+                    with lock:
+                        acked += done
 
         pool = [threading.Thread(target=publisher) for _ in range(publishers)]
         for thread in pool:
@@ -416,10 +414,9 @@ class Bench:
         raise BlogctlError("benchmark gave up after 30s waiting for a new post to reach the view")
 
     def background_writer(self, stop: threading.Event) -> None:
-        http = client()
-        while not stop.wait(0.04):  # about 25 posts/s each: moderate load
-            self.create_post(http)
-        http.close()
+        with client() as http:
+            while not stop.wait(0.04):  # about 25 posts/s each: moderate load
+                self.create_post(http)
 
     # 3. Reads
     def reads(self) -> None:

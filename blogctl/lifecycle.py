@@ -165,7 +165,9 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
                         else:
                             code = formation.exit_code(state.name)
                             how = describe_exit(code) if code is not None else "exited"
-                            note = f"{state.name} {how}; the others keep running (`blogctl start {state.name}`)"
+                            note = f"{state.name} {how}"
+                            if any(other.running for other in states):
+                                note += f"; the others keep running (`blogctl start {state.name}`)"
                         console.print(text(note, "bold yellow"), soft_wrap=True)
                         pids[state.name] = state.pid
                 if not any(state.running for state in states):  # `blogctl down` from elsewhere, say

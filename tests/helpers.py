@@ -63,6 +63,14 @@ on_both_transports = pytest.mark.parametrize("transport", TRANSPORTS, indirect=T
 
 
 @cache
+def process_group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def broker_missing() -> str | None:
     """Why the RabbitMQ tests cannot run here, or None when a broker answers at BROKER_URL."""
     from kombu import Connection

@@ -70,7 +70,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
         # Only a few wait at once, so waiting readers can never take every request thread.
         if wait and f'"{rendering.etag}"' in known and waiters.acquire(blocking=False):
             try:
-                rendering = view.render_changed(offset, limit, rendering.etag, wait)
+                rendering = view.render_changed(offset, limit, rendering, wait)
             finally:
                 waiters.release()
         etag = f'"{rendering.etag}"'

@@ -254,15 +254,16 @@ class QueryView:
                 self._renderings[key] = rendering
             return rendering
 
-    def render_changed(self, offset: int, limit: int | None, etag: str, timeout: float) -> Rendering:
-        """The page, once its ETag is no longer `etag`, or as it is when `timeout` seconds pass.
+    def render_changed(self, offset: int, limit: int | None, known: Rendering, timeout: float) -> Rendering:
+        """The page, once it differs from `known` (its rendering a reader holds), or as it is
+        when `timeout` seconds pass.
 
         A reader that already has the page waits here instead of asking again and again: it is
         answered as soon as an apply changes what it would see.
         """
         deadline = time.monotonic() + timeout
-        rendering = self.render(offset, limit)
-        while rendering.etag == etag:
+        rendering = known
+        while rendering.etag == known.etag:
             left = deadline - time.monotonic()
             if left <= 0:
                 break

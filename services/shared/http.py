@@ -64,3 +64,9 @@ class HttpClient:
 
     def close(self) -> None:
         self._pool.clear()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

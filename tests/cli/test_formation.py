@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from blogctl.formation import Formation, FormationError, ServiceFailed, child_environment
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, process_group_alive, wait_until
 
 
 @pytest.fixture
@@ -29,14 +29,6 @@ def make_formation(tmp_path):
             formation.stop(name, signal.SIGKILL, grace=1)
 
 
-def gone(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def test_start_records_a_pid_and_stop_takes_the_whole_group_down(make_formation):
     # The shell leaves a grandchild in the group: stopping must take it too.
     formation = make_formation("a: sleep 60 & exec sleep 60\nb: exec sleep 60\n")
@@ -44,7 +36,7 @@ def test_start_records_a_pid_and_stop_takes_the_whole_group_down(make_formation)
     assert state.running and json.loads(formation.pid_path("a").read_text())["pid"] == state.pid
     assert formation.state("b").state == "stopped"
     before = formation.stop("a")
-    assert before.pid == state.pid and gone(state.pid)
+    assert before.pid == state.pid and not process_group_alive(state.pid)
     assert formation.state("a").state == "stopped" and not formation.pid_path("a").exists()
     assert "stopped by blogctl with SIGTERM" in formation.tail("a")[-1]
 
@@ -54,7 +46,7 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(make_format
     pid = formation.start("stubborn").pid
     wait_until(lambda: "sleep" in os.popen(f"ps -o comm= -g {pid}").read(), timeout=5)
     formation.stop("stubborn", grace=0.3)
-    assert gone(pid)
+    assert not process_group_alive(pid)
 
 
 def test_a_dead_process_or_a_reused_pid_is_not_running(make_formation):

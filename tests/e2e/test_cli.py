@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ import requests
 
 from services.shared.config import SERVICES
 from services.shared.rabbitmq import RabbitTransport
-from tests.helpers import BROKER_URL, ROOT, broker_missing, free_port, port_is_listening, wait_until
+from tests.helpers import (
+    BROKER_URL, ROOT, broker_missing, free_port, port_is_listening, process_group_alive, wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -69,14 +73,6 @@ class Blogctl:
             assert not process_group_alive(pid), f"process group {pid} is still alive"
         for service, port in self.ports.items():
             assert not port_is_listening(port), f"{service}'s port {port} is still listening"
-
-
-def process_group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -148,20 +144,27 @@ def test_demo_failure_twice_then_from_a_stopped_formation(blogctl):
     blogctl.assert_nothing_left()  # stopped again, as found
 
 
-def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
+@contextmanager
+def foreground_up(blogctl: Blogctl) -> Iterator[subprocess.Popen]:
+    """`blogctl up` in the foreground, once every service answers; SIGKILLed if a test leaves it running."""
     up = subprocess.Popen(blogctl.command("up"), env=blogctl.env, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_until(lambda: all(blogctl.healthy(s) for s in SERVICES), timeout=30, message="all services healthy")
         blogctl.seen_pids |= set(blogctl.recorded_pids().values())
-        blogctl("kill", "comments")  # the foreground formation survives a dead member
-        assert all(blogctl.healthy(s) for s in ("posts", "query", "bus"))
-        os.kill(up.pid, signal.SIGINT)
-        output, _ = up.communicate(timeout=30)
+        yield up
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait(10)
+
+
+def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
+    with foreground_up(blogctl) as up:
+        blogctl("kill", "comments")  # the foreground formation survives a dead member
+        assert all(blogctl.healthy(s) for s in ("posts", "query", "bus"))
+        os.kill(up.pid, signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
     assert up.returncode == 0, output
     assert "posts    | " in output and "Serving on" in output
     assert "comments was killed by SIGKILL" in output and "Stopping the formation" in output
@@ -169,17 +172,9 @@ def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
 
 
 def test_foreground_up_ends_when_down_stops_every_service_from_elsewhere(blogctl):
-    up = subprocess.Popen(blogctl.command("up"), env=blogctl.env, cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        wait_until(lambda: all(blogctl.healthy(s) for s in SERVICES), timeout=30, message="all services healthy")
-        blogctl.seen_pids |= set(blogctl.recorded_pids().values())
+    with foreground_up(blogctl) as up:
         blogctl("down")
         output, _ = up.communicate(timeout=30)
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait(10)
     assert up.returncode == 0, output
     assert "Every service has stopped" in output and "Stopping the formation" not in output
     blogctl.assert_nothing_left()
