@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 import requests
 
-from services.shared.config import SERVICES
+from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ class Formation:
 
     @property
     def services(self) -> tuple[str, ...]:
-        return SERVICES if self.transport == "http" else ("posts", "comments", "query")
+        return SERVICES if self.transport == "http" else DEFAULT_SUBSCRIBERS
 
     def start(self, *services: str, wait: bool = True) -> None:
         if not services and self.transport == "rabbitmq":

@@ -1,7 +1,7 @@
 """Where every service and the CLI learn ports, addresses and the data directory.
 
-The one copy of the port table. Each value has a default and a `BLOG_*`
-environment variable that overrides it.
+The one table of services (`SERVICE_TABLE`) and the settings. Each value has a default and a
+`BLOG_*` environment variable that overrides it.
 """
 from __future__ import annotations
 
@@ -9,10 +9,39 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SERVICES = ("posts", "comments", "query", "bus")
-DEFAULT_PORTS = {"posts": 4000, "comments": 4001, "query": 4002, "bus": 4005}
-# Who the bus delivers to, unless BLOG_SUBSCRIBERS says otherwise.
-DEFAULT_SUBSCRIBERS = ("posts", "comments", "query")
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of the formation: everything else (ports, the bus's subscribers, the broker's
+    queues, blogctl's service list, the tests) reads this table."""
+
+    name: str
+    port: int  # its default port; BLOG_<NAME>_PORT overrides it
+    consumes: tuple[str, ...] = ()  # the event types its handlers take (a broker queue is bound to these)
+    emits: tuple[str, ...] = ()  # the event types it publishes through its outbox
+    bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
+
+
+SERVICE_TABLE: tuple[ServiceSpec, ...] = (
+    ServiceSpec("posts", 4000, emits=("PostCreated",)),
+    ServiceSpec("comments", 4001, consumes=("PostCreated",), emits=("CommentCreated",)),
+    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated")),
+    ServiceSpec("bus", 4005, bus=True),
+)
+SERVICES = tuple(spec.name for spec in SERVICE_TABLE)
+DEFAULT_PORTS = {spec.name: spec.port for spec in SERVICE_TABLE}
+# Who the bus delivers to, unless BLOG_SUBSCRIBERS says otherwise: every service but itself, as the course's bus does.
+DEFAULT_SUBSCRIBERS = tuple(spec.name for spec in SERVICE_TABLE if not spec.bus)
+# The services that handle events: each has its own queue on a broker.
+CONSUMERS = tuple(spec.name for spec in SERVICE_TABLE if spec.consumes)
+
+
+_BY_NAME = {spec.name: spec for spec in SERVICE_TABLE}
+
+
+def spec(name: str) -> ServiceSpec:
+    """The table's entry for `name` (KeyError for a name that is not a service)."""
+    return _BY_NAME[name]
 
 
 class ConfigError(ValueError):

@@ -27,6 +27,7 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.exceptions import KombuError
 from kombu.mixins import ConsumerMixin
 
+from .config import CONSUMERS, SERVICES
 from .events import Event, InvalidEvent
 from .transport import Consumer as EventConsumer
 from .transport import TransportError
@@ -34,7 +35,6 @@ from .transport import TransportError
 log = logging.getLogger(__name__)
 
 PREFETCH = 100
-CONSUMING_SERVICES = ("comments", "query")  # Posts handles no event type: it has no queue
 RECENT_IDS = 10_000  # event ids remembered to skip a republished duplicate (publisher and consumer)
 
 
@@ -202,7 +202,7 @@ class RabbitTransport:
         self._workers.append(worker)
         worker.start()
 
-    def queues(self, services: Iterable[str] = CONSUMING_SERVICES) -> list[dict]:
+    def queues(self, services: Iterable[str] = CONSUMERS) -> list[dict]:
         """Each service queue and the stream: messages ready in it and consumers on it (None: no such queue).
 
         A stream keeps what it holds, and the broker does not count it reliably: read it with `read_log`.
@@ -234,7 +234,7 @@ class RabbitTransport:
     def delete_everything(self) -> None:
         """Remove this namespace's queues, stream and exchange from the broker (tests clean up with it)."""
         with self._connection() as conn:
-            for queue in self.queues(("posts", *CONSUMING_SERVICES)):
+            for queue in self.queues(SERVICES):
                 if queue["exists"]:
                     with conn.channel() as channel:
                         channel.queue_delete(queue["name"])
