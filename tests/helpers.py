@@ -62,7 +62,6 @@ TRANSPORTS = ["http", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
 on_both_transports = pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 
 
-@cache
 def process_group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -71,6 +70,7 @@ def process_group_alive(pgid: int) -> bool:
     return True
 
 
+@cache
 def broker_missing() -> str | None:
     """Why the RabbitMQ tests cannot run here, or None when a broker answers at BROKER_URL."""
     from kombu import Connection

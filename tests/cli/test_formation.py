@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -105,3 +106,13 @@ def test_children_get_dotenv_the_overrides_and_this_python_first_on_path(tmp_pat
     assert env["FROM_DOTENV"] == "1"
     assert env["BLOG_POSTS_PORT"] == "1111"  # .env wins over the OS environment, as under honcho
     assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+
+
+def test_process_group_alive_sees_a_group_die_after_it_was_seen_alive():
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert process_group_alive(child.pid)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(5)
+    assert not process_group_alive(child.pid)  # asked again about the same group: not an earlier answer
