@@ -169,7 +169,7 @@ def dead_letters_table(letters: list[dict]) -> Table:
 def posts_table(posts: dict) -> Table:
     table = Table(title=f"Posts ({len(posts)})", title_justify="left")
     table.add_column("id", style="dim")
-    table.add_column("title")
+    table.add_column("title", overflow="fold")  # a long word is wrapped, never cut short
     for post in posts.values():
         table.add_row(text(post.get("id", "")), text(post.get("title", "")))
     return table
@@ -178,7 +178,7 @@ def posts_table(posts: dict) -> Table:
 def comments_table(post_id: str, comments: list[dict]) -> Table:
     table = Table(title=Text.assemble("Comments on ", safe(post_id), f" ({len(comments)})"), title_justify="left")
     table.add_column("id", style="dim")
-    table.add_column("content")
+    table.add_column("content", overflow="fold")
     for comment in comments:
         table.add_row(text(comment.get("id", "")), text(comment.get("content", "")))
     return table
