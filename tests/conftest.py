@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.helpers import Formation, broker_missing
@@ -23,3 +25,18 @@ def formation(tmp_path, transport):
     finally:
         running.stop()
         running.remove_broker_objects()
+
+
+# CI sets this: on the machine CI runs on, the broker, browser and tmpfs tests can all run, so a
+# skip there means a test did not run, and "each runs in CI" would quietly stop being true.
+FAIL_ON_SKIP = "BLOG_TEST_FAIL_ON_SKIP"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get(FAIL_ON_SKIP) == "1" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped with {FAIL_ON_SKIP}=1 (every test must run here): {reason}"
