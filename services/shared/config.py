@@ -65,6 +65,7 @@ class Config:
     secret: str | None = None  # BLOG_SECRET: sign and check every event sent over HTTP
     delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
+    idle_timeout: int = 10  # seconds a service keeps a silent connection (idle, or a request never finished)
     broker_url: str | None = None  # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
 
@@ -152,6 +153,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         secret=env.get("BLOG_SECRET") or None,
         delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
+        idle_timeout=int(_number(env, "BLOG_IDLE_TIMEOUT", Config.idle_timeout)),
         broker_url=env.get("BLOG_BROKER_URL") or None,
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
     )

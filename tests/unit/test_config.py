@@ -32,7 +32,10 @@ def test_subscribers_come_from_configuration():
     )
 
 
-@pytest.mark.parametrize("env", [{"BLOG_POSTS_PORT": "http"}, {"BLOG_BUS_PORT": "70000"}, {"BLOG_SUBSCRIBERS": "nobody"}])
+@pytest.mark.parametrize("env", [
+    {"BLOG_POSTS_PORT": "http"}, {"BLOG_BUS_PORT": "70000"}, {"BLOG_SUBSCRIBERS": "nobody"}, {"BLOG_IDLE_TIMEOUT": "0"},
+    {"BLOG_IDLE_TIMEOUT": "2.5"},
+])
 def test_bad_settings_are_named(env):
     with pytest.raises(ConfigError) as info:
         load(env)
