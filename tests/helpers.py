@@ -337,3 +337,76 @@ class FakeSubscriber:
     def arrivals(self, predicate: Callable[[dict], bool]) -> list[Received]:
         with self._lock:
             return [r for r in self.received if predicate(r.event)]
+
+
+class AckDroppingProxy:
+    """A loopback proxy in front of the bus that loses acknowledgements on purpose.
+
+    Point a publisher at it (its `BLOG_BUS_PORT`). Every request is passed to the bus; for every
+    `every`-th `POST /events` the bus's answer is read and then thrown away, and the connection
+    closed: the bus has committed the events, the publisher never hears so and sends them again.
+    """
+
+    def __init__(self, target_port: int, *, every: int) -> None:
+        self.target = f"http://127.0.0.1:{target_port}"
+        self.every = every
+        self.posts = 0
+        self.dropped = 0  # answers of the bus that were committed (2xx) and lost
+        self._lock = threading.Lock()
+        proxy = self
+        upstream = requests.Session()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the relay expects
+
+            def _forward(self, method: str) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                try:
+                    answer = upstream.request(method, proxy.target + self.path, data=body, headers=headers, timeout=30)
+                except requests.RequestException:
+                    self.close_connection = True  # the bus is down: so is the way to it
+                    return
+                if method == "POST" and proxy._lose(answer.status_code):
+                    self.close_connection = True  # committed by the bus, never acknowledged
+                    return
+                self.send_response(answer.status_code)
+                for name in ("Content-Type", "ETag", "X-Total-Count"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def do_GET(self) -> None:
+                self._forward("GET")
+
+            def do_POST(self) -> None:
+                self._forward("POST")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ack-dropping-proxy", daemon=True)
+
+    def _lose(self, status: int) -> bool:
+        with self._lock:
+            self.posts += 1
+            lose = 200 <= status < 300 and self.posts % self.every == 0
+            self.dropped += lose
+            return lose
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> AckDroppingProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

@@ -25,6 +25,7 @@ import requests
 
 from services.shared.signing import HEADER, sign
 from tests.helpers import (
+    AckDroppingProxy,
     FakeSubscriber,
     Formation,
     assembled_view,
@@ -179,7 +180,17 @@ def assert_burst_arrived_once(formation: Formation, burst: Burst) -> dict:
     return current
 
 
-def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicates_nothing(formation):
+@pytest.fixture
+def lost_acks(formation):
+    """Posts and Comments publish through an AckDroppingProxy that loses every 10th acknowledgement."""
+    proxy = AckDroppingProxy(formation.ports["bus"], every=10).start()
+    for service in ("posts", "comments"):
+        formation.service_env[service] = {"BLOG_BUS_PORT": str(proxy.port)}
+    yield proxy
+    proxy.stop()
+
+
+def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicates_nothing(formation, lost_acks):
     burst = start_burst(formation, writers=4, writes_each=520)  # 2,080 writes
     wait_until(lambda: burst.clients.writes >= 500 or burst.clients.finished(), timeout=30,
                message="the burst to be under way")
@@ -200,6 +211,8 @@ def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicat
     assert sorted(logged_posts) == sorted(burst.seeds + burst.posts)  # every acknowledged post, once
     assert sorted(e["data"]["content"] for e in log if e["type"] == "CommentCreated") == sorted(burst.contents)
     assert formation.health("query")["applied_seq"] == burst.events
+    # The relays sent again what the bus had committed: only the bus's dedupe by id kept it once.
+    assert lost_acks.dropped >= 3, f"only {lost_acks.dropped} acknowledgements were lost"
 
 
 @pytest.mark.parametrize("transport", ["rabbitmq"], indirect=True)
