@@ -121,12 +121,14 @@ class Formation:
     the namespace's queues, stream and exchange.
     """
 
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None, transport: str = "http") -> None:
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None, transport: str = "http",
+                 broker_url: str = BROKER_URL) -> None:
         self.data_dir = data_dir
         self.transport = transport
+        self.broker_url = broker_url
         self.ports = {service: free_port() for service in SERVICES}
         self.namespace = f"test{uuid.uuid4().hex[:10]}"
-        broker = {"BLOG_BROKER_URL": BROKER_URL, "BLOG_BROKER_NAMESPACE": self.namespace}
+        broker = {"BLOG_BROKER_URL": broker_url, "BLOG_BROKER_NAMESPACE": self.namespace}
         self.env = {
             **{k: v for k, v in os.environ.items() if k not in ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE")},
             "PYTHONUNBUFFERED": "1",
@@ -185,7 +187,7 @@ class Formation:
     def rabbit(self):
         from services.shared.rabbitmq import RabbitTransport
 
-        return RabbitTransport(BROKER_URL, namespace=self.namespace)
+        return RabbitTransport(self.broker_url, namespace=self.namespace)
 
     @contextmanager
     def transport_down(self) -> Iterator[None]:

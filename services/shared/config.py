@@ -66,7 +66,9 @@ class Config:
     delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
     idle_timeout: int = 10  # seconds a service keeps a silent connection (idle, or a request never finished)
-    broker_url: str | None = None  # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus
+    # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus. Several nodes of a
+    # cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
+    broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
 
     @property
@@ -137,6 +139,12 @@ def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
     return tuple(subscribers)
 
 
+def _broker_addresses(raw: str) -> str | None:
+    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons."""
+    addresses = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
+    return ";".join(addresses) or None
+
+
 def load(env: dict[str, str] | None = None) -> Config:
     """Read the configuration from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
@@ -154,6 +162,6 @@ def load(env: dict[str, str] | None = None) -> Config:
         delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
         idle_timeout=int(_number(env, "BLOG_IDLE_TIMEOUT", Config.idle_timeout)),
-        broker_url=env.get("BLOG_BROKER_URL") or None,
+        broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
     )

@@ -40,3 +40,9 @@ def test_bad_settings_are_named(env):
     with pytest.raises(ConfigError) as info:
         load(env)
     assert list(env)[0] in str(info.value)
+
+
+def test_a_broker_cluster_is_several_addresses_tried_in_turn():
+    config = load({"BLOG_BROKER_URL": "amqp://guest:guest@127.0.0.1:5701//, amqp://guest:guest@127.0.0.1:5702//;"})
+    assert config.broker_url == "amqp://guest:guest@127.0.0.1:5701//;amqp://guest:guest@127.0.0.1:5702//"
+    assert load({"BLOG_BROKER_URL": " "}).broker_url is None
