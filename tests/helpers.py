@@ -141,9 +141,13 @@ class Formation:
         self.processes: dict[str, subprocess.Popen] = {}
         # Per-service overrides of `env`, e.g. a data directory of its own for one service.
         self.service_env: dict[str, dict[str, str]] = {}
+        # Per-service command prefix, e.g. `ip netns exec HOST` to run a service on a test host,
+        # and where the test then reaches it.
+        self.launch_prefix: dict[str, list[str]] = {}
+        self.addresses: dict[str, str] = {}
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+        return f"http://{self.addresses.get(service, '127.0.0.1')}:{self.ports[service]}"
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -157,7 +161,7 @@ class Formation:
         for service in services or SERVICES:
             log = open(self.data_dir / f"{service}.log", "ab")
             self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
+                [*self.launch_prefix.get(service, []), sys.executable, "-m", f"services.{service}"],
                 cwd=ROOT, env={**self.env, **self.service_env.get(service, {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
             log.close()

@@ -59,6 +59,9 @@ class Subscriber:
 class Config:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # BLOG_<SERVICE>_HOST: where a service runs on another host (default: this host). `host` is
+    # what this process binds; these are what it calls.
+    hosts: dict[str, str] = field(default_factory=dict)
     data_dir: Path = Path(".blog")
     subscribers: tuple[Subscriber, ...] = ()
     max_body_bytes: int = 64 * 1024
@@ -77,7 +80,7 @@ class Config:
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        host = self.hosts.get(service) or ("127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host)
         return f"http://{host}:{self.ports[service]}"
 
     def page_origins(self) -> list[str]:
@@ -151,11 +154,14 @@ def load(env: dict[str, str] | None = None) -> Config:
     base = Config(
         host=env.get("BLOG_HOST", "127.0.0.1"),
         ports={service: _port(env, service) for service in SERVICES},
+        hosts={service: env[f"BLOG_{service.upper()}_HOST"] for service in SERVICES
+               if env.get(f"BLOG_{service.upper()}_HOST")},
         data_dir=Path(env.get("BLOG_DATA_DIR", ".blog")),
     )
     return Config(
         host=base.host,
         ports=base.ports,
+        hosts=base.hosts,
         data_dir=base.data_dir,
         subscribers=_subscribers(env, base),
         secret=env.get("BLOG_SECRET") or None,
