@@ -27,6 +27,15 @@ def formation(tmp_path, transport):
         running.remove_broker_objects()
 
 
+@pytest.fixture
+def say(capsys):
+    """Print a line to the terminal even while pytest captures output: what a fault test injected and found."""
+    def line(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n    {text}", end="")
+    return line
+
+
 # CI sets this: on the machine CI runs on, the broker, browser and tmpfs tests can all run, so a
 # skip there means a test did not run, and "each runs in CI" would quietly stop being true.
 FAIL_ON_SKIP = "BLOG_TEST_FAIL_ON_SKIP"
