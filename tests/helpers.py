@@ -183,7 +183,7 @@ class Formation:
     # What differs by transport, behind one name each
 
     def rabbit(self):
-        from services.shared.rabbitmq import RabbitTransport
+        from services.shared.transport.rabbitmq import RabbitTransport
 
         return RabbitTransport(BROKER_URL, namespace=self.namespace)
 
@@ -226,7 +226,7 @@ class Formation:
 
     def remove_broker_objects(self) -> None:
         if self.transport == "rabbitmq":
-            self.rabbit().delete_everything()
+            self.rabbit().reset()
 
 
 # The one HTTP client of the end-to-end tests: the wire API, as a user of the blog calls it.

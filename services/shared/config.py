@@ -65,12 +65,15 @@ class Config:
     secret: str | None = None  # BLOG_SECRET: sign and check every event sent over HTTP
     delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
-    broker_url: str | None = None  # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus
+    broker_url: str | None = None  # BLOG_BROKER_URL: carry events through a broker instead of the HTTP bus
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
 
     @property
     def transport(self) -> str:
-        return "rabbitmq" if self.broker_url else "http"
+        """Which kind of transport carries the events ("http", "rabbitmq", ...): the registry's answer."""
+        from .transport import kind
+
+        return kind(self)
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
@@ -136,6 +139,18 @@ def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
     return tuple(subscribers)
 
 
+def _broker_url(env: dict[str, str]) -> str | None:
+    from urllib.parse import urlsplit
+
+    from .transport import REGISTRY
+
+    url = env.get("BLOG_BROKER_URL") or None
+    if url is not None and urlsplit(url).scheme.lower() not in REGISTRY:
+        known = ", ".join(f"{scheme}://" for scheme in REGISTRY)
+        raise ConfigError(f"BLOG_BROKER_URL: no transport for {url.split(':', 1)[0]!r} URLs (known: {known})")
+    return url
+
+
 def load(env: dict[str, str] | None = None) -> Config:
     """Read the configuration from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
@@ -152,6 +167,6 @@ def load(env: dict[str, str] | None = None) -> Config:
         secret=env.get("BLOG_SECRET") or None,
         delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
-        broker_url=env.get("BLOG_BROKER_URL") or None,
+        broker_url=_broker_url(env),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
     )
