@@ -96,11 +96,14 @@ def url_of(config) -> str:
 
 
 def printable(url: str) -> str:
-    """`url` with its password, if any, shown as `***`: safe to print and to log."""
-    parts = urlsplit(url)
-    if parts.password:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
-    return parts.geturl()
+    """`url` (or a cluster's `;`-separated addresses) with each password shown as `***`: safe to print and log."""
+    shown = []
+    for address in url.split(";"):
+        parts = urlsplit(address)
+        if parts.password:
+            parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+        shown.append(parts.geturl())
+    return ";".join(shown)
 
 
 def transport_class(url: str) -> type:
