@@ -38,7 +38,7 @@ OPERATIONS = [
 
 def create_app(config: Config | None = None, **delivery_options) -> Flask:
     config = config or config_module.load()
-    event_log = EventLog(Database(config.db_path("bus"), SCHEMA))
+    event_log = EventLog(Database(config.db_path("bus"), SCHEMA, durable=config.fsync))
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
     delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
 

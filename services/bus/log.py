@@ -117,7 +117,7 @@ class EventLog:
         return row[0] if row else 0
 
     def advance(self, subscriber: str, seq: int) -> None:
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=False) as conn:  # a cursor lost in a power cut: events sent again
             _move_cursor(conn, subscriber, seq)
 
 
