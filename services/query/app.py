@@ -41,7 +41,7 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="query")
-    view = QueryView(Database(config.db_path("query"), SCHEMA))
+    view = QueryView(Database(config.db_path("query"), SCHEMA, durable=False))  # rebuilt from the log if lost
     catch_up = CatchUp(view, transport)
 
     def consume(events: list[Event]) -> None:

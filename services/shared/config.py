@@ -68,15 +68,19 @@ class Config:
     secret: str | None = None  # BLOG_SECRET: sign and check every event sent over HTTP
     delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
+    fsync: bool = True  # BLOG_FSYNC=0: answer a write once committed, without waiting for the disk
     idle_timeout: int = 10  # seconds a service keeps a silent connection (idle, or a request never finished)
-    # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus. Several nodes of a
-    # cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
+    # BLOG_BROKER_URL: carry events through a broker instead of the HTTP bus, the transport chosen by
+    # the URL's scheme. Several nodes of a cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
     broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
 
     @property
     def transport(self) -> str:
-        return "rabbitmq" if self.broker_url else "http"
+        """Which kind of transport carries the events ("http", "rabbitmq", ...): the registry's answer."""
+        from .transport import kind
+
+        return kind(self)
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
@@ -142,9 +146,29 @@ def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
     return tuple(subscribers)
 
 
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is neither 1 nor 0")
+
+
 def _broker_addresses(raw: str) -> str | None:
-    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons."""
+    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons,
+    each of a scheme the transport registry knows."""
+    from urllib.parse import urlsplit
+
+    from .transport import REGISTRY
+
     addresses = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
+    for address in addresses:
+        if urlsplit(address).scheme.lower() not in REGISTRY:
+            known = ", ".join(f"{scheme}://" for scheme in REGISTRY)
+            raise ConfigError(f"BLOG_BROKER_URL: no transport for {address.split(':', 1)[0]!r} URLs (known: {known})")
     return ";".join(addresses) or None
 
 
@@ -168,6 +192,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
         idle_timeout=int(_number(env, "BLOG_IDLE_TIMEOUT", Config.idle_timeout)),
+        fsync=_flag(env, "BLOG_FSYNC", Config.fsync),
         broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
     )

@@ -34,7 +34,7 @@ def test_subscribers_come_from_configuration():
 
 @pytest.mark.parametrize("env", [
     {"BLOG_POSTS_PORT": "http"}, {"BLOG_BUS_PORT": "70000"}, {"BLOG_SUBSCRIBERS": "nobody"}, {"BLOG_IDLE_TIMEOUT": "0"},
-    {"BLOG_IDLE_TIMEOUT": "2.5"},
+    {"BLOG_IDLE_TIMEOUT": "2.5"}, {"BLOG_FSYNC": "maybe"},
 ])
 def test_bad_settings_are_named(env):
     with pytest.raises(ConfigError) as info:
@@ -53,3 +53,8 @@ def test_a_service_on_another_host_is_reached_there():
     assert config.url("bus") == "http://bus.internal:4005"
     assert config.url("posts") == "http://127.0.0.1:4000"  # the others: this host
     assert config.subscribers[0].url == "http://127.0.0.1:4000/events"
+
+
+def test_writes_wait_for_the_disk_unless_told_not_to():
+    assert load({}).fsync is True
+    assert load({"BLOG_FSYNC": "0"}).fsync is False
