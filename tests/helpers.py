@@ -14,17 +14,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property, partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import pytest
 import requests
 
-from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
+from blogctl import polling
+from blogctl.bench.load import LoadGenerator, worker_client
+from blogctl.client import BlogClient, ServiceError
+from services.shared import transport as transport_module
+from services.shared.config import SERVICE_TABLE, SERVICES, load
+from services.shared.http import HttpClient, Unreachable
+from services.shared.transport import Inspection
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,19 +39,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = "") -> T:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (requests.RequestException, AssertionError) as exc:
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}: last error {last_exc}")
+# The one wait-until (blogctl.polling's), counting a service not answering yet or an assertion not yet
+# true as "not yet".
+wait_until = partial(polling.wait_until, interval=0.02, ignoring=(ServiceError, AssertionError, requests.RequestException))
 
 
 def port_is_listening(port: int) -> bool:
@@ -146,19 +141,38 @@ class Formation:
         self.launch_prefix: dict[str, list[str]] = {}
         self.addresses: dict[str, str] = {}
 
+    @cached_property
+    def client(self) -> BlogClient:
+        """blogctl's client, to this formation's ports (and test hosts' addresses, once set)."""
+        return BlogClient(load({
+            **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
+            **{f"BLOG_{s.upper()}_HOST": address for s, address in self.addresses.items()},
+        }), timeout=10)
+
+    def new_client(self) -> BlogClient:
+        """A client of its own (one connection), for a load worker."""
+        return worker_client(self.client.config, timeout=10)
+
     def url(self, service: str) -> str:
         return f"http://{self.addresses.get(service, '127.0.0.1')}:{self.ports[service]}"
 
+    @cached_property
+    def inspection(self) -> Inspection:
+        """The seam's view of this formation's transport: describe, backlog, read the log, reset."""
+        return transport_module.from_config(load(self.env))
+
     @property
     def services(self) -> tuple[str, ...]:
-        return SERVICES if self.transport == "http" else DEFAULT_SUBSCRIBERS
+        """The processes this formation runs: a transport's own process (the bus) only when it uses one."""
+        process = self.inspection.describe().process
+        return tuple(spec.name for spec in SERVICE_TABLE if not spec.bus or spec.name == process)
 
     def start(self, *services: str, wait: bool = True) -> None:
-        if not services and self.transport == "rabbitmq":
-            self.start("comments", "query", wait=True)  # consumers first, so their queues exist
+        if not services and self.inspection.describe().process is None:
+            self.start("comments", "query", wait=True)  # on a broker consumers first, so their queues exist
             self.start("posts", wait=wait)
             return
-        for service in services or SERVICES:
+        for service in services or self.services:
             log = open(self.data_dir / f"{service}.log", "ab")
             self.processes[service] = subprocess.Popen(
                 [*self.launch_prefix.get(service, []), sys.executable, "-m", f"services.{service}"],
@@ -166,13 +180,11 @@ class Formation:
             )
             log.close()
         if wait:
-            for service in services or SERVICES:
+            for service in services or self.services:
                 wait_until(lambda: self.health(service), timeout=15, message=f"{service} to be healthy")
 
     def health(self, service: str) -> dict:
-        response = requests.get(f"{self.url(service)}/health", timeout=1)
-        response.raise_for_status()
-        return response.json()
+        return self.client.health(service)
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(service)
@@ -186,22 +198,18 @@ class Formation:
         for service in list(self.processes):
             self.kill(service, signal.SIGTERM)
 
-    # What differs by transport, behind one name each
-
-    def rabbit(self):
-        from services.shared.transport.rabbitmq import RabbitTransport
-
-        return RabbitTransport(self.broker_url, namespace=self.namespace)
+    # The transport, through the seam: no test asks which one it is
 
     @contextmanager
     def transport_down(self) -> Iterator[None]:
-        """Inside: the bus SIGKILLed, or the machine's broker stopped. Always back on leaving."""
-        if self.transport == "http":
-            self.kill("bus")
+        """Inside: the transport's process (the bus) SIGKILLed, or the machine's broker stopped. Back on leaving."""
+        process = self.inspection.describe().process
+        if process is not None:
+            self.kill(process)
             try:
                 yield
             finally:
-                self.start("bus")
+                self.start(process)
             return
         if reason := restart_missing():
             pytest.skip(reason)
@@ -211,70 +219,60 @@ class Formation:
         finally:
             start_broker()
 
-    def backlog(self, service: str) -> int:
-        """Events waiting for `service`: its lag at the bus, or the messages ready in its queue."""
-        if self.transport == "http":
-            return next(s["lag"] for s in self.health("bus")["subscribers"] if s["name"] == service)
-        queue = next(q for q in self.rabbit().queues() if q["service"] == service)
-        return queue["messages"]
+    def backlog(self, service: str) -> int | None:
+        """Events waiting for `service` at the transport."""
+        return next(entry["waiting"] for entry in self.inspection.backlog()
+                    if entry.get("service", entry["name"]) == service)
 
-    def logged(self, **params) -> list[dict]:
-        """The event log: the bus's, or the broker's stream (`type` filters either)."""
-        if self.transport == "http":
-            return bus_log(self, **params)
-        log, transport = [], self.rabbit()
+    def logged(self, type: str | None = None) -> list[dict]:
+        """The transport's event log, read through (`type` filters it)."""
+        log: list[dict] = []
         while True:
-            page = transport.read_log(after=len(log), limit=1000)
+            page = self.inspection.read_log(after=log[-1]["seq"] if log else 0, limit=1000)
             log += [event.to_dict() for event in page]
             if len(page) < 1000:
-                break
-        return [e for e in log if "type" not in params or e["type"] == params["type"]]
+                return [e for e in log if type is None or e["type"] == type]
 
     def remove_broker_objects(self) -> None:
-        if self.transport == "rabbitmq":
-            self.rabbit().reset()
+        """What the tests put in a transport outside the formation (a broker); the bus's log goes with tmp_path."""
+        if self.inspection.describe().process is None:
+            self.inspection.reset()
 
 
-# The one HTTP client of the end-to-end tests: the wire API, as a user of the blog calls it.
+# What the end-to-end tests do through blogctl's client, by name.
 
-def create_post(formation: Formation, title: str, session: requests.Session | None = None) -> dict:
-    response = (session or requests).post(f"{formation.url('posts')}/posts", json={"title": title}, timeout=5)
-    assert response.status_code == 201, response.text
-    return response.json()
+def writers(formation: Formation, count: int, each: int, write: Callable[[BlogClient, int, int], Any]) -> LoadGenerator:
+    """The bench's load generator: `count` workers, each with blogctl's client, calling `write(client, worker, i)`
+    `each` times; its `done` counts the writes made, `join` fails on any worker's error."""
+    def call(client: BlogClient, worker: int, i: int) -> int:
+        write(client, worker, i)
+        return 1
+
+    return LoadGenerator(call, threads=count, each=each, client=formation.new_client).start()
+
+
+def create_post(formation: Formation, title: str) -> dict:
+    return formation.client.create_post(title)
 
 
 def create_comment(formation: Formation, post_id: str, content: str) -> list:
-    """Comments learns of posts from events: wait until it knows this one, then comment."""
-    def attempt():
-        response = requests.post(
-            f"{formation.url('comments')}/posts/{post_id}/comments", json={"content": content}, timeout=5
-        )
-        assert response.status_code != 404 or "not known" in response.json()["error"]
-        return response if response.status_code == 201 else None
-
-    return wait_until(attempt, message=f"comments to accept a comment on {post_id}").json()
+    """Comments learns of posts from events: the client retries while it has not heard of this one."""
+    return formation.client.create_comment(post_id, content, wait=10)
 
 
 def view(formation: Formation) -> dict:
     """The Query service's read model."""
-    return requests.get(f"{formation.url('query')}/posts", timeout=5).json()
+    return formation.client.view()
 
 
 def assembled_view(formation: Formation) -> dict:
     """What the Query view must equal: Posts' own posts, each with Comments' own comments on it."""
-    posts = requests.get(f"{formation.url('posts')}/posts", timeout=10).json()
-    with requests.Session() as session:
-        return {
-            post_id: {**post, "comments": session.get(
-                f"{formation.url('comments')}/posts/{post_id}/comments", timeout=10).json()}
-            for post_id, post in posts.items()
-        }
+    client = formation.client
+    return {post_id: {**post, "comments": client.comments(post_id)} for post_id, post in client.posts().items()}
 
 
-def bus_log(formation: Formation, **params) -> list[dict]:
-    response = requests.get(f"{formation.url('bus')}/events", params=params, timeout=30)
-    response.raise_for_status()
-    return response.json()
+def bus_log(formation: Formation, type: str | None = None) -> list[dict]:
+    return formation.client.events(event_type=type)
 
 
 @dataclass(frozen=True)
@@ -360,7 +358,7 @@ class AckDroppingProxy:
         self.dropped = 0  # answers of the bus that were committed (2xx) and lost
         self._lock = threading.Lock()
         proxy = self
-        upstream = requests.Session()
+        upstream = HttpClient(timeout=30)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the relay expects
@@ -369,8 +367,8 @@ class AckDroppingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 try:
-                    answer = upstream.request(method, proxy.target + self.path, data=body, headers=headers, timeout=30)
-                except requests.RequestException:
+                    answer = upstream.request(method, proxy.target + self.path, body=body, headers=headers)
+                except Unreachable:
                     self.close_connection = True  # the bus is down: so is the way to it
                     return
                 if method == "POST" and proxy._lose(answer.status_code):

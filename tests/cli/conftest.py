@@ -2,7 +2,7 @@
 
 `InProcessBlog` wires Posts, Comments and Query through the in-memory bus and mirrors every
 event into the real bus app, so `events` and `status` read a real log and real cursors. Its
-`session` stands in for `requests.Session` (by port, to each app's Flask test client), and
+`http` stands in for the services' `HttpClient` (by port, to each app's Flask test client), and
 `FakeFormation` stands in for the supervisor: "starting" a service makes it reachable.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import pytest  # noqa: E402
-import requests  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from blogctl.cli import app  # noqa: E402
@@ -39,44 +38,23 @@ from services.shared.transport import InMemoryBus  # noqa: E402
 from services.shared.transport.bus import HttpTransport  # noqa: E402
 
 
-class InProcessSession:
-    """A `requests.Session` look-alike that answers from the apps' test clients, or refuses like a closed port."""
-
-    def __init__(self, blog: InProcessBlog, config: Config) -> None:
-        self.blog = blog
-        self.by_port = {port: name for name, port in config.ports.items()}
-
-    def request(self, method: str, url: str, *, params=None, json=None, timeout=None) -> requests.Response:
-        parts = urlsplit(url)
-        service = self.by_port.get(parts.port)
-        if service not in self.blog.running:
-            raise requests.ConnectionError(f"connection refused: {url}")
-        answer = self.blog.clients[service].open(parts.path, method=method, query_string=params, json=json)
-        if method == "POST":
-            self.blog.relay()
-        response = requests.Response()
-        response.status_code = answer.status_code
-        response._content = answer.get_data()
-        response.headers.update(answer.headers)
-        response.encoding = "utf-8"
-        response.url = url
-        return response
-
-
 class InProcessHttp:
-    """The services' HTTP client, answered by the apps' test clients (what the transport seam reads through)."""
+    """The services' `HttpClient`, answered by the apps' test clients, or refused like a closed port: what
+    blogctl's client and the transport seam's inspection read through."""
 
     def __init__(self, blog: InProcessBlog, config: Config) -> None:
         self.blog = blog
         self.by_port = {port: name for name, port in config.ports.items()}
 
-    def request(self, method: str, url: str, *, body=None, headers=None, params=None) -> Answer:
+    def request(self, method: str, url: str, *, body=None, headers=None, params=None, timeout=None) -> Answer:
         parts = urlsplit(url)
         service = self.by_port.get(parts.port)
         if service not in self.blog.running:
             raise Unreachable(f"connection refused: {url}")
-        answer = self.blog.clients[service].open(parts.path, method=method, query_string=params, data=body,
-                                                 headers=headers)
+        answer = self.blog.clients[service].open(
+            parts.path, method=method, query_string=params or parts.query, data=body, headers=dict(headers or {}))
+        if method == "POST":
+            self.blog.relay()
         return Answer(answer.status_code, answer.get_data(), answer.headers)
 
     def close(self) -> None:
@@ -111,7 +89,7 @@ class InProcessBlog:
 
     def wiring(self) -> Wiring:
         return Wiring(
-            client=lambda config: BlogClient(config, session=InProcessSession(self, config)),
+            client=lambda config: BlogClient(config, http=InProcessHttp(self, config)),
             formation=lambda config, procfile, env: self.formation,
             inspection=lambda config: HttpTransport(config.url("bus"), http=InProcessHttp(self, config)),
         )

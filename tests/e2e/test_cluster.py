@@ -38,23 +38,23 @@ def formation(tmp_path, cluster):
 
 
 def test_a_node_stopped_mid_burst_loses_no_confirmed_write_and_rejoins(cluster, formation, say):
-    burst = start_burst(formation, writers=4, writes_each=495)  # 1,980 writes + 20 seed posts
+    burst = start_burst(formation, count=4, writes_each=495)  # 1,980 writes + 20 seed posts
     everyone = sorted(node.name for node in cluster.nodes)
     replicas = cluster.replicas(formation.namespace)
     assert set(replicas) == {f"{formation.namespace}.{q}" for q in ("comments", "query", "log")}
     assert all(members == everyone for members, _ in replicas.values()), replicas  # on all three nodes
 
-    wait_until(lambda: burst.clients.writes >= 400 or burst.clients.finished(), timeout=60,
+    wait_until(lambda: burst.clients.done >= 400 or burst.clients.finished(), timeout=60,
                message="the burst to be under way")
     lost = cluster.nodes[0]  # the node every client connected to first: it holds the leaders
     cluster.stop_node(lost)
-    say(f"stopped {lost.name} after {burst.clients.writes} writes")
-    wait_until(lambda: burst.clients.writes >= 1200 or burst.clients.finished(), timeout=90,
+    say(f"stopped {lost.name} after {burst.clients.done} writes")
+    wait_until(lambda: burst.clients.done >= 1200 or burst.clients.finished(), timeout=90,
                message="the burst to go on without the node")
     assert not burst.clients.finished(), f"the burst ended before the node came back: {burst.clients.errors}"
     cluster.start_node(lost)
     cluster.wait_whole()
-    say(f"{lost.name} back after {burst.clients.writes} writes")
+    say(f"{lost.name} back after {burst.clients.done} writes")
     burst.clients.join(timeout=120)
 
     current = assert_burst_arrived_once(formation, burst)

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
+from blogctl.bench.load import LoadGenerator
+from blogctl.client import BlogClient, ServiceError
 from services.shared.signing import HEADER, sign
 from tests.helpers import (
     AckDroppingProxy,
@@ -35,66 +36,10 @@ from tests.helpers import (
     on_both_transports,
     view,
     wait_until,
+    writers,
 )
 
 pytestmark = pytest.mark.slow
-
-
-class Clients:
-    """`count` client threads, each with its own keep-alive session, running `work(client, session)`."""
-
-    def __init__(self, count: int, work: Callable[[int, requests.Session], None]) -> None:
-        self.errors: list[str] = []
-        self._writes = 0
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._run, args=(k, work), name=f"client-{k}", daemon=True) for k in range(count)
-        ]
-
-    def _run(self, client: int, work: Callable[[int, requests.Session], None]) -> None:
-        with requests.Session() as session:
-            try:
-                work(client, session)
-            except BaseException as exc:  # reported by join(): a thread's failure fails the test
-                with self._lock:
-                    self.errors.append(f"client {client}: {exc!r}")
-
-    def wrote(self) -> None:
-        with self._lock:
-            self._writes += 1
-
-    @property
-    def writes(self) -> int:
-        with self._lock:
-            return self._writes
-
-    def start(self) -> Clients:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def finished(self) -> bool:
-        return not any(thread.is_alive() for thread in self._threads)
-
-    def join(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        assert self.finished(), f"clients still writing after {timeout}s"
-        assert self.errors == []
-
-
-def post_created(session: requests.Session, formation: Formation, title: str) -> dict:
-    response = session.post(f"{formation.url('posts')}/posts", json={"title": title}, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def comment_created(session: requests.Session, formation: Formation, post_id: str, content: str) -> None:
-    response = session.post(
-        f"{formation.url('comments')}/posts/{post_id}/comments", json={"content": content}, timeout=10
-    )
-    assert response.status_code == 201, response.text
 
 
 def outbox_pending(formation: Formation) -> int:
@@ -102,20 +47,12 @@ def outbox_pending(formation: Formation) -> int:
 
 
 def delivered_to_every_subscriber(formation: Formation, events: int) -> bool:
-    """The bus holds `events` events, every outbox is empty and every cursor is at the end of the log.
-
-    On RabbitMQ: every outbox is empty, no queue holds a message and Query holds `events` posts and comments.
-    """
-    if formation.transport == "rabbitmq":
-        query = formation.health("query")
-        return (outbox_pending(formation) == 0 and formation.backlog("comments") == formation.backlog("query") == 0
-                and query["posts"] + query["comments"] == events)
-    bus = formation.health("bus")
-    return (
-        outbox_pending(formation) == 0
-        and bus["last_seq"] == events
-        and all(s["cursor"] == events and s["lag"] == 0 for s in bus["subscribers"])
-    )
+    """Every outbox is empty, nothing waits for any consumer at the transport, and Query holds `events`
+    posts and comments."""
+    query = formation.health("query")
+    return (outbox_pending(formation) == 0
+            and all(entry["waiting"] == 0 for entry in formation.inspection.backlog() if entry["waiting"] is not None)
+            and query["posts"] + query["comments"] == events)
 
 
 def assert_view_is_exactly_the_services_data(formation: Formation) -> dict:
@@ -136,35 +73,33 @@ class Burst:
     """Clients writing posts and comments (a third posts) through Posts and Comments, on seed posts."""
 
     seeds: list[str]
-    clients: Clients
     writers: int
     writes_each: int
     posts: list[str] = field(default_factory=list)
     contents: list[str] = field(default_factory=list)
+    clients: LoadGenerator | None = None  # started last, once the burst exists for it to write into
 
     @property
     def events(self) -> int:
         return len(self.seeds) + self.writers * self.writes_each
 
 
-def start_burst(formation: Formation, writers: int, writes_each: int) -> Burst:
+def start_burst(formation: Formation, count: int, writes_each: int) -> Burst:
     formation.start()
     seeds = [create_post(formation, f"seed {i}")["id"] for i in range(20)]
     wait_until(lambda: formation.health("comments")["known_posts"] == 20, timeout=15,
                message="comments to learn the seed posts")
 
-    def write(client: int, session: requests.Session) -> None:
-        for i in range(writes_each):
-            if i % 3 == 0:
-                burst.posts.append(post_created(session, formation, f"client {client} post {i}")["id"])
-            else:
-                content = f"client {client} comment {i}"
-                comment_created(session, formation, seeds[(client + i) % len(seeds)], content)
-                burst.contents.append(content)
-            burst.clients.wrote()
+    def write(client: BlogClient, worker: int, i: int) -> None:
+        if i % 3 == 0:
+            burst.posts.append(client.create_post(f"client {worker} post {i}")["id"])
+        else:
+            content = f"client {worker} comment {i}"
+            client.create_comment(seeds[(worker + i) % len(seeds)], content)
+            burst.contents.append(content)
 
-    burst = Burst(seeds, Clients(writers, write), writers, writes_each)  # before any thread runs `write`
-    burst.clients.start()
+    burst = Burst(seeds, count, writes_each)
+    burst.clients = writers(formation, count, writes_each, write)
     return burst
 
 
@@ -191,15 +126,15 @@ def lost_acks(formation):
 
 
 def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicates_nothing(formation, lost_acks):
-    burst = start_burst(formation, writers=4, writes_each=520)  # 2,080 writes
-    wait_until(lambda: burst.clients.writes >= 500 or burst.clients.finished(), timeout=30,
+    burst = start_burst(formation, count=4, writes_each=520)  # 2,080 writes
+    wait_until(lambda: burst.clients.done >= 500 or burst.clients.finished(), timeout=30,
                message="the burst to be under way")
     formation.kill("bus")  # SIGKILL, in the middle of the relays' publishing
-    wait_until(lambda: burst.clients.writes >= 1100 or burst.clients.finished(), timeout=30)
+    wait_until(lambda: burst.clients.done >= 1100 or burst.clients.finished(), timeout=30)
     assert not burst.clients.finished(), f"the burst ended before the bus came back: {burst.clients.errors}"
     assert outbox_pending(formation) > 0, "writes taken while the bus was down should wait in the outboxes"
     formation.start("bus")
-    burst.clients.join(timeout=90)
+    burst.clients.join(90)
 
     assert_burst_arrived_once(formation, burst)
     log = bus_log(formation)
@@ -217,14 +152,14 @@ def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicat
 
 @pytest.mark.parametrize("transport", ["rabbitmq"], indirect=True)
 def test_broker_restarted_while_clients_write_posts_and_comments_loses_nothing_and_duplicates_nothing(formation):
-    burst = start_burst(formation, writers=4, writes_each=450)  # 1,800 writes
-    wait_until(lambda: burst.clients.writes >= 400 or burst.clients.finished(), timeout=30,
+    burst = start_burst(formation, count=4, writes_each=450)  # 1,800 writes
+    wait_until(lambda: burst.clients.done >= 400 or burst.clients.finished(), timeout=30,
                message="the burst to be under way")
     with formation.transport_down():  # rabbitmqctl stop_app in the middle of the relays' publishing
         assert not burst.clients.finished(), "the burst ended before the broker went down"
         wait_until(lambda: outbox_pending(formation) > 0, timeout=10,
                    message="writes taken while the broker is down to wait in the outboxes")
-    burst.clients.join(timeout=90)
+    burst.clients.join(90)
 
     assert_burst_arrived_once(formation, burst)
     assert formation.health("comments")["known_posts"] == len(burst.seeds) + len(burst.posts)
@@ -242,18 +177,16 @@ def test_query_down_during_500_posts_and_1000_comments_catches_up_to_exactly_the
     formation.kill("query")
 
     posts: list[str] = []
-    Clients(4, lambda k, session: posts.extend(
-        post_created(session, formation, f"missed post {k}.{i}")["id"] for i in range(125)
-    )).start().join(60)
+    writers(formation, 4, 125, lambda client, k, i: posts.append(
+        client.create_post(f"missed post {k}.{i}")["id"])).join(60)
     wait_until(lambda: formation.health("comments")["known_posts"] == 500, timeout=30,
                message="comments to learn all 500 posts")
 
-    def comment(client: int, session: requests.Session) -> None:
-        for post_id in posts[client::4]:
-            for n in range(2):
-                comment_created(session, formation, post_id, f"missed comment {n} on {post_id}")
+    def comment(client: BlogClient, worker: int, i: int) -> None:
+        post_id = posts[4 * (i // 2) + worker]  # worker k comments twice on every 4th post from the k-th
+        client.create_comment(post_id, f"missed comment {i % 2} on {post_id}")
 
-    Clients(4, comment).start().join(90)
+    writers(formation, 4, 250, comment).join(90)
 
     wait_until(lambda: outbox_pending(formation) == 0, timeout=30, message="every event to be published")
     wait_until(lambda: formation.backlog("query") == 1500, timeout=30, message="every event to wait for query")
@@ -289,7 +222,7 @@ def test_an_event_a_subscriber_keeps_rejecting_is_parked_and_redelivered_on_comm
     fake = fake_subscriber(lambda event: 500 if failing.is_set() and event["data"]["title"] == "poison" else 200)
     formation.env.update(BLOG_SUBSCRIBERS=f"posts,comments,query,fake={fake.url}", BLOG_DELIVERY_ATTEMPTS="4")
     formation.start()
-    bus = formation.url("bus")
+    client = formation.client
     titles = ["before", "poison", "after 1", "after 2"]
     for title in titles:
         create_post(formation, title)
@@ -297,7 +230,7 @@ def test_an_event_a_subscriber_keeps_rejecting_is_parked_and_redelivered_on_comm
     wait_until(lambda: [e["data"]["title"] for e in fake.answered(200)] == ["before", "after 1", "after 2"],
                timeout=15, message="the events after the rejected one to reach the fake subscriber")
     poison_seq = next(e["seq"] for e in bus_log(formation) if e["data"]["title"] == "poison")
-    letters = requests.get(f"{bus}/dead-letters", timeout=5).json()
+    letters = client.dead_letters()
     assert [(d["subscriber"], d["seq"], d["attempts"]) for d in letters] == [("fake", poison_seq, 4)]
     assert "HTTP 500" in letters[0]["error"] and letters[0]["event"]["data"]["title"] == "poison"
     status = subscriber(formation, "fake")
@@ -313,18 +246,19 @@ def test_an_event_a_subscriber_keeps_rejecting_is_parked_and_redelivered_on_comm
     # The other subscribers were not held up by it.
     wait_until(lambda: [p["title"] for p in view(formation).values()] == titles, timeout=10)
 
-    still_failing = requests.post(f"{bus}/dead-letters/fake/{poison_seq}/redeliver", timeout=10)
-    assert still_failing.status_code == 502 and "stays a dead letter" in still_failing.json()["error"]
-    assert len(requests.get(f"{bus}/dead-letters", timeout=5).json()) == 1
+    with pytest.raises(ServiceError) as still_failing:
+        client.redeliver("fake", poison_seq)
+    assert still_failing.value.status == 502 and "stays a dead letter" in str(still_failing.value)
+    assert len(client.dead_letters()) == 1
 
     failing.clear()
-    redelivered = requests.post(f"{bus}/dead-letters/fake/{poison_seq}/redeliver", timeout=10)
-    assert redelivered.status_code == 200, redelivered.text
+    client.redeliver("fake", poison_seq)  # a 2xx, or ServiceError
     assert [e["seq"] for e in fake.answered(200)][-1] == poison_seq
-    assert requests.get(f"{bus}/dead-letters", timeout=5).json() == []
+    assert client.dead_letters() == []
     assert subscriber(formation, "fake")["dead_letters"] == 0
-    again = requests.post(f"{bus}/dead-letters/fake/{poison_seq}/redeliver", timeout=10)
-    assert again.status_code == 404
+    with pytest.raises(ServiceError) as again:
+        client.redeliver("fake", poison_seq)
+    assert again.value.status == 404
 
 
 def test_a_hanging_subscriber_times_out_and_slows_no_other(formation, fake_subscriber):
@@ -352,7 +286,7 @@ def test_a_hanging_subscriber_times_out_and_slows_no_other(formation, fake_subsc
     assert hanging["cursor"] == 0 and hanging["failures"] >= 1 and hanging["lag"] == 8
     assert fake.received == []  # it has answered nothing yet
     # A timeout is not a rejection: retried, never parked.
-    assert requests.get(f"{formation.url('bus')}/dead-letters", timeout=5).json() == []
+    assert formation.client.dead_letters() == []
 
     fake.release.set()  # the subscriber answers again: it gets everything, in order, at least once
     wait_until(lambda: subscriber(formation, "hang")["cursor"] == 8, timeout=20,
@@ -410,8 +344,11 @@ def start_posts_on(formation: Formation, disk: Path) -> None:
     formation.start("posts", "bus")
 
 
-def try_post(formation: Formation, title: str) -> requests.Response:
-    return requests.post(f"{formation.url('posts')}/posts", json={"title": title}, timeout=15)
+def refused_post(formation: Formation, title: str) -> ServiceError:
+    """The error of a `POST /posts` that must be refused."""
+    with pytest.raises(ServiceError) as refused:
+        formation.client.create_post(title)
+    return refused.value
 
 
 def running_since(formation: Formation, service: str) -> float:
@@ -437,10 +374,10 @@ def test_a_full_data_directory_gets_a_clear_503_writes_nothing_and_recovers(form
 
     filler = fill(small_disk)
     for i in range(3):
-        refused = try_post(formation, f"on a full disk {i}")
-        assert refused.status_code == 503, refused.text
-        assert "disk is full" in refused.json()["error"] and "nothing was written" in refused.json()["error"]
-    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in before}
+        refused = refused_post(formation, f"on a full disk {i}")
+        assert refused.status == 503, refused
+        assert "disk is full" in str(refused) and "nothing was written" in str(refused)
+    assert formation.client.posts() == {p["id"]: p for p in before}
     assert formation.health("posts")["outbox_pending"] == 0
     assert integrity(small_disk / "posts.db") == "ok"
 
@@ -448,7 +385,7 @@ def test_a_full_data_directory_gets_a_clear_503_writes_nothing_and_recovers(form
     after = [create_post(formation, f"after {i}") for i in range(10)]
     assert running_since(formation, "posts") < looked, "Posts was restarted: it should recover in place"
     expected = before + after
-    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in expected}
+    assert formation.client.posts() == {p["id"]: p for p in expected}
     wait_until(lambda: logged_titles(formation) == [p["title"] for p in expected], timeout=15,
                message="every acknowledged post, and none of the refused ones, to be logged")
     wait_until(lambda: formation.health("posts")["outbox_pending"] == 0, timeout=10)
@@ -465,26 +402,23 @@ def test_a_read_only_data_directory_gets_a_clear_503_writes_nothing_and_recovers
     formation.kill("posts", signal.SIGTERM)
     remount(small_disk, "ro")
     formation.start("posts")
-    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in before}
+    assert formation.client.posts() == {p["id"]: p for p in before}
     for i in range(8):  # spread over the server's threads
-        refused = try_post(formation, f"on a read-only disk {i}")
-        assert refused.status_code == 503, refused.text
-        assert "readonly" in refused.json()["error"] and "nothing was written" in refused.json()["error"]
+        refused = refused_post(formation, f"on a read-only disk {i}")
+        assert refused.status == 503, refused
+        assert "readonly" in str(refused) and "nothing was written" in str(refused)
     assert formation.health("posts")["posts"] == 3 and formation.health("posts")["outbox_pending"] == 0
 
     remount(small_disk, "rw")  # the disk is back: no restart
     assert integrity(small_disk / "posts.db") == "ok"
     looked = looked_at_after_warm_up(formation, "posts")
 
-    def first_write() -> dict | None:
-        response = try_post(formation, "after 0")
-        return response.json() if response.status_code == 201 else None
-
-    after = [wait_until(first_write, timeout=5, message="a write to succeed once the disk is writable")]
+    after = [wait_until(lambda: formation.client.create_post("after 0"), timeout=5,
+                        message="a write to succeed once the disk is writable")]
     after += [create_post(formation, f"after {i}") for i in range(1, 10)]
     assert running_since(formation, "posts") < looked, "Posts was restarted: it should recover in place"
     expected = before + after
-    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {p["id"]: p for p in expected}
+    assert formation.client.posts() == {p["id"]: p for p in expected}
     wait_until(lambda: formation.health("posts")["outbox_pending"] == 0, timeout=10,
                message="the outbox relay to drain once the disk is writable")
     assert logged_titles(formation) == [p["title"] for p in expected]
@@ -497,11 +431,10 @@ def test_8_clients_times_250_comments_on_one_post_are_exactly_2000_everywhere(fo
     post = create_post(formation, "popular")
     wait_until(lambda: formation.health("comments")["known_posts"] == 1, timeout=10)
 
-    Clients(8, lambda k, session: [
-        comment_created(session, formation, post["id"], f"client {k} comment {i}") for i in range(250)
-    ]).start().join(120)
+    writers(formation, 8, 250, lambda client, k, i: client.create_comment(
+        post["id"], f"client {k} comment {i}")).join(120)
 
-    stored = requests.get(f"{formation.url('comments')}/posts/{post['id']}/comments", timeout=10).json()
+    stored = formation.client.comments(post["id"])
     assert len(stored) == 2000 and len({c["id"] for c in stored}) == 2000
     assert {c["content"] for c in stored} == {f"client {k} comment {i}" for k in range(8) for i in range(250)}
     wait_until(lambda: delivered_to_every_subscriber(formation, 2001), timeout=60)
@@ -523,12 +456,13 @@ def test_a_signed_formation_works_end_to_end_and_refuses_unsigned_events(formati
     intruder = json.dumps({"type": "PostCreated", "data": {"id": "intruder", "title": "unsigned"}}).encode()
     for service in ("posts", "comments", "query", "bus"):
         for headers in ({}, {HEADER: sign("some-other-secret", intruder)}):
-            response = requests.post(f"{formation.url(service)}/events", data=intruder, timeout=5,
-                                     headers={"Content-Type": "application/json", **headers})
-            assert response.status_code == 401, (service, response.text)
-            assert "unauthorised event" in response.json()["error"]
+            with pytest.raises(ServiceError) as refused:
+                formation.client.request(service, "POST", "/events", body=intruder,
+                                         headers={"Content-Type": "application/json", **headers})
+            assert refused.value.status == 401 and "unauthorised event" in str(refused.value), service
     assert formation.health("bus")["last_seq"] == 2
     assert formation.health("comments")["known_posts"] == 1
     assert view(formation) == {post["id"]: {**post, "comments": comments}}
-    refused = requests.post(f"{formation.url('comments')}/posts/intruder/comments", json={"content": "x"}, timeout=5)
-    assert refused.status_code == 404
+    with pytest.raises(ServiceError) as refused:
+        formation.client.create_comment("intruder", "x")
+    assert refused.value.status == 404

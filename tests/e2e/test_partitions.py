@@ -13,10 +13,11 @@ import threading
 import time
 
 import pytest
-import requests
 
-from tests.e2e.test_faults import Clients, assert_view_is_exactly_the_services_data, comment_created, post_created
-from tests.helpers import Formation, create_post, view, wait_until
+from blogctl.bench.load import LoadGenerator
+from blogctl.client import BlogClient
+from tests.e2e.test_faults import assert_view_is_exactly_the_services_data
+from tests.helpers import Formation, create_post, view, wait_until, writers
 from tests.netns import Network, netns_missing
 
 pytestmark = pytest.mark.slow
@@ -60,28 +61,25 @@ def hosts(network, tmp_path_factory):
         formation.stop()
 
 
-def write(formation: Formation, count: int, clients: int = 4, until: threading.Event | None = None) -> Clients:
-    """`count` writes (fewer if `until` is set first) from `clients` threads over the front LAN: a third
+def write(formation: Formation, count: int, clients: int = 4, until: threading.Event | None = None) -> LoadGenerator:
+    """`count` writes (fewer if `until` is set first) from `clients` workers over the front LAN: a third
     posts, the rest comments on the seed posts."""
     lock = threading.Lock()
 
-    def work(client: int, session: requests.Session) -> None:
-        for i in range(count // clients):
-            if until is not None and until.is_set():
-                return
-            if i % 3 == 0:
-                post = post_created(session, formation, f"client {client} post {i}")
-                with lock:
-                    formation.written["posts"].append(post["id"])
-            else:
-                content = f"client {client} comment {i} at {time.monotonic():.6f}"
-                comment_created(session, formation, formation.seeds[(client + i) % len(formation.seeds)], content)
-                with lock:
-                    formation.written["comments"].append(content)
-            counted.wrote()
+    def one(client: BlogClient, worker: int, i: int) -> None:
+        if until is not None and until.is_set():
+            return
+        if i % 3 == 0:
+            post = client.create_post(f"client {worker} post {i}")
+            with lock:
+                formation.written["posts"].append(post["id"])
+        else:
+            content = f"client {worker} comment {i} at {time.monotonic():.6f}"
+            client.create_comment(formation.seeds[(worker + i) % len(formation.seeds)], content)
+            with lock:
+                formation.written["comments"].append(content)
 
-    counted = Clients(clients, work)
-    return counted.start()
+    return writers(formation, clients, count // clients, one)
 
 
 def converged(formation: Formation, say, fault: str, healed_at: float) -> None:
@@ -119,7 +117,7 @@ def test_posts_cut_off_from_the_bus_keeps_answering_201_from_its_outbox(network,
     network.cut("posts", "back")
     try:
         clients = write(hosts, 300)
-        clients.join(120)  # every write answered 201 (Clients fails on anything else)
+        clients.join(120)  # every write answered 201 (join fails on anything else)
         assert hosts.health("posts")["outbox_pending"] > 0, "the posts written should wait in the outbox"
     finally:
         network.heal("posts", "back")
@@ -154,5 +152,5 @@ def test_a_link_that_flaps_every_second_for_20_seconds(network, hosts, say):
         network.heal("bus", "back")
         flapping_over.set()
     clients.join(60)
-    say(f"the bus's link went down and up {flaps} times while {clients.writes} writes were made")
+    say(f"the bus's link went down and up {flaps} times while {len(hosts.written['posts']) + len(hosts.written['comments'])} writes were made")
     converged(hosts, say, "a flapping link", time.monotonic())

@@ -8,9 +8,9 @@ import threading
 import uuid
 
 import pytest
-import requests
 
-from tests.helpers import create_comment, create_post, on_both_transports, view, wait_until
+from blogctl.client import BlogClient, ServiceError
+from tests.helpers import bus_log, create_comment, create_post, on_both_transports, view, wait_until, writers
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,13 @@ def test_query_serves_everything_with_posts_and_comments_killed(formation):
 
     formation.kill("posts")
     formation.kill("comments")
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{formation.url('posts')}/posts", timeout=2)
+    # Writes fail clearly: one line naming the service, its address and what to do; nothing half-done.
+    for service, write in (("posts", lambda: formation.client.create_post("while down")),
+                           ("comments", lambda: formation.client.create_comment(posts[0]["id"], "while down"))):
+        with pytest.raises(ServiceError) as failed:
+            write()
+        assert str(failed.value) == (f"{service} service is not reachable at {formation.client.address(service)} "
+                                     "— is it running? try `blogctl up`")
     assert view(formation) == before
     assert [p["title"] for p in before.values()] == [f"post {i}" for i in range(5)]
 
@@ -98,47 +103,38 @@ def test_posts_created_while_the_transport_is_down_are_delivered_when_it_returns
 
 def test_bus_killed_mid_burst_loses_no_acknowledged_event_and_logs_none_twice(formation):
     formation.start()
-    bus = formation.url("bus")
     acknowledged: dict[str, str] = {}  # event id -> post id
     unacknowledged: list[dict] = []
     lock = threading.Lock()
     burst_started = threading.Event()
 
-    def publisher(n: int) -> None:
-        session = requests.Session()
-        for i in range(n):
-            post_id = uuid.uuid4().hex[:12]
-            event = {"id": uuid.uuid4().hex, "type": "PostCreated", "data": {"id": post_id, "title": f"t{i}"}}
-            try:
-                response = session.post(f"{bus}/events", json=event, timeout=5)
-                ok = response.status_code == 200
-            except requests.RequestException:
-                ok = False
+    def publish(client: BlogClient, worker: int, i: int) -> None:
+        post_id = uuid.uuid4().hex[:12]
+        event = {"id": uuid.uuid4().hex, "type": "PostCreated", "data": {"id": post_id, "title": f"t{worker}.{i}"}}
+        try:
+            client.request("bus", "POST", "/events", json=event, timeout=5)
+        except ServiceError:
             with lock:
-                if ok:
-                    acknowledged[event["id"]] = post_id
-                    if len(acknowledged) >= 300:
-                        burst_started.set()
-                else:
-                    unacknowledged.append(event)
+                unacknowledged.append(event)
+            return
+        with lock:
+            acknowledged[event["id"]] = post_id
+            if len(acknowledged) >= 300:
+                burst_started.set()
 
-    threads = [threading.Thread(target=publisher, args=(500,)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    publishers = writers(formation, 4, 500, publish)
     assert burst_started.wait(30)
     formation.kill("bus")  # SIGKILL in the middle of the burst
-    for thread in threads:
-        thread.join(60)
+    publishers.join(60)
     assert unacknowledged, "the kill should have interrupted the burst"
     formation.start("bus")
 
     # Publishers retry what was not acknowledged, as the outbox relay does: the same ids.
     for event in unacknowledged:
-        response = requests.post(f"{bus}/events", json=event, timeout=5)
-        assert response.status_code == 200
+        formation.client.request("bus", "POST", "/events", json=event)
         acknowledged[event["id"]] = event["data"]["id"]
 
-    log = requests.get(f"{bus}/events", timeout=30).json()
+    log = bus_log(formation)
     logged_ids = [e["id"] for e in log]
     assert len(logged_ids) == len(set(logged_ids)) == len(acknowledged) == 2000
     assert set(logged_ids) == set(acknowledged)

@@ -1,0 +1,80 @@
+"""What carries the bench's events: whichever transport the formation runs on, through the seam.
+
+The carrier publishes batches straight to the transport (around Posts and Comments, as their
+relays do), and asks the seam's inspection how long the log is and what still waits for
+whom: it never needs to know which transport it is.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from services.shared import transport as transport_module
+from services.shared.events import Event
+from services.shared.transport import TransportError
+
+from ..runtime import Runtime
+
+SOURCE = "bench"  # the publisher, as the log names it
+PAGE = 5000
+
+
+class Carrier:
+    def __init__(self, rt: Runtime) -> None:
+        self.config = rt.config
+        self.inspection = rt.inspection
+        self.description = self.inspection.describe()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._publishers: list = []
+
+    @property
+    def name(self) -> str:
+        return self.description.name
+
+    def _publisher(self):
+        publisher = getattr(self._local, "publisher", None)
+        if publisher is None:  # one publishing connection per thread
+            publisher = self._local.publisher = transport_module.from_config(self.config, SOURCE)
+            with self._lock:
+                self._publishers.append(publisher)
+        return publisher
+
+    def publish(self, events: Sequence[Event]) -> bool:
+        """True once the transport has durably accepted `events`; False if it refused or is unreachable."""
+        try:
+            self._publisher().publish(events)
+        except TransportError:
+            return False
+        return True
+
+    def logged(self) -> int:
+        """The log's length, read through (a broker's own count of a stream is not reliable)."""
+        count, after = 0, 0
+        while True:
+            page = self.inspection.read_log(after=after, limit=PAGE)
+            count += len(page)
+            if len(page) < PAGE:
+                return count
+            after = page[-1].seq
+
+    def consumers(self) -> list[dict]:
+        """What the transport holds for each consumer (the log itself, `waiting` None, left out)."""
+        return [entry for entry in self.inspection.backlog() if entry["waiting"] is not None]
+
+    def delivered(self) -> bool:
+        return all(entry["waiting"] == 0 for entry in self.consumers())
+
+    def close(self) -> None:
+        for publisher in self._publishers:
+            publisher.close()
+
+
+@contextmanager
+def carrier_for(rt: Runtime) -> Iterator[Carrier]:
+    carrier = Carrier(rt)
+    try:
+        yield carrier
+    finally:
+        carrier.close()

@@ -1,0 +1,60 @@
+"""What the bench found: figures (each with its ratio to the bare endpoint and its target) and checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.table import Table
+
+
+@dataclass
+class Figure:
+    scenario: str
+    name: str
+    value: float
+    unit: str
+    ratio: float | None = None  # to the bare endpoint's figure of the same kind
+    ratio_of: str = ""
+    target: str = ""
+    met: bool | None = None
+    reference: str = ""  # the Node/Express figure the issue quotes, where there is one
+
+
+@dataclass
+class Report:
+    quick: bool
+    transport: str
+    machine: dict
+    figures: list[Figure] = field(default_factory=list)
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (what, held, detail)
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        return figure
+
+    def check(self, what: str, held: bool, detail: str = "") -> None:
+        self.checks.append((what, held, detail))
+
+    @property
+    def lost_nothing(self) -> bool:
+        return all(held for _, held, _ in self.checks)
+
+
+def memory_ratio(report: Report) -> None:
+    """The bus's RSS after the most events over its RSS after the fewest (target <= 1.2x)."""
+    bus = [f for f in report.figures if f.scenario == "memory" and f.name.startswith("bus ")]
+    if len(bus) >= 2:
+        ratio = bus[-1].value / bus[0].value
+        bus[-1].ratio, bus[-1].ratio_of, bus[-1].target, bus[-1].met = ratio, "vs first figure", "<= 1.2x", ratio <= 1.2
+
+
+def figures_table(report: Report) -> Table:
+    mode = "quick" if report.quick else "full"
+    table = Table(title=f"blogctl bench ({mode}, {report.transport}, {report.machine['cpus']} cores)",
+                  title_justify="left")
+    for column in ("scenario", "figure", "value", "ratio", "target", "Node/Express (quoted)"):
+        table.add_column(column, justify="right" if column in ("value", "ratio") else "left")
+    for f in report.figures:
+        ratio = f"{f.ratio:.2f}x {f.ratio_of}" if f.ratio is not None else ""
+        target = f.target + (" ✓" if f.met else " ✗" if f.met is False else "")
+        table.add_row(f.scenario, f.name, f"{f.value:,.1f} {f.unit}", ratio, target, f.reference)
+    return table
