@@ -91,6 +91,10 @@ class Formation:
         self.env = dict(env)
         self.addresses = dict(addresses or {})
         self.skipped = dict(skipped or {})  # Procfile entries this mode does not run: name -> why
+        # Per process, on top of the Procfile's command and `env` (the tests use them): more
+        # environment (a data directory of its own), and a command to run it under (`ip netns exec HOST`).
+        self.service_env: dict[str, dict[str, str]] = {}
+        self.prefix: dict[str, list[str]] = {}
         self._children: dict[str, subprocess.Popen] = {}  # started by this blogctl: reaped here
 
     @property
@@ -148,8 +152,9 @@ class Formation:
 
     # Starting
 
-    def child_env(self) -> dict[str, str]:
-        return {**self.env, "PYTHONUNBUFFERED": self.env.get("PYTHONUNBUFFERED", "1")}
+    def child_env(self, name: str) -> dict[str, str]:
+        env = {**self.env, **self.service_env.get(name, {})}
+        return {**env, "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1")}
 
     def start(self, name: str) -> ProcessState:
         """Start `name` unless it is running; return its state either way."""
@@ -162,8 +167,10 @@ class Formation:
         with open(self.log_path(name), "ab") as log:
             log.write(_marker(f"starting {name}: {self.commands[name]}"))
             log.flush()
+            prefix = self.prefix.get(name)
+            command = [*prefix, "/bin/sh", "-c", self.commands[name]] if prefix else self.commands[name]
             child = subprocess.Popen(
-                self.commands[name], shell=True, cwd=self.cwd, env=self.child_env(),
+                command, shell=not prefix, cwd=self.cwd, env=self.child_env(name),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._children[name] = child

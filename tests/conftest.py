@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.helpers import Formation, broker_missing
+from tests.helpers import RunningBlog, broker_missing
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def transport(request) -> str:
 @pytest.fixture
 def formation(tmp_path, transport):
     """The services as real processes on free ports; every one is stopped after the test."""
-    running = Formation(tmp_path, transport=transport)
+    running = RunningBlog(tmp_path, transport=transport)
     try:
         yield running
     finally:

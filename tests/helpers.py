@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,12 +24,13 @@ import requests
 from blogctl import polling
 from blogctl.bench.load import LoadGenerator, worker_client
 from blogctl.client import BlogClient, ServiceError
+from blogctl.lifecycle import bring_up
+from blogctl.runtime import ROOT, Runtime, Wiring
 from services.shared import transport as transport_module
 from services.shared.config import SERVICE_TABLE, SERVICES, load
 from services.shared.http import HttpClient, Unreachable
 from services.shared.transport import Inspection
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -108,12 +108,16 @@ def start_broker() -> None:
                interval=0.2, message="RabbitMQ to finish starting")
 
 
-class Formation:
-    """The services as real processes on free ports, each in its own process group.
+class RunningBlog:
+    """The services as real processes on free ports, run by blogctl's supervisor (the Procfile's
+    commands, a process group each, run state and logs in `<data_dir>/run`) as `blogctl up` runs them,
+    and reached through blogctl's client.
 
-    `transport="rabbitmq"`: events go through the broker at BROKER_URL under a namespace of
-    this formation's own, and the bus process is not started; `remove_broker_objects()` deletes
-    the namespace's queues, stream and exchange.
+    `transport="rabbitmq"`: events go through the broker at `broker_url` under a namespace of this
+    formation's own, and the bus process is not started; `remove_broker_objects()` deletes the
+    namespace's queues, stream and exchange. `env`, `service_env` (per service) and `launch_prefix`
+    (per service, e.g. `ip netns exec HOST`) apply from the next start; `addresses` says where the
+    test reaches a service that runs on a test host.
     """
 
     def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None, transport: str = "http",
@@ -123,23 +127,24 @@ class Formation:
         self.broker_url = broker_url
         self.ports = {service: free_port() for service in SERVICES}
         self.namespace = f"test{uuid.uuid4().hex[:10]}"
-        broker = {"BLOG_BROKER_URL": broker_url, "BLOG_BROKER_NAMESPACE": self.namespace}
-        self.env = {
-            **{k: v for k, v in os.environ.items() if k not in ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE")},
-            "PYTHONUNBUFFERED": "1",
+        broker = ({"BLOG_BROKER_URL": broker_url, "BLOG_BROKER_NAMESPACE": self.namespace} if transport == "rabbitmq"
+                  else {"BLOG_BROKER_URL": ""})  # not the machine's setting, if it has one: the HTTP bus
+        self.env = {  # blogctl's overrides: on top of the OS environment and .env, as `blogctl up` gives them
             "BLOG_DATA_DIR": str(data_dir),
             "BLOG_HOST": "127.0.0.1",
             **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
-            **(broker if transport == "rabbitmq" else {}),
+            **broker,
             **(extra_env or {}),
         }
-        self.processes: dict[str, subprocess.Popen] = {}
-        # Per-service overrides of `env`, e.g. a data directory of its own for one service.
         self.service_env: dict[str, dict[str, str]] = {}
-        # Per-service command prefix, e.g. `ip netns exec HOST` to run a service on a test host,
-        # and where the test then reaches it.
         self.launch_prefix: dict[str, list[str]] = {}
         self.addresses: dict[str, str] = {}
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        """What `blogctl` works with for this formation: its supervisor, and this formation's client."""
+        return Runtime(overrides=dict(self.env), procfile=ROOT / "Procfile",
+                       wiring=Wiring(client=lambda config: self.client))
 
     @cached_property
     def client(self) -> BlogClient:
@@ -168,35 +173,29 @@ class Formation:
         return tuple(spec.name for spec in SERVICE_TABLE if not spec.bus or spec.name == process)
 
     def start(self, *services: str, wait: bool = True) -> None:
-        if not services and self.inspection.describe().process is None:
-            self.start("comments", "query", wait=True)  # on a broker consumers first, so their queues exist
-            self.start("posts", wait=wait)
-            return
-        for service in services or self.services:
-            log = open(self.data_dir / f"{service}.log", "ab")
-            self.processes[service] = subprocess.Popen(
-                [*self.launch_prefix.get(service, []), sys.executable, "-m", f"services.{service}"],
-                cwd=ROOT, env={**self.env, **self.service_env.get(service, {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            log.close()
+        """Start `services` (default: all this transport needs) as `blogctl up` does, in the order of need."""
+        supervisor = self.runtime.formation
+        supervisor.env.update(self.env)  # what the test set since the formation was made
+        supervisor.service_env = self.service_env
+        supervisor.prefix = self.launch_prefix
+        names = list(services or supervisor.names)
         if wait:
-            for service in services or self.services:
-                wait_until(lambda: self.health(service), timeout=15, message=f"{service} to be healthy")
+            bring_up(self.runtime, names)
+        else:
+            for name in names:
+                supervisor.start(name)
 
     def health(self, service: str) -> dict:
         return self.client.health(service)
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
-        process = self.processes.pop(service)
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
+        """Signal `service`'s process group (SIGKILL unless told) and wait until it is gone."""
+        self.runtime.formation.stop(service, sig)
 
     def stop(self) -> None:
-        for service in list(self.processes):
-            self.kill(service, signal.SIGTERM)
+        if "runtime" in self.__dict__:  # started at least once
+            for name in self.runtime.formation.names:
+                self.runtime.formation.stop(name)
 
     # The transport, through the seam: no test asks which one it is
 
@@ -241,7 +240,7 @@ class Formation:
 
 # What the end-to-end tests do through blogctl's client, by name.
 
-def writers(formation: Formation, count: int, each: int, write: Callable[[BlogClient, int, int], Any]) -> LoadGenerator:
+def writers(formation: RunningBlog, count: int, each: int, write: Callable[[BlogClient, int, int], Any]) -> LoadGenerator:
     """The bench's load generator: `count` workers, each with blogctl's client, calling `write(client, worker, i)`
     `each` times; its `done` counts the writes made, `join` fails on any worker's error."""
     def call(client: BlogClient, worker: int, i: int) -> int:
@@ -251,27 +250,27 @@ def writers(formation: Formation, count: int, each: int, write: Callable[[BlogCl
     return LoadGenerator(call, threads=count, each=each, client=formation.new_client).start()
 
 
-def create_post(formation: Formation, title: str) -> dict:
+def create_post(formation: RunningBlog, title: str) -> dict:
     return formation.client.create_post(title)
 
 
-def create_comment(formation: Formation, post_id: str, content: str) -> list:
+def create_comment(formation: RunningBlog, post_id: str, content: str) -> list:
     """Comments learns of posts from events: the client retries while it has not heard of this one."""
     return formation.client.create_comment(post_id, content, wait=10)
 
 
-def view(formation: Formation) -> dict:
+def view(formation: RunningBlog) -> dict:
     """The Query service's read model."""
     return formation.client.view()
 
 
-def assembled_view(formation: Formation) -> dict:
+def assembled_view(formation: RunningBlog) -> dict:
     """What the Query view must equal: Posts' own posts, each with Comments' own comments on it."""
     client = formation.client
     return {post_id: {**post, "comments": client.comments(post_id)} for post_id, post in client.posts().items()}
 
 
-def bus_log(formation: Formation, type: str | None = None) -> list[dict]:
+def bus_log(formation: RunningBlog, type: str | None = None) -> list[dict]:
     return formation.client.events(event_type=type)
 
 

@@ -116,3 +116,16 @@ def test_process_group_alive_sees_a_group_die_after_it_was_seen_alive():
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(5)
     assert not process_group_alive(child.pid)  # asked again about the same group: not an earlier answer
+
+
+def test_a_process_gets_its_own_environment_and_runs_under_its_own_prefix(make_formation):
+    formation = make_formation('a: echo "data=$DATA via=$VIA"; exec sleep 60\nb: echo "data=$DATA"; exec sleep 60\n')
+    formation.env["DATA"] = "shared"
+    formation.service_env["a"] = {"DATA": "its own"}
+    formation.prefix["a"] = ["env", "VIA=prefix"]  # as `ip netns exec HOST` runs a service on a test host
+    pids = {name: formation.start(name).pid for name in ("a", "b")}
+    wait_until(lambda: "data=its own via=prefix" in formation.tail("a"), timeout=5)
+    wait_until(lambda: "data=shared" in formation.tail("b"), timeout=5)
+    for name, pid in pids.items():
+        formation.stop(name)
+        assert not process_group_alive(pid)

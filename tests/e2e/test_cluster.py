@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_faults import assert_burst_arrived_once, start_burst
-from tests.helpers import Formation, wait_until
+from tests.helpers import RunningBlog, wait_until
 from tests.rabbit_cluster import RabbitCluster, cluster_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq]
@@ -29,7 +29,7 @@ def cluster():
 
 @pytest.fixture
 def formation(tmp_path, cluster):
-    running = Formation(tmp_path, transport="rabbitmq", broker_url=cluster.url)
+    running = RunningBlog(tmp_path, transport="rabbitmq", broker_url=cluster.url)
     try:
         yield running
     finally:

@@ -28,7 +28,7 @@ from services.shared.signing import HEADER, sign
 from tests.helpers import (
     AckDroppingProxy,
     FakeSubscriber,
-    Formation,
+    RunningBlog,
     assembled_view,
     bus_log,
     create_comment,
@@ -42,11 +42,11 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 
-def outbox_pending(formation: Formation) -> int:
+def outbox_pending(formation: RunningBlog) -> int:
     return formation.health("posts")["outbox_pending"] + formation.health("comments")["outbox_pending"]
 
 
-def delivered_to_every_subscriber(formation: Formation, events: int) -> bool:
+def delivered_to_every_subscriber(formation: RunningBlog, events: int) -> bool:
     """Every outbox is empty, nothing waits for any consumer at the transport, and Query holds `events`
     posts and comments."""
     query = formation.health("query")
@@ -55,7 +55,7 @@ def delivered_to_every_subscriber(formation: Formation, events: int) -> bool:
             and query["posts"] + query["comments"] == events)
 
 
-def assert_view_is_exactly_the_services_data(formation: Formation) -> dict:
+def assert_view_is_exactly_the_services_data(formation: RunningBlog) -> dict:
     """Query's view equals Posts' posts with Comments' comments, in the same order; returns it."""
     expected = assembled_view(formation)
     current = view(formation)
@@ -64,7 +64,7 @@ def assert_view_is_exactly_the_services_data(formation: Formation) -> dict:
     return current
 
 
-def subscriber(formation: Formation, name: str) -> dict:
+def subscriber(formation: RunningBlog, name: str) -> dict:
     return next(s for s in formation.health("bus")["subscribers"] if s["name"] == name)
 
 
@@ -84,7 +84,7 @@ class Burst:
         return len(self.seeds) + self.writers * self.writes_each
 
 
-def start_burst(formation: Formation, count: int, writes_each: int) -> Burst:
+def start_burst(formation: RunningBlog, count: int, writes_each: int) -> Burst:
     formation.start()
     seeds = [create_post(formation, f"seed {i}")["id"] for i in range(20)]
     wait_until(lambda: formation.health("comments")["known_posts"] == 20, timeout=15,
@@ -103,7 +103,7 @@ def start_burst(formation: Formation, count: int, writes_each: int) -> Burst:
     return burst
 
 
-def assert_burst_arrived_once(formation: Formation, burst: Burst) -> dict:
+def assert_burst_arrived_once(formation: RunningBlog, burst: Burst) -> dict:
     """Every write reached every subscriber; the view equals the writers' own data, nothing twice."""
     wait_until(lambda: delivered_to_every_subscriber(formation, burst.events), timeout=60,
                message=f"all {burst.events} events to reach every subscriber")
@@ -338,31 +338,31 @@ def integrity(db: Path) -> str:
         conn.close()
 
 
-def start_posts_on(formation: Formation, disk: Path) -> None:
+def start_posts_on(formation: RunningBlog, disk: Path) -> None:
     formation.env["BLOG_SUBSCRIBERS"] = "posts"  # only Posts and the bus run: the test is about Posts' disk
     formation.service_env["posts"] = {"BLOG_DATA_DIR": str(disk)}
     formation.start("posts", "bus")
 
 
-def refused_post(formation: Formation, title: str) -> ServiceError:
+def refused_post(formation: RunningBlog, title: str) -> ServiceError:
     """The error of a `POST /posts` that must be refused."""
     with pytest.raises(ServiceError) as refused:
         formation.client.create_post(title)
     return refused.value
 
 
-def running_since(formation: Formation, service: str) -> float:
+def running_since(formation: RunningBlog, service: str) -> float:
     """When (time.monotonic()) the process now answering for `service` started, by its /health uptime."""
     return time.monotonic() - formation.health(service)["uptime"]
 
 
-def looked_at_after_warm_up(formation: Formation, service: str) -> float:
+def looked_at_after_warm_up(formation: RunningBlog, service: str) -> float:
     """A moment by which `service` has run a while, to say later that no new process took over since."""
     wait_until(lambda: formation.health(service)["uptime"] >= 0.5, timeout=5)
     return time.monotonic()
 
 
-def logged_titles(formation: Formation) -> list[str]:
+def logged_titles(formation: RunningBlog) -> list[str]:
     return [e["data"]["title"] for e in bus_log(formation)]
 
 

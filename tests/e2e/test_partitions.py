@@ -17,7 +17,7 @@ import pytest
 from blogctl.bench.load import LoadGenerator
 from blogctl.client import BlogClient
 from tests.e2e.test_faults import assert_view_is_exactly_the_services_data
-from tests.helpers import Formation, create_post, view, wait_until, writers
+from tests.helpers import RunningBlog, create_post, view, wait_until, writers
 from tests.netns import Network, netns_missing
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def network():
 @pytest.fixture(scope="module")
 def hosts(network, tmp_path_factory):
     """The formation, each service on its own host, bound to all its links."""
-    formation = Formation(tmp_path_factory.mktemp("hosts"), extra_env={
+    formation = RunningBlog(tmp_path_factory.mktemp("hosts"), extra_env={
         f"BLOG_{name.upper()}_HOST": network.address(name, "back") for name in SERVICES_ON_HOSTS
     })
     for name in SERVICES_ON_HOSTS:
@@ -61,7 +61,7 @@ def hosts(network, tmp_path_factory):
         formation.stop()
 
 
-def write(formation: Formation, count: int, clients: int = 4, until: threading.Event | None = None) -> LoadGenerator:
+def write(formation: RunningBlog, count: int, clients: int = 4, until: threading.Event | None = None) -> LoadGenerator:
     """`count` writes (fewer if `until` is set first) from `clients` workers over the front LAN: a third
     posts, the rest comments on the seed posts."""
     lock = threading.Lock()
@@ -82,7 +82,7 @@ def write(formation: Formation, count: int, clients: int = 4, until: threading.E
     return writers(formation, clients, count // clients, one)
 
 
-def converged(formation: Formation, say, fault: str, healed_at: float) -> None:
+def converged(formation: RunningBlog, say, fault: str, healed_at: float) -> None:
     """Every acknowledged write in the view exactly once, equal to the writers' data; say how long it took."""
     expected = len(formation.written["posts"]), len(formation.written["comments"])
 
