@@ -82,14 +82,17 @@ class Config:
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
     fsync: bool = True  # BLOG_FSYNC=0: answer a write once committed, without waiting for the disk
     idle_timeout: int = 10  # seconds a service keeps a silent connection (idle, or a request never finished)
-    # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus. Several nodes of a
-    # cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
+    # BLOG_BROKER_URL: carry events through a broker instead of the HTTP bus, the transport chosen by
+    # the URL's scheme. Several nodes of a cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
     broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
 
     @property
     def transport(self) -> str:
-        return "rabbitmq" if self.broker_url else "http"
+        """Which kind of transport carries the events ("http", "rabbitmq", ...): the registry's answer."""
+        from .transport import kind
+
+        return kind(self)
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
@@ -176,8 +179,17 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
 
 
 def _broker_addresses(raw: str) -> str | None:
-    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons."""
+    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons,
+    each of a scheme the transport registry knows."""
+    from urllib.parse import urlsplit
+
+    from .transport import REGISTRY
+
     addresses = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
+    for address in addresses:
+        if urlsplit(address).scheme.lower() not in REGISTRY:
+            known = ", ".join(f"{scheme}://" for scheme in REGISTRY)
+            raise ConfigError(f"BLOG_BROKER_URL: no transport for {address.split(':', 1)[0]!r} URLs (known: {known})")
     return ";".join(addresses) or None
 
 
