@@ -159,7 +159,7 @@ class RunningBlog:
         return worker_client(self.client.config, timeout=10)
 
     def url(self, service: str) -> str:
-        return f"http://{self.addresses.get(service, '127.0.0.1')}:{self.ports[service]}"
+        return self.client.config.url(service)
 
     @cached_property
     def inspection(self) -> Inspection:
