@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Annotated
 
 import typer
@@ -81,9 +82,13 @@ def list_comments(
 def events(
     ctx: typer.Context,
     event_type: Annotated[str | None, typer.Option("--type", "-t", help="Only events of this type.")] = None,
-    after: Annotated[int, typer.Option("--after", min=0, help="Only events with a sequence number above this.")] = 0,
+    after: Annotated[int | None, typer.Option(
+        "--after", min=0, help="Only events with a sequence number above this.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many events.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
+    last: Annotated[int | None, typer.Option("--last", min=0, help="Only the latest N events.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing new events until Ctrl-C; from the end of the log unless --after or "
+        "--last says otherwise.")] = False,
     dead: Annotated[bool, typer.Option(
         "--dead", help="Show the dead letters instead: events a subscriber kept rejecting, parked by the bus.",
     )] = False,
@@ -95,8 +100,10 @@ def events(
     On RabbitMQ: the stream every event goes to (seq = its offset + 1), and each service's queue depth.
     """
     rt = runtime(ctx)
+    if last is not None and limit is not None:
+        raise typer.BadParameter("--last and --limit cannot be used together: --limit counts from the oldest")
     if rt.config.transport == "rabbitmq":
-        _broker_events(rt, event_type, after, limit, follow, dead, json_output)
+        _broker_events(rt, event_type, after, limit, last, follow, dead, json_output)
         return
     client = rt.client
     if dead:
@@ -109,7 +116,7 @@ def events(
             console.print(render.dead_letters_table(letters))
             console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
         return
-    logged = client.events(after=after, limit=limit, event_type=event_type)
+    logged, after = _read(client, after, limit, last, follow, event_type)
     if follow:
         _follow_events(client, logged, after, event_type, json_output)
         return
@@ -121,13 +128,35 @@ def events(
     console.print(render.subscribers_table(subscribers, title="Subscriber cursors"))
 
 
-def _broker_events(rt, event_type: str | None, after: int, limit: int | None, follow: bool, dead: bool,
-                   json_output: bool) -> None:
+# Events read a page at a time when only the latest are wanted, so memory stays bounded.
+PAGE = 5000
+
+
+def _read(source, after: int | None, limit: int | None, last: int | None, follow: bool,
+          event_type: str | None) -> tuple[list[dict], int]:
+    """The events to show first, and the position to follow from: with `last` (or `--follow` alone,
+    which starts at the end) the log is read to its end, keeping only the latest `last`."""
+    if last is None and not (follow and after is None):
+        logged = source.events(after=after or 0, limit=limit, event_type=event_type)
+        return logged, after or 0
+    kept: deque[dict] = deque(maxlen=last or 0)
+    position = after or 0
+    while True:
+        page = source.events(after=position, limit=PAGE, event_type=event_type)
+        kept.extend(page)
+        if page:
+            position = page[-1]["seq"]
+        if len(page) < PAGE:
+            return list(kept), position
+
+
+def _broker_events(rt, event_type: str | None, after: int | None, limit: int | None, last: int | None, follow: bool,
+                   dead: bool, json_output: bool) -> None:
     if dead:
         raise BlogctlError("there are no dead letters on RabbitMQ: a service's queue keeps an event it could "
                            "not apply and retries it (see the queue depths in `blogctl status`)")
     broker = rt.broker
-    logged = broker.events(after=after, limit=limit, event_type=event_type)
+    logged, after = _read(broker, after, limit, last, follow, event_type)
     if follow:
         _follow_events(broker, logged, after, event_type, json_output, what="the RabbitMQ stream")
         return
@@ -149,14 +178,14 @@ def _follow_events(client, logged: list[dict], after: int, event_type: str | Non
 
     if not json_output:
         console.print(f"Following {what}; press Ctrl-C to stop.", style="dim")
-    last = after
+    position = after
     try:
         while True:  # until Ctrl-C, like `tail -f`
             for event in logged:
                 show(event)
-                last = max(last, event.get("seq", last))
+                position = max(position, event.get("seq", position))
             time.sleep(0.5)
-            logged = client.events(after=last, event_type=event_type)
+            logged = client.events(after=position, event_type=event_type)
     except KeyboardInterrupt:
         pass
 
