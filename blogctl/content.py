@@ -3,16 +3,22 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.text import Text
+
+from services.shared.transport import Description, Inspection, TransportError
 
 from . import render
 from .errors import BlogctlError
 from .lifecycle import JsonOption
 from .render import console, safe
 from .runtime import runtime
+
+T = TypeVar("T")
+PAGE = 1000  # events per read of the log
 
 post_app = typer.Typer(help="Create and list posts (the Posts service).", no_args_is_help=True)
 comment_app = typer.Typer(help="Create and list comments (the Comments service).", no_args_is_help=True)
@@ -95,81 +101,78 @@ def events(
     subscriber: Annotated[str | None, typer.Option("--subscriber", "-s", help="With --dead: only this subscriber's.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """The event log, oldest first, and how far each subscriber has read it.
+    """The event log, oldest first, and what still waits for each consumer.
 
-    On RabbitMQ: the stream every event goes to (seq = its offset + 1), and each service's queue depth.
+    On the HTTP bus: its log and each subscriber's cursor; on a broker: its log (seq = offset + 1)
+    and each consumer's queue depth.
     """
     rt = runtime(ctx)
     if last is not None and limit is not None:
         raise typer.BadParameter("--last and --limit cannot be used together: --limit counts from the oldest")
-    if rt.config.transport == "rabbitmq":
-        _broker_events(rt, event_type, after, limit, last, follow, dead, json_output)
-        return
-    client = rt.client
+    carrier = rt.inspection.describe()
     if dead:
-        letters = client.dead_letters(subscriber)
-        if json_output:
-            render.print_json(letters)
-        elif not letters:
-            console.print("No dead letters: every subscriber took every event.")
-        else:
-            console.print(render.dead_letters_table(letters))
-            console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
+        _dead_letters(rt, carrier, subscriber, json_output)
         return
-    logged, after = _read(client, after, limit, last, follow, event_type)
+    logged, position = read_events(rt.inspection, after=after or 0, limit=limit, last=last, event_type=event_type)
+    if follow and after is None and last is None:
+        logged = []  # from the end of the log
     if follow:
-        _follow_events(client, logged, after, event_type, json_output)
+        _follow_events(rt.inspection, logged, position, event_type, json_output, what=carrier.log)
         return
-    subscribers = client.subscribers()
+    backlog = _carried(rt.inspection, rt.inspection.backlog)
     if json_output:
-        render.print_json({"events": logged, "subscribers": subscribers})
+        render.print_json({"events": logged, carrier.backlog_of: backlog})
         return
-    console.print(render.events_table(logged))
-    console.print(render.subscribers_table(subscribers, title="Subscriber cursors"))
+    console.print(render.events_table(logged, title=f"Events in {carrier.log}"))
+    console.print(render.backlog_table(carrier, backlog))
 
 
-# Events read a page at a time when only the latest are wanted, so memory stays bounded.
-PAGE = 5000
+def _dead_letters(rt, carrier: Description, subscriber: str | None, json_output: bool) -> None:
+    if not carrier.dead_letters:
+        raise BlogctlError(f"there are no dead letters on {carrier.name}: it keeps an event a consumer could not "
+                           f"apply for that consumer and retries it (see the {carrier.backlog_of} in `blogctl status`)")
+    letters = rt.client.dead_letters(subscriber)
+    if json_output:
+        render.print_json(letters)
+    elif not letters:
+        console.print("No dead letters: every subscriber took every event.")
+    else:
+        console.print(render.dead_letters_table(letters))
+        console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
 
 
-def _read(source, after: int | None, limit: int | None, last: int | None, follow: bool,
-          event_type: str | None) -> tuple[list[dict], int]:
-    """The events to show first, and the position to follow from: with `last` (or `--follow` alone,
-    which starts at the end) the log is read to its end, keeping only the latest `last`."""
-    if last is None and not (follow and after is None):
-        logged = source.events(after=after or 0, limit=limit, event_type=event_type)
-        return logged, after or 0
-    kept: deque[dict] = deque(maxlen=last or 0)
-    position = after or 0
-    while True:
-        page = source.events(after=position, limit=PAGE, event_type=event_type)
-        kept.extend(page)
+def _carried(log: Inspection, call: Callable[[], T]) -> T:
+    """A call on the transport, its failure as one line for a person."""
+    try:
+        return call()
+    except TransportError as exc:
+        carrier = log.describe()
+        hint = "is it running? try `blogctl up`" if carrier.process else f"is {carrier.name} running?"
+        raise BlogctlError(f"{exc} — {hint}") from None
+
+
+def read_events(log: Inspection, *, after: int = 0, limit: int | None = None, last: int | None = None,
+                event_type: str | None = None) -> tuple[list[dict], int]:
+    """The log after `after`, oldest first, read a page at a time: at most `limit` events of
+    `event_type`, or only the latest `last` of them (kept as they come: memory stays bounded);
+    and the position read up to."""
+    found: deque[dict] | list[dict] = deque(maxlen=last) if last is not None else []
+    while limit is None or len(found) < limit:
+        page = _carried(log, lambda: log.read_log(after=after, limit=PAGE))
+        found.extend(event.to_dict() for event in page if event_type is None or event.type == event_type)
         if page:
-            position = page[-1]["seq"]
+            after = page[-1].seq
         if len(page) < PAGE:
-            return list(kept), position
+            break
+    found = list(found)
+    if limit is not None and len(found) > limit:
+        found = found[:limit]
+        after = found[-1]["seq"]
+    return found, after
 
 
-def _broker_events(rt, event_type: str | None, after: int | None, limit: int | None, last: int | None, follow: bool,
-                   dead: bool, json_output: bool) -> None:
-    if dead:
-        raise BlogctlError("there are no dead letters on RabbitMQ: a service's queue keeps an event it could "
-                           "not apply and retries it (see the queue depths in `blogctl status`)")
-    broker = rt.broker
-    logged, after = _read(broker, after, limit, last, follow, event_type)
-    if follow:
-        _follow_events(broker, logged, after, event_type, json_output, what="the RabbitMQ stream")
-        return
-    queues = broker.queues()
-    if json_output:
-        render.print_json({"events": logged, "queues": queues})
-        return
-    console.print(render.events_table(logged, title=f"Event stream {rt.config.broker_namespace}.log"))
-    console.print(render.queues_table(queues, title="Queues"))
-
-
-def _follow_events(client, logged: list[dict], after: int, event_type: str | None, json_output: bool,
-                   what: str = "the bus log") -> None:
+def _follow_events(log: Inspection, logged: list[dict], after: int, event_type: str | None, json_output: bool,
+                   what: str) -> None:
     def show(event: dict) -> None:
         if json_output:
             render.print_json_line(event)
@@ -183,9 +186,8 @@ def _follow_events(client, logged: list[dict], after: int, event_type: str | Non
         while True:  # until Ctrl-C, like `tail -f`
             for event in logged:
                 show(event)
-                position = max(position, event.get("seq", position))
             time.sleep(0.5)
-            logged = client.events(after=position, event_type=event_type)
+            logged, position = read_events(log, after=position, event_type=event_type)
     except KeyboardInterrupt:
         pass
 

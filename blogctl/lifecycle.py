@@ -13,10 +13,10 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from services.shared.config import spec
+from services.shared.config import service_of, spec
+from services.shared.transport import REGISTRY, TransportError
 
 from . import render
-from .client import ServiceError
 from .errors import BlogctlError
 from .formation import HEALTH_TIMEOUT, Formation, describe_exit
 from .render import console, text
@@ -42,7 +42,7 @@ def start_order(names: list[str]) -> list[list[str]]:
     queues must exist before anything is published); Procfile entries outside the table last."""
     def phase(name: str) -> int:
         try:
-            service = spec(name)
+            service = spec(service_of(name))  # a replica (`query.2`) starts with its service
         except KeyError:
             return 2
         return 0 if service.bus else 1 if service.consumes else 2
@@ -127,8 +127,8 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once all are healthy; leave them running.")] = False,
     broker: Annotated[str | None, typer.Option(
         "--broker", metavar="URL",
-        help="Carry events through RabbitMQ at URL (e.g. amqp://guest:guest@127.0.0.1:5672//) instead of the "
-        "HTTP bus, which is then not started (default: BLOG_BROKER_URL).",
+        help="Carry events through the broker at URL instead of the HTTP bus, which is then not started "
+        f"(default: BLOG_BROKER_URL; the schemes known: {', '.join(REGISTRY)}).",
     )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
@@ -157,7 +157,7 @@ def up(
         rt.record_broker()
         bring_up(rt, missing, timeout)
         show_services(rt)
-        console.print(render.mode_line(rt.config), soft_wrap=True)
+        console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
         console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
         if detach:
             console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
@@ -172,8 +172,8 @@ def _check_same_transport(rt: Runtime, broker: str) -> None:
     """`up --broker` onto a formation already running on another transport would split it in two."""
     running = [s.name for s in rt.formation.states() if s.running]
     if running and rt.config.broker_url != broker:
-        now = f"RabbitMQ at {rt.broker.url}" if rt.config.broker_url else "the HTTP bus"
-        raise BlogctlError(f"{', '.join(running)} already running with events through {now} — "
+        now = rt.inspection.describe()
+        raise BlogctlError(f"{', '.join(running)} already running with events through {now.name} at {now.url} — "
                            "stop the formation first (`blogctl down`)")
 
 
@@ -245,37 +245,26 @@ def down(ctx: typer.Context) -> None:
 
 
 def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Each service's port, pid, health and uptime, and the bus's delivery lag per subscriber."""
+    """Each service's port, pid, health and uptime, and what still waits for each consumer.
+
+    On the HTTP bus: each subscriber's cursor and lag; on a broker: each consumer's queue depth.
+    """
     rt = runtime(ctx)
     rows = service_rows(rt)
-    if rt.config.transport == "rabbitmq":
-        _broker_status(rt, rows, json_output)
-        return
-    subscribers, bus_error = None, None
+    carrier = rt.inspection.describe()
+    backlog, error = None, None
     try:
-        subscribers = rt.client.subscribers()
-    except ServiceError as exc:
-        bus_error = str(exc)
+        backlog = rt.inspection.backlog()
+    except TransportError as exc:
+        error = str(exc)
     if json_output:
-        render.print_json({"mode": _mode(rt), "data_dir": str(rt.config.data_dir), "services": rows,
-                           "subscribers": subscribers, "bus_error": bus_error})
+        render.print_json({
+            "mode": _mode(rt), "data_dir": str(rt.config.data_dir), "services": rows, carrier.backlog_of: backlog,
+            "transport": {"name": carrier.name, "url": carrier.url, "log": carrier.log, "error": error},
+        })
         return
-    _print_services(rt, rows)
-    if subscribers is not None:
-        console.print(render.subscribers_table(subscribers))
-    else:
-        console.print(Text.assemble("Bus subscribers: unknown — ", render.safe(bus_error)), style="yellow",
-                      soft_wrap=True)
-
-
-def _mode(rt: Runtime) -> dict:
-    return {"transport": rt.config.transport, "signed": bool(rt.config.secret)}
-
-
-def _print_services(rt: Runtime, rows: list[dict]) -> None:
-    """The services table and the mode line, which every status shows first."""
     console.print(render.services_table(rows))
-    console.print(render.mode_line(rt.config), soft_wrap=True)
+    console.print(render.mode_line(rt.config, carrier), soft_wrap=True)
     console.print(text(f"Data directory: {rt.config.data_dir}"), soft_wrap=True)
     untracked = [f"{row['service']} (pid {row['pid']})" for row in rows if row["process"] == "untracked"]
     if untracked:
@@ -283,26 +272,15 @@ def _print_services(rt: Runtime, rows: list[dict]) -> None:
                            f"{rt.config.run_dir} was deleted): `blogctl down` stops them", "yellow"), soft_wrap=True)
     if not any(row["process"] in ("running", "untracked") for row in rows):
         console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
-
-
-def _broker_status(rt: Runtime, rows: list[dict], json_output: bool) -> None:
-    """Status on RabbitMQ: the broker, each service's queue and its depth, and the stream, instead of bus cursors."""
-    queues, broker_error = None, None
-    try:
-        queues = rt.broker.queues()
-    except BlogctlError as exc:
-        broker_error = str(exc)
-    url = render.without_password(rt.config.broker_url)
-    if json_output:
-        broker = {"url": url, "namespace": rt.config.broker_namespace, "queues": queues, "error": broker_error}
-        render.print_json({"mode": _mode(rt), "data_dir": str(rt.config.data_dir), "services": rows, "broker": broker})
-        return
-    _print_services(rt, rows)
-    if queues is not None:
-        console.print(render.queues_table(queues, title=f"RabbitMQ at {url}"))
+    if backlog is not None:
+        console.print(render.backlog_table(carrier, backlog))
     else:
-        console.print(Text.assemble("Broker queues: unknown — ", render.safe(broker_error)), style="yellow",
-                      soft_wrap=True)
+        console.print(Text.assemble(f"{render.backlog_title(carrier)}: unknown — ", render.safe(error)),
+                      style="yellow", soft_wrap=True)
+
+
+def _mode(rt: Runtime) -> dict:
+    return {"transport": rt.inspection.describe().kind, "signed": bool(rt.config.secret)}
 
 
 def open_page(ctx: typer.Context) -> None:

@@ -27,7 +27,7 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="comments")
-    db = Database(config.db_path("comments"), SCHEMA)
+    db = Database(config.db_path("comments"), SCHEMA, durable=config.fsync)
     store = CommentStore(db)
     relay = outbox.Relay(db, transport)
     transport.start_consuming("comments", store.apply, types=HANDLERS)

@@ -166,7 +166,7 @@ def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> Non
 
     @app.get("/health")
     def health():
-        identity = dict(service=service, pid=os.getpid(), data_dir=data_dir)
+        identity = dict(service=service, instance=config.me(service), pid=os.getpid(), data_dir=data_dir)
         try:
             own = fields()
         except sqlite3.Error as exc:  # still say who answers: its storage is what is wrong
@@ -193,7 +193,7 @@ def serve(app: Flask, service: str, config: Config, *, threads: int = 8) -> None
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
     waitress_serve(
-        app, host=config.host, port=config.ports[service], threads=threads, ident=service,
+        app, host=config.host, port=config.ports[config.me(service)], threads=threads, ident=config.me(service),
         connection_limit=CONNECTIONS_MAX, asyncore_use_poll=True,  # poll(): no select() limit of 1,024 descriptors
         channel_timeout=config.idle_timeout, cleanup_interval=1,
     )
