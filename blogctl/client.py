@@ -25,10 +25,13 @@ JSON = {"Content-Type": "application/json"}
 
 
 class ServiceError(BlogctlError):
-    def __init__(self, message: str, *, service: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, service: str, status: int | None = None, holder: str | None = None,
+                 body: dict | None = None) -> None:
         super().__init__(message)
         self.service = service
         self.status = status  # the HTTP status, or None when no answer came back
+        self.holder = holder  # another program answering on the service's port, in words
+        self.body = body  # the service's own JSON answer to a refused request
 
 
 class Http(Protocol):
@@ -77,21 +80,30 @@ class BlogClient:
                 service=service,
             ) from None
         if answer.status_code >= 400:
+            body = _json_or_none(answer)
+            if not (isinstance(body, dict) and isinstance(body.get("error"), str)):  # how every service says no
+                raise self._foreign(service, answer)
             raise ServiceError(
-                f"{service} service refused {method} {path} ({answer.status_code}): {_error_text(answer)}",
-                service=service, status=answer.status_code,
+                f"{service} service refused {method} {path} ({answer.status_code}): {body['error']}",
+                service=service, status=answer.status_code, body=body,
             )
         return answer
 
     def _request(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
         answer = self.request(service, method, path, **kwargs)
-        try:
-            return answer.json()
-        except ValueError:
-            raise ServiceError(
-                f"{service} service at {self.address(service)} answered {method} {path} with something that is "
-                "not JSON — is another program using that port?", service=service, status=answer.status_code,
-            ) from None
+        body = _json_or_none(answer)
+        if body is None:
+            raise self._foreign(service, answer)
+        return body
+
+    def _foreign(self, service: str, answer: Answer) -> ServiceError:
+        """Something that is not the service answered on its port."""
+        holder = f"another program ({_describe(answer)})"
+        return ServiceError(
+            f"{holder} answers on {self.address(service)}, not the {service} service — stop it, or give {service} "
+            f"another port (--port {service}=N or BLOG_{service.upper()}_PORT)",
+            service=service, status=answer.status_code, holder=holder,
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -173,11 +185,16 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _error_text(answer: Answer) -> str:
+def _json_or_none(answer: Answer) -> Any:
     try:
-        body = answer.json()
+        return answer.json()
     except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
-    return " ".join(answer.text.split())[:200] or "no details"
+        return None
+
+
+def _describe(answer: Answer) -> str:
+    """What a foreign answer was, without its page: `HTTP 404, text/html, server nginx`."""
+    parts = [f"HTTP {answer.status_code}", answer.headers.get("Content-Type", "no content type").split(";")[0]]
+    if answer.headers.get("Server"):
+        parts.append(f"server {answer.headers['Server'][:60]}")
+    return ", ".join(parts)

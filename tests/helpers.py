@@ -25,12 +25,14 @@ from blogctl import polling
 from blogctl.bench.load import LoadGenerator, worker_client
 from blogctl.client import BlogClient, ServiceError
 from blogctl.lifecycle import bring_up
-from blogctl.runtime import ROOT, Runtime, Wiring
+from blogctl.runtime import Runtime, Wiring
 from services.shared import transport as transport_module
 from services.shared.config import SERVICE_TABLE, SERVICES, load
 from services.shared.http import HttpClient, Unreachable
 from services.shared.transport import Inspection
 
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -63,6 +65,23 @@ def process_group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@contextmanager
+def tmpfs(mount_point: Path, options: str = "size=1m") -> Iterator[Path]:
+    """A small tmpfs mounted at `mount_point` (the test skips where mounting is not permitted); unmounted on leaving."""
+    mount_point.mkdir(exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount(8) on this machine: the full and read-only disk tests need one")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({result.stderr.strip()}): needs root or CAP_SYS_ADMIN")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 @cache
@@ -143,7 +162,7 @@ class RunningBlog:
     @cached_property
     def runtime(self) -> Runtime:
         """What `blogctl` works with for this formation: its supervisor, and this formation's client."""
-        return Runtime(overrides=dict(self.env), procfile=ROOT / "Procfile",
+        return Runtime(overrides=dict(self.env), procfile=None,  # blogctl's own Procfile, as `blogctl up` runs
                        wiring=Wiring(client=lambda config: self.client))
 
     @cached_property

@@ -33,7 +33,7 @@ from ..client import JSON, BlogClient
 from ..errors import BlogctlError
 from ..lifecycle import bring_up
 from ..polling import wait_until
-from ..runtime import ROOT, Runtime
+from ..runtime import Runtime
 from .bare import bare_endpoint
 from .carriers import SOURCE, Carrier, carrier_for
 from .load import Load, percentile, run_load, worker_client
@@ -360,7 +360,7 @@ def fresh_formation(extra_env: dict[str, str]) -> Iterator[Runtime]:
     data_dir = Path(tempfile.mkdtemp(prefix="blogctl-bench-"))
     overrides = {"BLOG_DATA_DIR": str(data_dir), **extra_env,
                  **{f"BLOG_{name.upper()}_PORT": str(free_port()) for name in SERVICES}}
-    rt = Runtime(overrides=overrides, procfile=ROOT / "Procfile")
+    rt = Runtime(overrides=overrides, procfile=None)
     try:
         bring_up(rt, rt.formation.names)
         yield rt

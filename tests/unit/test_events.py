@@ -1,6 +1,10 @@
+import re
+import sys
+import unicodedata
+
 import pytest
 
-from services.shared.events import Event, InvalidEvent, comment_created, post_created
+from services.shared.events import NOT_BLANK, Event, InvalidEvent, comment_created, post_created
 
 
 def test_bare_course_event_gets_an_envelope():
@@ -44,3 +48,24 @@ def test_unknown_types_are_carried_with_any_data():
 def test_titles_are_kept_exactly_as_given():
     title = "  <script>alert(1)</script> [red]x[/red] \x1b[31m ü  "
     assert Event.from_dict(post_created("p1", title).to_dict()).payload().title == title
+
+
+BLANKS = [chr(c) for c in range(sys.maxunicode + 1)
+          if chr(c).isspace() or unicodedata.category(chr(c)) == "Cf"]
+
+
+def test_the_blank_rule_is_white_space_and_invisible_format_characters():
+    # The pattern is written out for a fast import: here it is derived again from unicodedata.
+    everything = "".join(map(chr, range(sys.maxunicode + 1)))
+    allowed = set(re.findall(NOT_BLANK, everything))
+    assert set(everything) - allowed == set(BLANKS)
+
+
+@pytest.mark.parametrize("field", ["title", "content"])
+def test_a_text_of_only_blank_characters_is_refused_and_one_visible_character_is_enough(field):
+    data = {"id": "x1", "postId": "p1"}
+    kind = "PostCreated" if field == "title" else "CommentCreated"
+    for blank in [*BLANKS, "\u3000\u00a0\u200b\u2028", " \ufeff\u2060 "]:
+        with pytest.raises(InvalidEvent, match=f"{field}: must not be blank"):
+            Event.from_dict({"type": kind, "data": {**data, field: blank}})
+        assert getattr(Event.from_dict({"type": kind, "data": {**data, field: blank + "é"}}).payload(), field)
