@@ -11,13 +11,14 @@
   (ids are keys), so a duplicate changes nothing.
 - The event log: a RabbitMQ stream bound to every event, read from any offset by
   `read_log` (an event's `seq` is its stream offset + 1), so Query rebuilds as with the bus.
+- Who published: each message's `app_id` property is the publishing transport's `source`;
+  read back, it is the event's `source` (as the bus's `X-Blog-Source` is on HTTP).
 """
 from __future__ import annotations
 
 import logging
 import socket
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
@@ -30,28 +31,11 @@ from ..config import CONSUMERS, SERVICES
 from ..events import Event, InvalidEvent
 from ..retry import POLICY
 from . import Consumer as EventConsumer
-from . import Description, TransportError, printable
+from . import UNKNOWN_SOURCE, Description, RecentIds, TransportError, printable
 
 log = logging.getLogger(__name__)
 
 PREFETCH = 100
-RECENT_IDS = 10_000  # event ids remembered to skip a republished duplicate (publisher and consumer)
-
-
-class RecentIds:
-    """The last `size` event ids seen, oldest forgotten first."""
-
-    def __init__(self, size: int = RECENT_IDS) -> None:
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, event_id: object) -> bool:
-        return event_id in self._ids
-
-    def add(self, event_id: str) -> None:
-        self._ids[event_id] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
 
 
 class Names:
@@ -122,7 +106,7 @@ class RabbitTransport:
                         continue
                     # With confirm_publish, py-amqp's basic_publish waits for the broker's ack (or nack).
                     publish(
-                        event.to_dict(), exchange=self.names.exchange, routing_key=event.type,
+                        event.to_dict(), exchange=self.names.exchange, routing_key=event.type, app_id=self.source,
                         delivery_mode=2, message_id=event.id, declare=[self.names.exchange, self.names.log],
                         timeout=self.timeout,
                     )
@@ -150,7 +134,7 @@ class RabbitTransport:
         def on_message(body, message) -> None:
             message.ack()  # streams need acks for credit, not for state
             if len(events) < wanted:
-                events.append(_event(body, seq=message.headers["x-stream-offset"] + 1))
+                events.append(_event(body, message, seq=message.headers["x-stream-offset"] + 1))
 
         try:
             with self._connection() as conn:
@@ -274,11 +258,14 @@ class RabbitTransport:
             self._drop_publisher()
 
 
-def _event(body, seq: int | None = None) -> Event:
+def _event(body, message, seq: int | None = None) -> Event:
+    """The event a message carries. Its source is the publisher that sent the message (the
+    message's `app_id`, set from the transport's `source`), "unknown" without one; the body keeps
+    what the publisher wrote in the event. The broker stamps no receive time: `time` is the publisher's."""
     event = Event.from_dict(body)
-    if seq is not None:
-        event = Event(event.type, event.data, event.id, event.source, event.time, seq, event.typed)
-    return event
+    source = message.properties.get("app_id") or UNKNOWN_SOURCE
+    return Event(event.type, event.data, event.id, source, event.time, seq if seq is not None else event.seq,
+                 event.typed)
 
 
 class _QueueConsumer(ConsumerMixin):
@@ -316,7 +303,7 @@ class _QueueConsumer(ConsumerMixin):
 
     def on_message(self, body, message) -> None:
         try:
-            event = _event(body)
+            event = _event(body, message)
         except InvalidEvent as exc:
             log.error("dropping an invalid event from %s: %s", self.queue.name, exc)
             message.reject(requeue=False)
