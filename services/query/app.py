@@ -41,14 +41,15 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="query")
-    view = QueryView(Database(config.db_path("query"), SCHEMA, durable=False))  # rebuilt from the log if lost
+    me = config.me("query")  # "query", or the replica this process is ("query.2"): its own database and subscription
+    view = QueryView(Database(config.db_path(me), SCHEMA, durable=False))  # rebuilt from the log if lost
     catch_up = CatchUp(view, transport)
 
     def consume(events: list[Event]) -> None:
         if view.apply(events):
             catch_up.request()
 
-    transport.start_consuming("query", consume, types=HANDLERS)
+    transport.start_consuming(me, consume, types=HANDLERS)
     app = create_base_app("query", config, import_name=__name__)
     app.extensions["blog"] = catch_up
 

@@ -28,7 +28,7 @@ def run(service: str, create_app: Callable[..., Flask]) -> None:
     try:
         serve(app, service, config)
     except OSError as exc:
-        sys.exit(f"{service}: cannot listen on {config.host}:{config.ports[service]}: {exc}")
+        sys.exit(f"{config.me(service)}: cannot listen on {config.host}:{config.ports[config.me(service)]}: {exc}")
     finally:
         if worker is not None:
             worker.stop()
