@@ -5,7 +5,7 @@ import sqlite3
 
 from services.shared import outbox
 from services.shared.db import Database, insert_with_new_id
-from services.shared.events import Event, PostCreated, comment_created, dispatch
+from services.shared.events import CommentCreated, Event, PostCreated, dispatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known_posts (
@@ -37,7 +37,7 @@ class CommentStore:
             conn.execute(
                 "INSERT INTO comments (id, post_id, content) VALUES (?, ?, ?)", (comment_id, post_id, content)
             )
-            outbox.add(conn, comment_created(comment_id, content, post_id))
+            outbox.add(conn, Event.of(CommentCreated(id=comment_id, content=content, postId=post_id), source="comments"))
             return self._for_post(conn, post_id)
 
         return insert_with_new_id(self.db, write)
