@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from services.shared.config import CONSUMERS
+
 from . import render
 from .client import ServiceError
 from .errors import BlogctlError
@@ -42,8 +44,9 @@ def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> 
     formation = rt.formation
     started = []
     phases = [names]
-    if rt.config.transport == "rabbitmq" and "posts" in names and len(names) > 1:
-        phases = [[n for n in names if n != "posts"], ["posts"]]
+    if rt.config.transport == "rabbitmq":
+        phases = [[n for n in names if n in CONSUMERS], [n for n in names if n not in CONSUMERS]]
+        phases = [phase for phase in phases if phase]
     try:
         for phase in phases:
             for name in phase:

@@ -7,6 +7,7 @@ import pytest
 
 from blogctl import __version__
 from blogctl import content, lifecycle
+from services.shared.components import components
 from tests.cli.conftest import Cli
 from tests.helpers import free_port
 
@@ -364,7 +365,7 @@ def park_one(blog, subscriber="query"):
     cli_post = blog.clients["posts"].post("/posts", json={"title": "poison"})
     assert cli_post.status_code == 201
     blog.relay()
-    deliverer = blog.apps["bus"].extensions["blog"].deliverers[subscriber]
+    deliverer = components(blog.apps["bus"])["delivery"].deliverers[subscriber]
     seq = deliverer.log.last_seq()
     deliverer.log.park(subscriber, seq, 4, "HTTP 500: cannot apply", utc_now())
     return deliverer, seq

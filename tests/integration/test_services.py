@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from services.shared.components import components
+
 
 def test_a_post_and_its_comment_are_assembled_in_query(blog):
     post = blog.create_post("Hello")
@@ -199,7 +201,7 @@ def test_a_new_query_catches_up_from_the_log(blog, config, tmp_path):
     late_config = type(config)(data_dir=tmp_path / "late", ports=config.ports)
     late = create_app(late_config, blog.bus.transport("query-2"))
     assert late.test_client().get("/posts").json == {}
-    late.extensions["blog"].catch_up_once()
+    components(late)["catch-up"].catch_up_once()
     assert late.test_client().get("/posts").json == blog.query.get("/posts").json
     assert late.test_client().get("/health").json["applied_seq"] == 2
 
