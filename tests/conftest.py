@@ -23,3 +23,12 @@ def formation(tmp_path, transport):
     finally:
         running.stop()
         running.remove_broker_objects()
+
+
+@pytest.fixture
+def say(capsys):
+    """Print a line to the terminal even while pytest captures output: what a fault test injected and found."""
+    def line(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n    {text}", end="")
+    return line

@@ -121,12 +121,14 @@ class Formation:
     the namespace's queues, stream and exchange.
     """
 
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None, transport: str = "http") -> None:
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None, transport: str = "http",
+                 broker_url: str = BROKER_URL) -> None:
         self.data_dir = data_dir
         self.transport = transport
+        self.broker_url = broker_url
         self.ports = {service: free_port() for service in SERVICES}
         self.namespace = f"test{uuid.uuid4().hex[:10]}"
-        broker = {"BLOG_BROKER_URL": BROKER_URL, "BLOG_BROKER_NAMESPACE": self.namespace}
+        broker = {"BLOG_BROKER_URL": broker_url, "BLOG_BROKER_NAMESPACE": self.namespace}
         self.env = {
             **{k: v for k, v in os.environ.items() if k not in ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE")},
             "PYTHONUNBUFFERED": "1",
@@ -139,9 +141,13 @@ class Formation:
         self.processes: dict[str, subprocess.Popen] = {}
         # Per-service overrides of `env`, e.g. a data directory of its own for one service.
         self.service_env: dict[str, dict[str, str]] = {}
+        # Per-service command prefix, e.g. `ip netns exec HOST` to run a service on a test host,
+        # and where the test then reaches it.
+        self.launch_prefix: dict[str, list[str]] = {}
+        self.addresses: dict[str, str] = {}
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+        return f"http://{self.addresses.get(service, '127.0.0.1')}:{self.ports[service]}"
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -155,7 +161,7 @@ class Formation:
         for service in services or SERVICES:
             log = open(self.data_dir / f"{service}.log", "ab")
             self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
+                [*self.launch_prefix.get(service, []), sys.executable, "-m", f"services.{service}"],
                 cwd=ROOT, env={**self.env, **self.service_env.get(service, {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
             log.close()
@@ -185,7 +191,7 @@ class Formation:
     def rabbit(self):
         from services.shared.rabbitmq import RabbitTransport
 
-        return RabbitTransport(BROKER_URL, namespace=self.namespace)
+        return RabbitTransport(self.broker_url, namespace=self.namespace)
 
     @contextmanager
     def transport_down(self) -> Iterator[None]:

@@ -59,13 +59,19 @@ class Subscriber:
 class Config:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # BLOG_<SERVICE>_HOST: where a service runs on another host (default: this host). `host` is
+    # what this process binds; these are what it calls.
+    hosts: dict[str, str] = field(default_factory=dict)
     data_dir: Path = Path(".blog")
     subscribers: tuple[Subscriber, ...] = ()
     max_body_bytes: int = 64 * 1024
     secret: str | None = None  # BLOG_SECRET: sign and check every event sent over HTTP
     delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
-    broker_url: str | None = None  # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus
+    idle_timeout: int = 10  # seconds a service keeps a silent connection (idle, or a request never finished)
+    # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus. Several nodes of a
+    # cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
+    broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
 
     @property
@@ -74,7 +80,7 @@ class Config:
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        host = self.hosts.get(service) or ("127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host)
         return f"http://{host}:{self.ports[service]}"
 
     def page_origins(self) -> list[str]:
@@ -136,22 +142,32 @@ def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
     return tuple(subscribers)
 
 
+def _broker_addresses(raw: str) -> str | None:
+    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons."""
+    addresses = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
+    return ";".join(addresses) or None
+
+
 def load(env: dict[str, str] | None = None) -> Config:
     """Read the configuration from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
     base = Config(
         host=env.get("BLOG_HOST", "127.0.0.1"),
         ports={service: _port(env, service) for service in SERVICES},
+        hosts={service: env[f"BLOG_{service.upper()}_HOST"] for service in SERVICES
+               if env.get(f"BLOG_{service.upper()}_HOST")},
         data_dir=Path(env.get("BLOG_DATA_DIR", ".blog")),
     )
     return Config(
         host=base.host,
         ports=base.ports,
+        hosts=base.hosts,
         data_dir=base.data_dir,
         subscribers=_subscribers(env, base),
         secret=env.get("BLOG_SECRET") or None,
         delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
-        broker_url=env.get("BLOG_BROKER_URL") or None,
+        idle_timeout=int(_number(env, "BLOG_IDLE_TIMEOUT", Config.idle_timeout)),
+        broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
     )

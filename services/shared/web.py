@@ -166,9 +166,23 @@ def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> Non
         )
 
 
+# Connections one service holds at once. Waitress reads requests in one event loop and hands
+# only complete ones to its threads, so slow or idle clients cost a socket each, not a thread;
+# its default limit (100) is what let 300 half-open connections lock every other client out.
+CONNECTIONS_MAX = 2000
+
+
 def serve(app: Flask, service: str, config: Config, *, threads: int = 8) -> None:
-    """Serve `app` with waitress, a threaded production WSGI server, in this one process."""
+    """Serve `app` with waitress, a threaded production WSGI server, in this one process.
+
+    A connection silent for `config.idle_timeout` seconds (idle keep-alive, or a request never
+    finished) is closed, checked about every second; one with a request in progress is not.
+    """
     from waitress import serve as waitress_serve
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
-    waitress_serve(app, host=config.host, port=config.ports[service], threads=threads, ident=service)
+    waitress_serve(
+        app, host=config.host, port=config.ports[service], threads=threads, ident=service,
+        connection_limit=CONNECTIONS_MAX, asyncore_use_poll=True,  # poll(): no select() limit of 1,024 descriptors
+        channel_timeout=config.idle_timeout, cleanup_interval=1,
+    )

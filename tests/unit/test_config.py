@@ -35,7 +35,10 @@ def test_subscribers_come_from_configuration():
     )
 
 
-@pytest.mark.parametrize("env", [{"BLOG_POSTS_PORT": "http"}, {"BLOG_BUS_PORT": "70000"}, {"BLOG_SUBSCRIBERS": "nobody"}])
+@pytest.mark.parametrize("env", [
+    {"BLOG_POSTS_PORT": "http"}, {"BLOG_BUS_PORT": "70000"}, {"BLOG_SUBSCRIBERS": "nobody"}, {"BLOG_IDLE_TIMEOUT": "0"},
+    {"BLOG_IDLE_TIMEOUT": "2.5"},
+])
 def test_bad_settings_are_named(env):
     with pytest.raises(ConfigError) as info:
         load(env)
@@ -69,3 +72,16 @@ def test_each_service_subscribes_to_exactly_what_its_handlers_take(tmp_path):
             continue
         consumer = components(app)["consumer"]
         assert set(consumer.handled) == set(consumer.types) == set(spec(name).consumes), name
+
+
+def test_a_broker_cluster_is_several_addresses_tried_in_turn():
+    config = load({"BLOG_BROKER_URL": "amqp://guest:guest@127.0.0.1:5701//, amqp://guest:guest@127.0.0.1:5702//;"})
+    assert config.broker_url == "amqp://guest:guest@127.0.0.1:5701//;amqp://guest:guest@127.0.0.1:5702//"
+    assert load({"BLOG_BROKER_URL": " "}).broker_url is None
+
+
+def test_a_service_on_another_host_is_reached_there():
+    config = load({"BLOG_BUS_HOST": "bus.internal", "BLOG_HOST": "0.0.0.0"})
+    assert config.url("bus") == "http://bus.internal:4005"
+    assert config.url("posts") == "http://127.0.0.1:4000"  # the others: this host
+    assert config.subscribers[0].url == "http://127.0.0.1:4000/events"

@@ -1,0 +1,158 @@
+"""Hosts that lose each other: each service on a test host of its own (a network namespace),
+the links between them cut and healed while clients write.
+
+Two LANs: `front`, where clients reach Posts, Comments and Query, and `back`, where the services
+and the bus talk. Cutting a host's `back` link partitions it from the bus while clients still
+reach it, as a broken switch port or a firewall between tiers would. After each fault: every
+acknowledged write is in Query's view exactly once, the view equals Posts' and Comments' own
+data, and the time it took to converge after the link came back is printed.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.e2e.test_faults import Clients, assert_view_is_exactly_the_services_data, comment_created, post_created
+from tests.helpers import Formation, create_post, view, wait_until
+from tests.netns import Network, netns_missing
+
+pytestmark = pytest.mark.slow
+
+SERVICES_ON_HOSTS = ("bus", "posts", "comments", "query")
+
+
+@pytest.fixture(scope="module")
+def network():
+    if reason := netns_missing():
+        pytest.skip(reason)
+    made = Network(lans=("front", "back"))
+    try:
+        made.add("bus", lans=("back",))  # only the services talk to the bus
+        for name in ("posts", "comments", "query"):
+            made.add(name)
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="module")
+def hosts(network, tmp_path_factory):
+    """The formation, each service on its own host, bound to all its links."""
+    formation = Formation(tmp_path_factory.mktemp("hosts"), extra_env={
+        f"BLOG_{name.upper()}_HOST": network.address(name, "back") for name in SERVICES_ON_HOSTS
+    })
+    for name in SERVICES_ON_HOSTS:
+        formation.launch_prefix[name] = network.run(name, [])
+        formation.service_env[name] = {"BLOG_HOST": "0.0.0.0"}
+        formation.addresses[name] = network.address(name, "front" if name != "bus" else "back")
+    try:
+        formation.start(*SERVICES_ON_HOSTS)
+        seeds = [create_post(formation, f"seed {i}")["id"] for i in range(8)]
+        wait_until(lambda: formation.health("comments")["known_posts"] == len(seeds), timeout=20,
+                   message="comments to learn the seed posts over the back LAN")
+        formation.seeds = seeds
+        formation.written = {"posts": list(seeds), "comments": []}
+        yield formation
+    finally:
+        formation.stop()
+
+
+def write(formation: Formation, count: int, clients: int = 4, until: threading.Event | None = None) -> Clients:
+    """`count` writes (fewer if `until` is set first) from `clients` threads over the front LAN: a third
+    posts, the rest comments on the seed posts."""
+    lock = threading.Lock()
+
+    def work(client: int, session: requests.Session) -> None:
+        for i in range(count // clients):
+            if until is not None and until.is_set():
+                return
+            if i % 3 == 0:
+                post = post_created(session, formation, f"client {client} post {i}")
+                with lock:
+                    formation.written["posts"].append(post["id"])
+            else:
+                content = f"client {client} comment {i} at {time.monotonic():.6f}"
+                comment_created(session, formation, formation.seeds[(client + i) % len(formation.seeds)], content)
+                with lock:
+                    formation.written["comments"].append(content)
+            counted.wrote()
+
+    counted = Clients(clients, work)
+    return counted.start()
+
+
+def converged(formation: Formation, say, fault: str, healed_at: float) -> None:
+    """Every acknowledged write in the view exactly once, equal to the writers' data; say how long it took."""
+    expected = len(formation.written["posts"]), len(formation.written["comments"])
+
+    def complete() -> bool:
+        current = view(formation)
+        return (len(current), sum(len(p["comments"]) for p in current.values())) == expected
+
+    wait_until(complete, timeout=90, interval=0.05, message=f"the view to converge after {fault}")
+    took = time.monotonic() - healed_at
+    current = assert_view_is_exactly_the_services_data(formation)
+    assert sorted(current) == sorted(formation.written["posts"])  # each acknowledged post, once
+    shown = [c["content"] for p in current.values() for c in p["comments"]]
+    assert sorted(shown) == sorted(formation.written["comments"])  # each acknowledged comment, once
+    say(f"{fault}: {expected[0]} posts and {expected[1]} comments acknowledged, all in the view once; "
+        f"converged {took:.1f} s after the link came back")
+
+
+def test_query_cut_off_from_the_bus_for_500_writes(network, hosts, say):
+    network.cut("query", "back")
+    try:
+        clients = write(hosts, 500)
+        clients.join(120)
+        lag = next(s["lag"] for s in hosts.health("bus")["subscribers"] if s["name"] == "query")
+        assert lag > 0, "the bus should have been unable to deliver to query"
+        assert view(hosts) is not None  # clients still read Query over the front LAN
+    finally:
+        network.heal("query", "back")
+    converged(hosts, say, "query cut off from the bus for 500 writes", time.monotonic())
+
+
+def test_posts_cut_off_from_the_bus_keeps_answering_201_from_its_outbox(network, hosts, say):
+    network.cut("posts", "back")
+    try:
+        clients = write(hosts, 300)
+        clients.join(120)  # every write answered 201 (Clients fails on anything else)
+        assert hosts.health("posts")["outbox_pending"] > 0, "the posts written should wait in the outbox"
+    finally:
+        network.heal("posts", "back")
+    converged(hosts, say, "posts cut off from the bus for 300 writes", time.monotonic())
+
+
+def test_the_bus_cut_off_from_everyone(network, hosts, say):
+    network.cut("bus", "back")
+    try:
+        clients = write(hosts, 300)
+        clients.join(120)
+        pending = hosts.health("posts")["outbox_pending"] + hosts.health("comments")["outbox_pending"]
+        assert pending > 0, "writes made while the bus is unreachable should wait in the outboxes"
+    finally:
+        network.heal("bus", "back")
+    converged(hosts, say, "the bus cut off from everyone for 300 writes", time.monotonic())
+
+
+def test_a_link_that_flaps_every_second_for_20_seconds(network, hosts, say):
+    flapping_over = threading.Event()
+    clients = write(hosts, 100_000, clients=2, until=flapping_over)
+    flaps = 0
+    try:
+        ends = time.monotonic() + 20
+        while time.monotonic() < ends:
+            network.cut("bus", "back")
+            time.sleep(0.5)  # the fault's own rhythm: down half a second, up half a second
+            network.heal("bus", "back")
+            time.sleep(0.5)
+            flaps += 1
+    finally:
+        network.heal("bus", "back")
+        flapping_over.set()
+    clients.join(60)
+    say(f"the bus's link went down and up {flaps} times while {clients.writes} writes were made")
+    converged(hosts, say, "a flapping link", time.monotonic())
