@@ -5,6 +5,7 @@ import time
 import pytest
 
 from services.shared.components import components
+from services.shared.config import DEFAULT_SUBSCRIBERS
 
 
 def test_a_post_and_its_comment_are_assembled_in_query(blog):
@@ -72,9 +73,9 @@ def test_bad_comment_bodies_get_a_clear_400(blog):
     assert blog.comments.get(f"/posts/{post['id']}/comments").json == []
 
 
-@pytest.mark.parametrize("service", ["posts", "comments", "query"])
+@pytest.mark.parametrize("service", DEFAULT_SUBSCRIBERS)
 def test_unknown_routes_and_methods_answer_json_not_html(blog, service):
-    client = getattr(blog, service)
+    client = blog.apps[service].test_client()
     missing = client.get("/nowhere")
     assert missing.status_code == 404 and "GET /nowhere" in missing.json["error"]
     wrong = client.delete("/events")
@@ -207,8 +208,8 @@ def test_a_new_query_catches_up_from_the_log(blog, config, tmp_path):
 
 
 def test_health_says_what_each_service_is(blog):
-    for name in ("posts", "comments", "query"):
-        health = getattr(blog, name).get("/health").json
+    for name in DEFAULT_SUBSCRIBERS:
+        health = blog.apps[name].test_client().get("/health").json
         assert health["service"] == name and health["status"] == "ok"
     assert blog.query.get("/health").json["applied_seq"] == 0
 
