@@ -199,7 +199,7 @@ class BrokerCarrier:
     delivered_to = f"all {len(CONSUMERS)} consuming services"
 
     def __init__(self, rt: Runtime) -> None:
-        from services.shared.rabbitmq import RabbitTransport
+        from services.shared.transport.rabbitmq import RabbitTransport
 
         config = rt.config
         self._new = lambda: RabbitTransport(config.broker_url, namespace=config.broker_namespace)
@@ -582,9 +582,9 @@ def fresh_formation(extra_env: dict[str, str]) -> Iterator[Runtime]:
             rt.formation.stop(name)
         shutil.rmtree(data_dir, ignore_errors=True)
         if rt.config.transport == "rabbitmq":  # only now: running consumers would declare their queues again
-            from services.shared.rabbitmq import RabbitTransport
+            from services.shared.transport.rabbitmq import RabbitTransport
 
-            RabbitTransport(rt.config.broker_url, namespace=rt.config.broker_namespace).delete_everything()
+            RabbitTransport(rt.config.broker_url, namespace=rt.config.broker_namespace).reset()
 
 
 @contextmanager

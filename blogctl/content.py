@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.text import Text
+
+from services.shared.transport import Description, Inspection, TransportError
 
 from . import render
 from .errors import BlogctlError
 from .lifecycle import JsonOption
 from .render import console, safe
 from .runtime import runtime
+
+T = TypeVar("T")
+PAGE = 1000  # events per read of the log
 
 post_app = typer.Typer(help="Create and list posts (the Posts service).", no_args_is_help=True)
 comment_app = typer.Typer(help="Create and list comments (the Comments service).", no_args_is_help=True)
@@ -90,57 +96,67 @@ def events(
     subscriber: Annotated[str | None, typer.Option("--subscriber", "-s", help="With --dead: only this subscriber's.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """The event log, oldest first, and how far each subscriber has read it.
+    """The event log, oldest first, and what still waits for each consumer.
 
-    On RabbitMQ: the stream every event goes to (seq = its offset + 1), and each service's queue depth.
+    On the HTTP bus: its log and each subscriber's cursor; on a broker: its log (seq = offset + 1)
+    and each consumer's queue depth.
     """
     rt = runtime(ctx)
-    if rt.config.transport == "rabbitmq":
-        _broker_events(rt, event_type, after, limit, follow, dead, json_output)
-        return
-    client = rt.client
+    carrier = rt.inspection.describe()
     if dead:
-        letters = client.dead_letters(subscriber)
-        if json_output:
-            render.print_json(letters)
-        elif not letters:
-            console.print("No dead letters: every subscriber took every event.")
-        else:
-            console.print(render.dead_letters_table(letters))
-            console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
+        _dead_letters(rt, carrier, subscriber, json_output)
         return
-    logged = client.events(after=after, limit=limit, event_type=event_type)
+    logged = read_events(rt.inspection, after=after, limit=limit, event_type=event_type)
     if follow:
-        _follow_events(client, logged, after, event_type, json_output)
+        _follow_events(rt.inspection, logged, after, event_type, json_output, what=carrier.log)
         return
-    subscribers = client.subscribers()
+    backlog = _carried(rt.inspection, rt.inspection.backlog)
     if json_output:
-        render.print_json({"events": logged, "subscribers": subscribers})
+        render.print_json({"events": logged, carrier.backlog_of: backlog})
         return
-    console.print(render.events_table(logged))
-    console.print(render.subscribers_table(subscribers, title="Subscriber cursors"))
+    console.print(render.events_table(logged, title=f"Events in {carrier.log}"))
+    console.print(render.backlog_table(carrier, backlog))
 
 
-def _broker_events(rt, event_type: str | None, after: int, limit: int | None, follow: bool, dead: bool,
-                   json_output: bool) -> None:
-    if dead:
-        raise BlogctlError("there are no dead letters on RabbitMQ: a service's queue keeps an event it could "
-                           "not apply and retries it (see the queue depths in `blogctl status`)")
-    broker = rt.broker
-    logged = broker.events(after=after, limit=limit, event_type=event_type)
-    if follow:
-        _follow_events(broker, logged, after, event_type, json_output, what="the RabbitMQ stream")
-        return
-    queues = broker.queues()
+def _dead_letters(rt, carrier: Description, subscriber: str | None, json_output: bool) -> None:
+    if not carrier.dead_letters:
+        raise BlogctlError(f"there are no dead letters on {carrier.name}: it keeps an event a consumer could not "
+                           f"apply for that consumer and retries it (see the {carrier.backlog_of} in `blogctl status`)")
+    letters = rt.client.dead_letters(subscriber)
     if json_output:
-        render.print_json({"events": logged, "queues": queues})
-        return
-    console.print(render.events_table(logged, title=f"Event stream {rt.config.broker_namespace}.log"))
-    console.print(render.queues_table(queues, title="Queues"))
+        render.print_json(letters)
+    elif not letters:
+        console.print("No dead letters: every subscriber took every event.")
+    else:
+        console.print(render.dead_letters_table(letters))
+        console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
 
 
-def _follow_events(client, logged: list[dict], after: int, event_type: str | None, json_output: bool,
-                   what: str = "the bus log") -> None:
+def _carried(log: Inspection, call: Callable[[], T]) -> T:
+    """A call on the transport, its failure as one line for a person."""
+    try:
+        return call()
+    except TransportError as exc:
+        carrier = log.describe()
+        hint = "is it running? try `blogctl up`" if carrier.process else f"is {carrier.name} running?"
+        raise BlogctlError(f"{exc} — {hint}") from None
+
+
+def read_events(log: Inspection, *, after: int = 0, limit: int | None = None,
+                event_type: str | None = None) -> list[dict]:
+    """The log after `after`, oldest first, read a page at a time: at most `limit` events of `event_type`."""
+    found: list[dict] = []
+    while limit is None or len(found) < limit:
+        page = _carried(log, lambda: log.read_log(after=after, limit=PAGE))
+        found.extend(event.to_dict() for event in page if event_type is None or event.type == event_type)
+        if len(page) < PAGE:
+            break
+        after = page[-1].seq
+    return found if limit is None else found[:limit]
+
+
+def _follow_events(log: Inspection, logged: list[dict], after: int, event_type: str | None, json_output: bool,
+                   what: str) -> None:
     def show(event: dict) -> None:
         if json_output:
             render.print_json_line(event)
@@ -156,7 +172,7 @@ def _follow_events(client, logged: list[dict], after: int, event_type: str | Non
                 show(event)
                 last = max(last, event.get("seq", last))
             time.sleep(0.5)
-            logged = client.events(after=last, event_type=event_type)
+            logged = read_events(log, after=last, event_type=event_type)
     except KeyboardInterrupt:
         pass
 

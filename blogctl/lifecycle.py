@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from services.shared.config import CONSUMERS
+from services.shared.config import spec
+from services.shared.transport import REGISTRY, TransportError
 
 from . import render
 from .client import ServiceError
@@ -39,14 +40,12 @@ class Signal(str, enum.Enum):
 def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> None:
     """Start `names` and wait until each answers /health; on failure stop what this call started.
 
-    On RabbitMQ the consumers come up first: their queues must exist before Posts publishes.
+    In the table's order of need: the transport's own process (the bus) first, then the services
+    that consume (so their queues or cursors exist before anything is published), then the rest.
     """
     formation = rt.formation
     started = []
-    phases = [names]
-    if rt.config.transport == "rabbitmq":
-        phases = [[n for n in names if n in CONSUMERS], [n for n in names if n not in CONSUMERS]]
-        phases = [phase for phase in phases if phase]
+    phases = [phase for phase in _by_start_order(names) if phase]
     try:
         for phase in phases:
             for name in phase:
@@ -58,6 +57,17 @@ def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> 
         for name in started:
             formation.stop(name)
         raise
+
+
+def _by_start_order(names: list[str]) -> list[list[str]]:
+    def rank(name: str) -> int:
+        try:
+            found = spec(name)
+        except KeyError:  # a Procfile entry that is not one of our services
+            return 2
+        return 0 if found.bus else 1 if found.consumes else 2
+
+    return [[name for name in names if rank(name) == phase] for phase in range(3)]
 
 
 def service_rows(rt: Runtime) -> list[dict]:
@@ -100,8 +110,8 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once all are healthy; leave them running.")] = False,
     broker: Annotated[str | None, typer.Option(
         "--broker", metavar="URL",
-        help="Carry events through RabbitMQ at URL (e.g. amqp://guest:guest@127.0.0.1:5672//) instead of the "
-        "HTTP bus, which is then not started (default: BLOG_BROKER_URL).",
+        help="Carry events through the broker at URL instead of the HTTP bus, which is then not started "
+        f"(default: BLOG_BROKER_URL; the schemes known: {', '.join(REGISTRY)}).",
     )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
@@ -128,7 +138,7 @@ def up(
     rt.record_broker()
     bring_up(rt, missing, timeout)
     show_services(rt)
-    console.print(render.mode_line(rt.config), soft_wrap=True)
+    console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
     console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
     if detach:
         console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
@@ -142,8 +152,8 @@ def _check_same_transport(rt: Runtime, broker: str) -> None:
     """`up --broker` onto a formation already running on another transport would split it in two."""
     running = [s.name for s in rt.formation.states() if s.running]
     if running and rt.config.broker_url != broker:
-        now = f"RabbitMQ at {rt.broker.url}" if rt.config.broker_url else "the HTTP bus"
-        raise BlogctlError(f"{', '.join(running)} already running with events through {now} — "
+        now = rt.inspection.describe()
+        raise BlogctlError(f"{', '.join(running)} already running with events through {now.name} at {now.url} — "
                            "stop the formation first (`blogctl down`)")
 
 
@@ -207,58 +217,37 @@ def down(ctx: typer.Context) -> None:
 
 
 def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Each service's port, pid, health and uptime, and the bus's delivery lag per subscriber."""
+    """Each service's port, pid, health and uptime, and what still waits for each consumer.
+
+    On the HTTP bus: each subscriber's cursor and lag; on a broker: each consumer's queue depth.
+    """
     rt = runtime(ctx)
     rows = service_rows(rt)
-    if rt.config.transport == "rabbitmq":
-        _broker_status(rt, rows, json_output)
-        return
-    subscribers, bus_error = None, None
+    carrier = rt.inspection.describe()
+    backlog, error = None, None
     try:
-        subscribers = rt.client.subscribers()
-    except ServiceError as exc:
-        bus_error = str(exc)
+        backlog = rt.inspection.backlog()
+    except TransportError as exc:
+        error = str(exc)
     if json_output:
-        render.print_json({"mode": _mode(rt), "services": rows, "subscribers": subscribers, "bus_error": bus_error})
+        render.print_json({
+            "mode": _mode(rt), "services": rows, carrier.backlog_of: backlog,
+            "transport": {"name": carrier.name, "url": carrier.url, "log": carrier.log, "error": error},
+        })
         return
-    _print_services(rt, rows)
-    if subscribers is not None:
-        console.print(render.subscribers_table(subscribers))
+    console.print(render.services_table(rows))
+    console.print(render.mode_line(rt.config, carrier), soft_wrap=True)
+    if not any(row["process"] == "running" for row in rows):
+        console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
+    if backlog is not None:
+        console.print(render.backlog_table(carrier, backlog))
     else:
-        console.print(Text.assemble("Bus subscribers: unknown — ", render.safe(bus_error)), style="yellow",
-                      soft_wrap=True)
+        console.print(Text.assemble(f"{render.backlog_title(carrier)}: unknown — ", render.safe(error)),
+                      style="yellow", soft_wrap=True)
 
 
 def _mode(rt: Runtime) -> dict:
-    return {"transport": rt.config.transport, "signed": bool(rt.config.secret)}
-
-
-def _print_services(rt: Runtime, rows: list[dict]) -> None:
-    """The services table and the mode line, which every status shows first."""
-    console.print(render.services_table(rows))
-    console.print(render.mode_line(rt.config), soft_wrap=True)
-    if not any(row["process"] == "running" for row in rows):
-        console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
-
-
-def _broker_status(rt: Runtime, rows: list[dict], json_output: bool) -> None:
-    """Status on RabbitMQ: the broker, each service's queue and its depth, and the stream, instead of bus cursors."""
-    queues, broker_error = None, None
-    try:
-        queues = rt.broker.queues()
-    except BlogctlError as exc:
-        broker_error = str(exc)
-    url = render.without_password(rt.config.broker_url)
-    if json_output:
-        broker = {"url": url, "namespace": rt.config.broker_namespace, "queues": queues, "error": broker_error}
-        render.print_json({"mode": _mode(rt), "services": rows, "broker": broker})
-        return
-    _print_services(rt, rows)
-    if queues is not None:
-        console.print(render.queues_table(queues, title=f"RabbitMQ at {url}"))
-    else:
-        console.print(Text.assemble("Broker queues: unknown — ", render.safe(broker_error)), style="yellow",
-                      soft_wrap=True)
+    return {"transport": rt.inspection.describe().kind, "signed": bool(rt.config.secret)}
 
 
 def open_page(ctx: typer.Context) -> None:

@@ -20,6 +20,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from services.shared import events
+from services.shared.transport import Description
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -112,26 +113,13 @@ def subscribers_table(subscribers: list[dict], title: str = "Bus subscribers") -
     return table
 
 
-def mode_line(config) -> Text:
+def mode_line(config, carrier: Description) -> Text:
     """Which transport carries events and whether they are signed: what `up` and `status` say."""
-    if config.transport == "rabbitmq":
-        carrier = Text.assemble("events through RabbitMQ at ", safe(without_password(config.broker_url)))
-    else:
-        carrier = Text(f"events through the HTTP bus at {config.url('bus').removeprefix('http://')}")
     signed = ("signed (BLOG_SECRET set)", "green") if config.secret else ("not signed (no BLOG_SECRET)", "yellow")
-    return Text.assemble("Mode: ", carrier, "; ", signed)
+    return Text.assemble("Mode: events through ", carrier.name, " at ", safe(carrier.url), "; ", signed)
 
 
-def without_password(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
-    return parts.geturl()
-
-
-def queues_table(queues: list[dict], title: str = "RabbitMQ") -> Table:
+def queues_table(queues: list[dict], title: str = "Broker queues") -> Table:
     """Each service's queue with the messages waiting in it, and the stream (the event log) with its length."""
     table = Table(title=title, title_justify="left")
     for column in ("queue", "type", "for", "messages", "consumers"):
@@ -150,6 +138,19 @@ def queues_table(queues: list[dict], title: str = "RabbitMQ") -> Table:
             str(consumers) if consumers is not None else "—",
         )
     return table
+
+
+# A transport's backlog as a table, by what it lists (see `Description.backlog_of`).
+BACKLOG_TABLES = {"subscribers": ("Bus subscribers", subscribers_table), "queues": ("Broker queues", queues_table)}
+
+
+def backlog_title(carrier: Description) -> str:
+    return BACKLOG_TABLES[carrier.backlog_of][0]
+
+
+def backlog_table(carrier: Description, backlog: list[dict], title: str | None = None) -> Table:
+    default, table = BACKLOG_TABLES[carrier.backlog_of]
+    return table(backlog, title=title or default)
 
 
 def dead_letters_table(letters: list[dict]) -> Table:

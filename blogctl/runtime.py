@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 import typer
 
 from services.shared import config as config_module
-from services.shared.config import SERVICES, Config
+from services.shared import transport as transport_module
+from services.shared.config import SERVICE_TABLE, SERVICES, Config
+from services.shared.transport import Inspection
 
-from .broker import BrokerClient
 from .client import BlogClient, ServiceError
 from .errors import BlogctlError
 from .formation import Formation, child_environment
@@ -37,10 +38,17 @@ BROKER_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE")
 
 def make_formation(config: Config, procfile: Path, env: Mapping[str, str]) -> Formation:
     addresses = {name: (urlsplit(config.url(name)).hostname, port) for name, port in config.ports.items()}
-    skipped = {}
-    if config.transport == "rabbitmq":  # events go through the broker: no bus process
-        skipped["bus"] = "events go through RabbitMQ (BLOG_BROKER_URL), there is no bus process"
+    carrier = inspect(config).describe()
+    skipped = {  # a transport's own process (the bus) runs only when the transport in use needs it
+        spec.name: f"events go through {carrier.name} ({carrier.url}), there is no {spec.name} process"
+        for spec in SERVICE_TABLE if spec.bus and spec.name != carrier.process
+    }
     return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped)
+
+
+def inspect(config: Config) -> Inspection:
+    """The configured transport, as tools see it: describe, backlog, read the log, reset."""
+    return transport_module.from_config(config)
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ class Wiring:
 
     client: Callable[[Config], BlogClient] = BlogClient
     formation: Callable[[Config, Path, Mapping[str, str]], Formation] = make_formation
-    broker: Callable[[Config], BrokerClient] = BrokerClient
+    inspection: Callable[[Config], Inspection] = inspect
 
 
 class Runtime:
@@ -79,15 +87,15 @@ class Runtime:
             recorded, dict) else {}
 
     def use_broker(self, url: str) -> None:
-        """Run on RabbitMQ at `url` (`up --broker`): the services get it as BLOG_BROKER_URL."""
+        """Carry events through the broker at `url` (`up --broker`): the services get it as BLOG_BROKER_URL."""
         self.overrides["BLOG_BROKER_URL"] = url
-        for name in ("env", "config", "client", "formation", "broker"):
+        for name in ("env", "config", "client", "formation", "inspection"):
             self.__dict__.pop(name, None)
 
     def record_broker(self) -> None:
         """Remember this formation's broker for later commands (the file holds the URL: owner-only)."""
         path = self.config.run_dir / BROKER_RECORD
-        if self.config.transport != "rabbitmq":
+        if not self.config.broker_url:
             path.unlink(missing_ok=True)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,9 +122,9 @@ class Runtime:
         return self.wiring.formation(self.config, self.procfile, self.env)
 
     @cached_property
-    def broker(self) -> BrokerClient:
-        """The broker's stream and queues (only when the formation runs on RabbitMQ)."""
-        return self.wiring.broker(self.config)
+    def inspection(self) -> Inspection:
+        """The transport that carries the events, as the seam shows it (whichever it is)."""
+        return self.wiring.inspection(self.config)
 
     def is_healthy(self, name: str) -> bool:
         if name not in self.config.ports:  # a Procfile entry that is not one of our services

@@ -189,7 +189,7 @@ class Formation:
     # What differs by transport, behind one name each
 
     def rabbit(self):
-        from services.shared.rabbitmq import RabbitTransport
+        from services.shared.transport.rabbitmq import RabbitTransport
 
         return RabbitTransport(self.broker_url, namespace=self.namespace)
 
@@ -232,7 +232,7 @@ class Formation:
 
     def remove_broker_objects(self) -> None:
         if self.transport == "rabbitmq":
-            self.rabbit().delete_everything()
+            self.rabbit().reset()
 
 
 # The one HTTP client of the end-to-end tests: the wire API, as a user of the blog calls it.

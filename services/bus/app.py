@@ -11,6 +11,7 @@ from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import SEQ_MAX, WireEvent
 from services.shared.openapi import Error, Operation, Param, register_openapi
+from services.shared.signing import HEADER, SignatureError, verify
 from services.shared.web import ApiError, create_base_app, int_arg, json_body, parse_events, register_health
 
 from .delivery import Delivery, DeliveryFailed
@@ -26,6 +27,8 @@ OPERATIONS = [
         Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}),
         Param("type", "query", {"type": "string"}),
     )),
+    Operation("delete", "/events", "Delete the whole log, every cursor and dead letter (tests and the bench reset with it)",
+              {200: dict[str, Any], 401: Error}),
     Operation("get", "/subscribers", "Each subscriber's cursor, lag and last error", {200: list[dict[str, Any]]}),
     Operation("get", "/dead-letters", "Events parked after a subscriber kept rejecting them",
               {200: list[dict[str, Any]]}, params=(SUBSCRIBER,)),
@@ -36,7 +39,7 @@ OPERATIONS = [
 
 def create_app(config: Config | None = None, **delivery_options) -> Flask:
     config = config or config_module.load()
-    event_log = EventLog(Database(config.db_path("bus"), SCHEMA))
+    event_log = EventLog(Database(config.db_path("bus"), SCHEMA, durable=config.fsync))
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
     delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
 
@@ -65,6 +68,17 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
             yield "]"
 
         return Response(stream_with_context(stream()), mimetype="application/json")
+
+    @app.delete("/events")
+    def reset():
+        if config.secret:  # a write like any other: signed (over the empty body) when the formation is
+            try:
+                verify(config.secret, request.get_data(), request.headers.get(HEADER))
+            except SignatureError as exc:
+                raise ApiError(401, f"unauthorised reset: {exc}") from None
+        event_log.reset()
+        delivery.reset()
+        return jsonify(status="OK")
 
     def subscribers() -> list[dict]:
         last = event_log.last_seq()

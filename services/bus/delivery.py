@@ -132,6 +132,12 @@ class Deliverer(Worker):
         self.status.failures = 0
         self._rejections = 0
 
+    def rewind(self) -> None:
+        """Back to the start of an emptied log."""
+        self._moved_to(0)
+        self._isolate_until = 0
+        self.status.dead_letters = 0
+
     def redeliver(self, seq: int) -> None:
         """Send one dead letter again, now; it leaves the dead letters only if the subscriber takes it."""
         row = self.log.dead_letter(self.subscriber.name, seq)
@@ -166,6 +172,11 @@ class Delivery:
     def stop(self) -> None:
         for deliverer in self.deliverers.values():
             deliverer.stop()
+
+    def reset(self) -> None:
+        """The log was emptied: every subscriber starts from its beginning again."""
+        for deliverer in self.deliverers.values():
+            deliverer.rewind()
 
     def statuses(self) -> list[DeliveryStatus]:
         return [d.status for d in self.deliverers.values()]

@@ -29,7 +29,7 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="comments")
-    db = Database(config.db_path("comments"), SCHEMA)
+    db = Database(config.db_path("comments"), SCHEMA, durable=config.fsync)
     store = CommentStore(db)
     app = create_base_app("comments", config)
     allow_page_origin(app, config)

@@ -25,7 +25,7 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="posts")
-    db = Database(config.db_path("posts"), SCHEMA)
+    db = Database(config.db_path("posts"), SCHEMA, durable=config.fsync)
     store = PostStore(db)
     app = create_base_app("posts", config)
     allow_page_origin(app, config)

@@ -41,10 +41,11 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="query")
-    view = QueryView(Database(config.db_path("query"), SCHEMA))
+    me = config.me("query")  # "query", or the replica this process is ("query.2"): its own database and subscription
+    view = QueryView(Database(config.db_path(me), SCHEMA, durable=False))  # rebuilt from the log if lost
     app = create_base_app("query", config, import_name=__name__)
     components(app).add("transport", Closing(transport))
-    catch_up = register_consumer(app, "query", view, transport, HANDLERS)
+    catch_up = register_consumer(app, me, view, transport, HANDLERS)
 
     @app.get("/")
     def page():

@@ -20,12 +20,13 @@ class ServiceSpec:
     consumes: tuple[str, ...] = ()  # the event types its handlers take (a broker queue is bound to these)
     emits: tuple[str, ...] = ()  # the event types it publishes through its outbox
     bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
+    replicable: bool = False  # may run as several processes (BLOG_REPLICAS): it owns no data but its view
 
 
 SERVICE_TABLE: tuple[ServiceSpec, ...] = (
     ServiceSpec("posts", 4000, emits=("PostCreated",)),
     ServiceSpec("comments", 4001, consumes=("PostCreated",), emits=("CommentCreated",)),
-    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated")),
+    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated"), replicable=True),
     ServiceSpec("bus", 4005, bus=True),
 )
 SERVICES = tuple(spec.name for spec in SERVICE_TABLE)
@@ -44,6 +45,14 @@ def spec(name: str) -> ServiceSpec:
     return _BY_NAME[name]
 
 
+def service_of(instance: str) -> str:
+    """`query.2` -> `query`: the service a replica runs (a service's first process is named as it)."""
+    return instance.partition(".")[0]
+
+
+REPLICA_PORT_STEP = 100  # replica k of a service listens on its port + 100 x (k - 1), as honcho numbers them
+
+
 class ConfigError(ValueError):
     """A BLOG_* setting holds a value the system cannot use."""
 
@@ -59,6 +68,9 @@ class Subscriber:
 class Config:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # Every process of the formation by name: the services, and replicas as `query.2`, `query.3`.
+    instances: tuple[str, ...] = SERVICES
+    instance: str | None = None  # BLOG_INSTANCE: which replica this process is (None: the service itself)
     # BLOG_<SERVICE>_HOST: where a service runs on another host (default: this host). `host` is
     # what this process binds; these are what it calls.
     hosts: dict[str, str] = field(default_factory=dict)
@@ -68,15 +80,19 @@ class Config:
     secret: str | None = None  # BLOG_SECRET: sign and check every event sent over HTTP
     delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
+    fsync: bool = True  # BLOG_FSYNC=0: answer a write once committed, without waiting for the disk
     idle_timeout: int = 10  # seconds a service keeps a silent connection (idle, or a request never finished)
-    # BLOG_BROKER_URL: carry events through RabbitMQ instead of the HTTP bus. Several nodes of a
-    # cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
+    # BLOG_BROKER_URL: carry events through a broker instead of the HTTP bus, the transport chosen by
+    # the URL's scheme. Several nodes of a cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
     broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
 
     @property
     def transport(self) -> str:
-        return "rabbitmq" if self.broker_url else "http"
+        """Which kind of transport carries the events ("http", "rabbitmq", ...): the registry's answer."""
+        from .transport import kind
+
+        return kind(self)
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
@@ -88,7 +104,15 @@ class Config:
         hosts = {"127.0.0.1", "localhost"}
         if self.host not in ("0.0.0.0", "", "::"):
             hosts.add(self.host)
-        return sorted(f"http://{host}:{self.ports['query']}" for host in hosts)
+        return sorted(f"http://{host}:{self.ports[query]}" for host in hosts for query in self.replicas("query"))
+
+    def me(self, service: str) -> str:
+        """This process's name in the formation: `service`, or the replica of it it runs as."""
+        return self.instance if self.instance and service_of(self.instance) == service else service
+
+    def replicas(self, service: str) -> list[str]:
+        """Every process of `service`: `[query, query.2, ...]`."""
+        return [name for name in self.instances if service_of(name) == service]
 
     def db_path(self, service: str) -> Path:
         return self.data_dir / f"{service}.db"
@@ -98,11 +122,11 @@ class Config:
         return self.data_dir / "run"
 
 
-def _port(env: dict[str, str], service: str) -> int:
-    name = f"BLOG_{service.upper()}_PORT"
+def _port(env: dict[str, str], service: str, *, variable: str | None = None, default: int | None = None) -> int:
+    name = variable or f"BLOG_{service.upper()}_PORT"
     raw = env.get(name)
     if raw is None:
-        return DEFAULT_PORTS[service]
+        return DEFAULT_PORTS[service] if default is None else default
     try:
         port = int(raw)
     except ValueError:
@@ -129,7 +153,8 @@ def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
     """BLOG_SUBSCRIBERS: comma-separated `name=url` pairs, or service names."""
     raw = env.get("BLOG_SUBSCRIBERS")
     if raw is None:
-        return tuple(Subscriber(n, base.url(n) + "/events", batch=True) for n in DEFAULT_SUBSCRIBERS)
+        return tuple(Subscriber(n, base.url(n) + "/events", batch=True)
+                     for n in base.instances if service_of(n) in DEFAULT_SUBSCRIBERS)
     subscribers = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         name, sep, url = (part.strip() for part in item.partition("="))
@@ -142,18 +167,77 @@ def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
     return tuple(subscribers)
 
 
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is neither 1 nor 0")
+
+
 def _broker_addresses(raw: str) -> str | None:
-    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons."""
+    """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons,
+    each of a scheme the transport registry knows."""
+    from urllib.parse import urlsplit
+
+    from .transport import REGISTRY
+
     addresses = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
+    for address in addresses:
+        if urlsplit(address).scheme.lower() not in REGISTRY:
+            known = ", ".join(f"{scheme}://" for scheme in REGISTRY)
+            raise ConfigError(f"BLOG_BROKER_URL: no transport for {address.split(':', 1)[0]!r} URLs (known: {known})")
     return ";".join(addresses) or None
+
+
+def _replicas(env: dict[str, str]) -> dict[str, int]:
+    """BLOG_REPLICAS: `query=2` (comma-separated SERVICE=N) runs N processes of a service."""
+    counts = {}
+    for item in filter(None, (part.strip() for part in env.get("BLOG_REPLICAS", "").split(","))):
+        name, sep, count = (part.strip() for part in item.partition("="))
+        if not sep or not count.isdigit() or not 1 <= int(count) <= 16:
+            raise ConfigError(f"BLOG_REPLICAS: {item!r} is not SERVICE=N with N from 1 to 16")
+        if name not in _BY_NAME or not _BY_NAME[name].replicable:
+            replicable = ", ".join(s.name for s in SERVICE_TABLE if s.replicable)
+            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas (only {replicable}: the others own "
+                              "their data in one SQLite file)")
+        counts[name] = int(count)
+    return counts
+
+
+def _instance_ports(env: dict[str, str], replicas: dict[str, int]) -> dict[str, int]:
+    """Each process's port, in formation order: a service's own, then for its replica k
+    BLOG_<SERVICE>_<k>_PORT, or REPLICA_PORT_STEP x (k - 1) above the service's."""
+    ports = {}
+    for service in SERVICES:
+        ports[service] = base = _port(env, service)
+        for k in range(2, replicas.get(service, 1) + 1):
+            replica = f"{service}.{k}"
+            ports[replica] = _port(env, service, variable=f"BLOG_{service.upper()}_{k}_PORT",
+                                   default=base + REPLICA_PORT_STEP * (k - 1))
+            clash = next((other for other, port in ports.items() if port == ports[replica] and other != replica), None)
+            if clash:
+                raise ConfigError(f"{replica} would listen on port {ports[replica]}, as {clash} does: "
+                                  f"set BLOG_{service.upper()}_{k}_PORT to another port")
+    return ports
 
 
 def load(env: dict[str, str] | None = None) -> Config:
     """Read the configuration from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
+    replicas = _replicas(env)
+    ports = _instance_ports(env, replicas)
+    instance = env.get("BLOG_INSTANCE") or None
+    if instance is not None and instance not in ports:
+        raise ConfigError(f"BLOG_INSTANCE={instance!r} is not a process of this formation ({', '.join(ports)})")
     base = Config(
         host=env.get("BLOG_HOST", "127.0.0.1"),
-        ports={service: _port(env, service) for service in SERVICES},
+        ports=ports,
+        instances=tuple(ports),
+        instance=instance,
         hosts={service: env[f"BLOG_{service.upper()}_HOST"] for service in SERVICES
                if env.get(f"BLOG_{service.upper()}_HOST")},
         data_dir=Path(env.get("BLOG_DATA_DIR", ".blog")),
@@ -161,6 +245,8 @@ def load(env: dict[str, str] | None = None) -> Config:
     return Config(
         host=base.host,
         ports=base.ports,
+        instances=base.instances,
+        instance=base.instance,
         hosts=base.hosts,
         data_dir=base.data_dir,
         subscribers=_subscribers(env, base),
@@ -168,6 +254,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
         idle_timeout=int(_number(env, "BLOG_IDLE_TIMEOUT", Config.idle_timeout)),
+        fsync=_flag(env, "BLOG_FSYNC", Config.fsync),
         broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
     )

@@ -18,7 +18,7 @@ from typing import Protocol
 from flask import Flask
 
 from .components import components
-from .config import spec
+from .config import service_of, spec
 from .db import Database
 from .events import Event
 from .transport import Transport, TransportError
@@ -150,7 +150,8 @@ class Subscription:
 
 def register_consumer(app: Flask, name: str, store: Store, transport: Transport, handlers: Iterable[str], *,
                       then: Callable[[], None] = lambda: None) -> CatchUp:
-    """Make `name` a consumer of the event types its row in the service table lists: its
+    """Make `name` (a service, or a replica of one: `query.2`) a consumer of the event types
+    its service's row in the service table lists: its
     `POST /events` route, its subscription and its catch-up, all applying through `store.apply`,
     each applied batch followed by `then()` (wake the outbox relay, for a service that emits)."""
 
@@ -166,7 +167,7 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
             catch_up.request()
 
     parts = components(app)
-    parts.add("consumer", Subscription(name, transport, consume, spec(name).consumes, handlers))
+    parts.add("consumer", Subscription(name, transport, consume, spec(service_of(name)).consumes, handlers))
     parts.add("catch-up", catch_up)
     app.register_blueprint(events_blueprint(consume))
     return catch_up

@@ -42,7 +42,7 @@ def run(service: str, create_app: Callable[..., Flask]) -> None:
         parts.start()
         serve(app, service, config)
     except OSError as exc:
-        sys.exit(f"{service}: cannot listen on {config.host}:{config.ports[service]}: {exc}")
+        sys.exit(f"{config.me(service)}: cannot listen on {config.host}:{config.ports[config.me(service)]}: {exc}")
     except Terminated:
         terminated = True
     finally:

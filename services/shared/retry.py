@@ -2,14 +2,31 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import tenacity
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Exponential backoff from `initial` seconds, doubling, capped at `maximum`, plus jitter up to `initial`."""
+
+    initial: float = 0.05
+    maximum: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1 for the first failure)."""
+        return min(self.maximum, self.initial * 2 ** min(max(attempt - 1, 0), 32)) + random.uniform(0, self.initial)
+
+
+POLICY = Policy()  # the one policy; a loop that cannot hand its call to `retry_until_stopped` asks it for delays
 
 
 class Stopped(Exception):
@@ -22,8 +39,8 @@ def retry_until_stopped(
     *,
     what: str,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
-    initial: float = 0.05,
-    maximum: float = 5.0,
+    initial: float = POLICY.initial,
+    maximum: float = POLICY.maximum,
     on_error: Callable[[BaseException, int], None] | None = None,
 ) -> T:
     """Call `call` until it succeeds or `stop` is set (then raise Stopped)."""
@@ -38,7 +55,7 @@ def retry_until_stopped(
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(retry_on),
-        wait=tenacity.wait_exponential(multiplier=initial, max=maximum) + tenacity.wait_random(0, initial),
+        wait=lambda state: Policy(initial, maximum).delay(state.attempt_number),
         stop=lambda state: stop.is_set(),
         sleep=stop.wait,
         before_sleep=before_sleep,

@@ -161,7 +161,8 @@ def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> Non
     @app.get("/health")
     def health():
         return jsonify(
-            service=service, status="ok", transport=config.transport, signed=bool(config.secret),
+            service=service, instance=config.me(service), status="ok", transport=config.transport,
+            signed=bool(config.secret),
             uptime=round(time.time() - started, 1), **fields(),
         )
 
@@ -182,7 +183,7 @@ def serve(app: Flask, service: str, config: Config, *, threads: int = 8) -> None
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
     waitress_serve(
-        app, host=config.host, port=config.ports[service], threads=threads, ident=service,
+        app, host=config.host, port=config.ports[config.me(service)], threads=threads, ident=config.me(service),
         connection_limit=CONNECTIONS_MAX, asyncore_use_poll=True,  # poll(): no select() limit of 1,024 descriptors
         channel_timeout=config.idle_timeout, cleanup_interval=1,
     )

@@ -31,8 +31,10 @@ from blogctl.formation import ProcessState, ServiceFailed  # noqa: E402
 from blogctl.runtime import Wiring  # noqa: E402
 from services.bus.app import create_app as create_bus  # noqa: E402
 from services.shared.config import SERVICES, Config, load  # noqa: E402
+from services.shared.http import Answer, Unreachable  # noqa: E402
 from services.shared.transport import InMemoryBus  # noqa: E402
 from tests.in_process import create_apps, relay  # noqa: E402
+from services.shared.transport.bus import HttpTransport  # noqa: E402
 
 
 class InProcessSession:
@@ -59,6 +61,26 @@ class InProcessSession:
         return response
 
 
+class InProcessHttp:
+    """The services' HTTP client, answered by the apps' test clients (what the transport seam reads through)."""
+
+    def __init__(self, blog: InProcessBlog, config: Config) -> None:
+        self.blog = blog
+        self.by_port = {port: name for name, port in config.ports.items()}
+
+    def request(self, method: str, url: str, *, body=None, headers=None, params=None) -> Answer:
+        parts = urlsplit(url)
+        service = self.by_port.get(parts.port)
+        if service not in self.blog.running:
+            raise Unreachable(f"connection refused: {url}")
+        answer = self.blog.clients[service].open(parts.path, method=method, query_string=params, data=body,
+                                                 headers=headers)
+        return Answer(answer.status_code, answer.get_data(), answer.headers)
+
+    def close(self) -> None:
+        pass
+
+
 class InProcessBlog:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +104,7 @@ class InProcessBlog:
         return Wiring(
             client=lambda config: BlogClient(config, session=InProcessSession(self, config)),
             formation=lambda config, procfile, env: self.formation,
+            inspection=lambda config: HttpTransport(config.url("bus"), http=InProcessHttp(self, config)),
         )
 
 

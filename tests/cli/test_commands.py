@@ -139,7 +139,7 @@ def test_events_shows_the_log_and_subscriber_cursors(cli):
     cli.ok("comment", "create", post["id"], "a comment")
     out = cli.ok("events").stdout
     assert "PostCreated" in out and "CommentCreated" in out and "'Evented'" in out
-    assert "Subscriber cursors" in out and "query" in out
+    assert "Bus subscribers" in out and "query" in out
     data = cli.json("events")
     assert [e["type"] for e in data["events"]] == ["PostCreated", "CommentCreated"]
     assert {s["name"] for s in data["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
@@ -196,7 +196,7 @@ def test_status_tells_the_truth(cli, blog):
 def test_status_without_the_bus_says_subscribers_are_unknown(cli, blog):
     blog.running.discard("bus")
     assert "Bus subscribers: unknown" in cli.ok("status").stdout
-    assert cli.json("status")["bus_error"].startswith("bus service is not reachable")
+    assert cli.json("status")["transport"]["error"].startswith("bus service is not reachable")
 
 
 def test_up_starts_what_is_missing_and_shows_the_table(cli, blog):
@@ -322,7 +322,7 @@ def test_demo_failure_fails_when_query_does_not_survive(cli, blog):
 
 def test_status_and_up_say_which_transport_runs_and_whether_events_are_signed(cli, blog):
     result = cli.ok("status")
-    assert "Mode: events through the HTTP bus at 127.0.0.1:4005; not signed (no BLOG_SECRET)" in result.stdout
+    assert "Mode: events through the HTTP bus at http://127.0.0.1:4005; not signed (no BLOG_SECRET)" in result.stdout
     assert cli.json("status")["mode"] == {"transport": "http", "signed": False}
     signed = cli("status", env={"BLOG_SECRET": "s3cret"})
     assert "signed (BLOG_SECRET set)" in signed.stdout and "s3cret" not in signed.stdout

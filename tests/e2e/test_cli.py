@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from services.shared.config import CONSUMERS, DEFAULT_SUBSCRIBERS, SERVICES
-from services.shared.rabbitmq import RabbitTransport
+from services.shared.transport.rabbitmq import RabbitTransport
 from tests.helpers import (
     BROKER_URL, ROOT, broker_missing, free_port, port_is_listening, process_group_alive, wait_until,
 )
@@ -199,8 +199,8 @@ def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
         assert status["mode"]["transport"] == "rabbitmq"
         assert {s["service"] for s in status["services"]} == set(DEFAULT_SUBSCRIBERS)
         assert all(s["healthy"] for s in status["services"])
-        assert status["broker"]["url"] == "amqp://guest:***@127.0.0.1:5672//"
-        queues = {q["name"]: q for q in status["broker"]["queues"]}
+        assert status["transport"]["url"] == "amqp://guest:***@127.0.0.1:5672//"
+        queues = {q["name"]: q for q in status["queues"]}
         assert set(queues) == {f"{namespace}.{name}" for name in (*CONSUMERS, "log")}
         assert queues[f"{namespace}.query"]["consumers"] == 1
         shown = blogctl("status").stdout
@@ -222,4 +222,4 @@ def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
         blogctl.assert_nothing_left()
         assert not (blogctl.data_dir / "run" / "broker.json").exists()  # the next `up` is on the HTTP bus again
     finally:
-        RabbitTransport(BROKER_URL, namespace=namespace).delete_everything()
+        RabbitTransport(BROKER_URL, namespace=namespace).reset()

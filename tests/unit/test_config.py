@@ -37,7 +37,8 @@ def test_subscribers_come_from_configuration():
 
 @pytest.mark.parametrize("env", [
     {"BLOG_POSTS_PORT": "http"}, {"BLOG_BUS_PORT": "70000"}, {"BLOG_SUBSCRIBERS": "nobody"}, {"BLOG_IDLE_TIMEOUT": "0"},
-    {"BLOG_IDLE_TIMEOUT": "2.5"},
+    {"BLOG_IDLE_TIMEOUT": "2.5"}, {"BLOG_FSYNC": "maybe"}, {"BLOG_REPLICAS": "posts=2"},
+    {"BLOG_REPLICAS": "query=two"}, {"BLOG_INSTANCE": "query.2"},
 ])
 def test_bad_settings_are_named(env):
     with pytest.raises(ConfigError) as info:
@@ -85,3 +86,25 @@ def test_a_service_on_another_host_is_reached_there():
     assert config.url("bus") == "http://bus.internal:4005"
     assert config.url("posts") == "http://127.0.0.1:4000"  # the others: this host
     assert config.subscribers[0].url == "http://127.0.0.1:4000/events"
+
+
+def test_writes_wait_for_the_disk_unless_told_not_to():
+    assert load({}).fsync is True
+    assert load({"BLOG_FSYNC": "0"}).fsync is False
+
+
+def test_query_replicas_each_have_a_port_and_a_subscription_of_their_own():
+    config = load({"BLOG_REPLICAS": "query=3", "BLOG_QUERY_3_PORT": "5999"})
+    assert config.instances == ("posts", "comments", "query", "query.2", "query.3", "bus")
+    assert config.replicas("query") == ["query", "query.2", "query.3"]
+    assert config.ports["query.2"] == 4102 and config.ports["query.3"] == 5999
+    assert [s.name for s in config.subscribers] == ["posts", "comments", "query", "query.2", "query.3"]
+    assert config.subscribers[3].url == "http://127.0.0.1:4102/events"
+    assert config.me("query") == "query"
+    replica = load({"BLOG_REPLICAS": "query=2", "BLOG_INSTANCE": "query.2"})
+    assert replica.me("query") == "query.2" and replica.me("posts") == "posts"
+
+
+def test_a_replica_port_that_clashes_is_named():
+    with pytest.raises(ConfigError, match="query.2 would listen on port 4001, as comments does"):
+        load({"BLOG_REPLICAS": "query=2", "BLOG_QUERY_2_PORT": "4001"})

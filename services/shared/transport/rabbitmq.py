@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -27,10 +26,11 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.exceptions import KombuError
 from kombu.mixins import ConsumerMixin
 
-from .config import CONSUMERS, SERVICES
-from .events import Event, InvalidEvent
-from .transport import Consumer as EventConsumer
-from .transport import TransportError
+from ..config import CONSUMERS, SERVICES
+from ..events import Event, InvalidEvent
+from ..retry import POLICY
+from . import Consumer as EventConsumer
+from . import Description, TransportError, printable
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class Names:
 
 
 class RabbitTransport:
+    kind = "rabbitmq"
+
     def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0) -> None:
         self.url = url
         self.source = source
@@ -93,11 +95,16 @@ class RabbitTransport:
         probe = Connection(url)
         # kombu's ensure() gives up with OperationalError; a nacked publish raises MessageNacked.
         self._errors = (OSError, KombuError, MessageNacked, *probe.connection_errors, *probe.channel_errors)
-        self.safe_url = probe.as_uri()  # without the password
+        self.safe_url = printable(url)
+
+    @classmethod
+    def from_url(cls, url: str, config=None, source: str | None = None) -> RabbitTransport:
+        return cls(url, source=source, namespace=getattr(config, "broker_namespace", "blog"))
 
     def _connection(self) -> Connection:
         return Connection(
             self.url, connect_timeout=self.timeout, heartbeat=30,
+            # One retry inside kombu for a dropped channel; beyond it `publish` and the one retry policy decide.
             transport_options={"confirm_publish": True, "max_retries": 1},
         )
 
@@ -107,7 +114,9 @@ class RabbitTransport:
                 if self._publisher is None:
                     self._publisher = self._connection()
                 producer = self._publisher.Producer(serializer="json")
-                publish = self._publisher.ensure(producer, producer.publish, max_retries=2, interval_start=0.2)
+                # A couple of quick reconnects inside one publish; past them the relay's retry policy takes over.
+                publish = self._publisher.ensure(producer, producer.publish, max_retries=2,
+                                                 interval_start=POLICY.initial)
                 for event in events:
                     if event.id in self._confirmed:
                         continue
@@ -194,7 +203,7 @@ class RabbitTransport:
         types = tuple(types)
         if not types:
             return
-        worker = _QueueConsumer(self._connection(), self.names.queue(name, types), consumer)
+        worker = _QueueConsumer(name, self._connection(), self.names.queue(name, types), consumer)
         try:
             worker.declare()
         except self._errors as exc:  # the consumer declares it as soon as the broker answers
@@ -202,12 +211,16 @@ class RabbitTransport:
         self._workers.append(worker)
         worker.start()
 
+    def _consumer_names(self, services: Iterable[str] = CONSUMERS) -> list[str]:
+        """The consuming services of the table, and any other consumer this transport started."""
+        return list(dict.fromkeys([*services, *(worker.name for worker in self._workers)]))
+
     def queues(self, services: Iterable[str] = CONSUMERS) -> list[dict]:
-        """Each service queue and the stream: messages ready in it and consumers on it (None: no such queue).
+        """Each consumer's queue and the stream: messages ready in it and consumers on it (None: no such queue).
 
         A stream keeps what it holds, and the broker does not count it reliably: read it with `read_log`.
         """
-        wanted = [(f"{self.names.namespace}.{s}", s, "quorum") for s in services]
+        wanted = [(f"{self.names.namespace}.{s}", s, "quorum") for s in self._consumer_names(services)]
         wanted.append((f"{self.names.namespace}.log", None, "stream"))
         found = []
         try:
@@ -222,24 +235,37 @@ class RabbitTransport:
                     if kind == "stream":  # the broker's count for a stream is not its length: read_log is
                         messages = None
                     found.append(dict(name=name, service=service, type=kind, exists=exists, messages=messages,
-                                      consumers=consumers))
+                                      consumers=consumers, waiting=messages))
         except self._errors as exc:
             raise TransportError(f"broker not reachable at {self.safe_url}: {exc}") from None
         return found
 
-    def queue_depths(self) -> dict[str, int | None]:
-        """Messages waiting in each service queue and the stream (None: no such queue yet)."""
-        return {queue["name"]: queue["messages"] for queue in self.queues()}
+    # Inspection
 
-    def delete_everything(self) -> None:
-        """Remove this namespace's queues, stream and exchange from the broker (tests clean up with it)."""
-        with self._connection() as conn:
-            for queue in self.queues(SERVICES):
-                if queue["exists"]:
-                    with conn.channel() as channel:
-                        channel.queue_delete(queue["name"])
-            with conn.channel() as channel:
-                channel.exchange_delete(self.names.exchange.name)
+    def describe(self) -> Description:
+        return Description(
+            kind=self.kind, name="RabbitMQ", url=self.safe_url, process=None, log=f"stream {self.names.namespace}.log",
+            backlog_of="queues", dead_letters=False,
+        )
+
+    def backlog(self) -> list[dict]:
+        """Each consumer's queue (`waiting`: its ready messages) and the stream (the log: `waiting` None)."""
+        return self.queues()
+
+    def reset(self) -> None:
+        """Remove this namespace's queues, stream and exchange from the broker."""
+        try:
+            with self._connection() as conn:
+                for queue in self.queues(SERVICES):
+                    if queue["exists"]:
+                        with conn.channel() as channel:
+                            channel.queue_delete(queue["name"])
+                with conn.channel() as channel:
+                    channel.exchange_delete(self.names.exchange.name)
+        except self._errors as exc:
+            raise TransportError(f"broker not reachable at {self.safe_url}: {exc}") from None
+        self._known_end = -1
+        self._confirmed = RecentIds()
 
     def close(self) -> None:
         for worker in self._workers:
@@ -258,12 +284,15 @@ def _event(body, seq: int | None = None) -> Event:
 class _QueueConsumer(ConsumerMixin):
     """One service's queue: apply each event, then acknowledge; reconnect when the broker goes."""
 
-    def __init__(self, connection: Connection, queue: Queue, consumer: EventConsumer) -> None:
+    def __init__(self, name: str, connection: Connection, queue: Queue, consumer: EventConsumer) -> None:
+        self.name = name
         self.connection = connection
         self.queue = queue
         self.consumer = consumer
         self.last_error: str | None = None
         self._applied = RecentIds()  # a republished event (its confirm was lost) is skipped, not applied again
+        self._failures = 0  # in a row, for the retry policy's growing wait
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def declare(self) -> None:
@@ -276,11 +305,12 @@ class _QueueConsumer(ConsumerMixin):
 
     @contextmanager
     def establish_connection(self):
-        # kombu's default waits 2 s, 4 s, ... up to 30 s between attempts: too slow to notice a broker back.
+        # kombu's own reconnect loop (it keeps the connection's state), paced by the one retry policy:
+        # its default waits 2 s, 4 s, ... up to 30 s, too slow to notice a broker back.
         with self.create_connection() as conn:
             conn.ensure_connection(
-                self.on_connection_error, self.connect_max_retries, interval_start=0.2, interval_step=0.5,
-                interval_max=3,
+                self.on_connection_error, self.connect_max_retries, interval_start=POLICY.initial,
+                interval_step=POLICY.initial * 4, interval_max=POLICY.maximum,
             )
             yield conn
 
@@ -298,10 +328,12 @@ class _QueueConsumer(ConsumerMixin):
             self.consumer([event])
         except Exception as exc:  # noqa: BLE001 - any failure: leave it for a later try
             self.last_error = str(exc)
+            self._failures += 1
             log.warning("could not apply %s %s, requeued: %s", event.type, event.id, exc)
             message.requeue()
-            time.sleep(0.5)  # the store is failing: do not spin on the same message
+            self._stopping.wait(POLICY.delay(self._failures))  # the store is failing: do not spin on the message
             return
+        self._failures = 0
         self._applied.add(event.id)
         message.ack()
 
@@ -315,6 +347,7 @@ class _QueueConsumer(ConsumerMixin):
 
     def stop(self, timeout: float = 5.0) -> None:
         self.should_stop = True
+        self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self.connection.release()

@@ -1,0 +1,135 @@
+"""The transport contract: one test class, run against every transport (see conftest.py).
+
+What a service and a tool may count on, whichever transport carries the events: published
+events are logged once each (by id), in order, with a sequence number, and read back from any
+position; each consumer gets the types it asked for, in log order, again after it refused them,
+and what waited for it while it was away; the transport describes itself, reports each
+consumer's backlog and can be reset.
+"""
+from __future__ import annotations
+
+from services.shared.events import Event
+from services.shared.transport import REGISTRY, TransportError
+from tests.contract.conftest import NAMES
+from tests.helpers import wait_until
+
+TIMEOUT = 15
+FIRST, SECOND = NAMES
+
+
+def post(n: int) -> Event:
+    return Event("PostCreated", {"id": f"p{n}", "title": f"post {n}"})
+
+
+def comment(n: int) -> Event:
+    return Event("CommentCreated", {"id": f"c{n}", "content": f"comment {n}", "postId": "p0"})
+
+
+class TestTransportContract:
+    def test_published_events_are_read_back_in_order_with_positions(self, carrier):
+        publisher = carrier.transport("posts")
+        events = [post(1), comment(1), post(2)]
+        publisher.publish(events[:2])
+        publisher.publish(events[2:])
+        logged = publisher.read_log(after=0, limit=100)
+        assert [(e.id, e.type, e.data) for e in logged] == [(e.id, e.type, e.data) for e in events]
+        assert [e.seq for e in logged] == [1, 2, 3]
+
+    def test_the_log_is_read_from_any_position_a_page_at_a_time(self, carrier):
+        publisher = carrier.transport("posts")
+        events = [post(n) for n in range(7)]
+        publisher.publish(events)
+        assert [e.id for e in publisher.read_log(after=4, limit=100)] == [e.id for e in events[4:]]
+        assert [e.id for e in publisher.read_log(after=2, limit=2)] == [e.id for e in events[2:4]]
+        assert publisher.read_log(after=7, limit=100) == []
+        caught_up, after = [], 0
+        while page := publisher.read_log(after=after, limit=3):  # bounded: 7 events, 3 a page
+            caught_up += page
+            after = page[-1].seq
+        assert [e.id for e in caught_up] == [e.id for e in events]
+
+    def test_an_event_published_twice_is_logged_and_delivered_once(self, carrier):
+        received, _ = carrier.consume(FIRST)
+        publisher = carrier.transport("posts")
+        once, other = post(1), post(2)
+        publisher.publish([once])
+        publisher.publish([once, other])  # a retry after a lost acknowledgement
+        assert [e.id for e in publisher.read_log(after=0, limit=100)] == [once.id, other.id]
+        wait_until(lambda: received.has([once.id, other.id]), timeout=TIMEOUT, message="both events delivered")
+        assert received.ids() == [once.id, other.id]
+
+    def test_each_consumer_gets_only_the_types_it_asked_for(self, carrier):
+        posts_only, _ = carrier.consume(FIRST, types=["PostCreated"])
+        everything, _ = carrier.consume(SECOND)
+        publisher = carrier.transport("posts")
+        events = [post(1), comment(1), post(2), comment(2)]
+        publisher.publish(events)
+        wait_until(lambda: everything.has(e.id for e in events), timeout=TIMEOUT, message="every event delivered")
+        wait_until(lambda: posts_only.has([events[0].id, events[2].id]), timeout=TIMEOUT, message="posts delivered")
+        assert {e.type for e in posts_only.events} == {"PostCreated"}
+
+    def test_each_consumer_gets_events_in_publish_order(self, carrier):
+        first, _ = carrier.consume(FIRST)
+        second, _ = carrier.consume(SECOND)
+        publisher = carrier.transport("posts")
+        events = [post(n) for n in range(60)]
+        for start in range(0, 60, 7):
+            publisher.publish(events[start:start + 7])
+        expected = [e.id for e in events]
+        for received in (first, second):
+            wait_until(lambda: len(received.ids()) >= 60, timeout=TIMEOUT, message="all 60 delivered")
+            assert received.ids() == expected
+
+    def test_a_consumer_that_refuses_gets_the_events_again(self, carrier):
+        received, _ = carrier.consume(FIRST)
+        received.fail = 1
+        publisher = carrier.transport("posts")
+        events = [post(1), post(2)]
+        publisher.publish(events[:1])
+        publisher.publish(events[1:])  # the in-memory bus redelivers at its next delivery; the others on their own
+        wait_until(lambda: received.has(e.id for e in events), timeout=TIMEOUT, message="both delivered after a refusal")
+        assert received.refused == 1
+        # Each once (a broker may hand over the next event while the refused one waits to come back).
+        assert sorted(received.ids()) == sorted(e.id for e in events)
+
+    def test_what_waited_for_a_consumer_away_is_its_backlog_and_reaches_it_when_back(self, carrier):
+        _, away = carrier.consume(FIRST)
+        away.close()
+        publisher = carrier.transport("posts")
+        publisher.publish([post(n) for n in range(3)])
+
+        def waiting() -> int | None:
+            return next((row["waiting"] for row in publisher.backlog() if row["name"].endswith(FIRST)), None)
+
+        wait_until(lambda: waiting() == 3, timeout=TIMEOUT, message="a backlog of 3 for the consumer away")
+        back, _ = carrier.consume(FIRST)
+        wait_until(lambda: len(back.ids()) == 3, timeout=TIMEOUT, message="the backlog delivered")
+        wait_until(lambda: waiting() == 0, timeout=TIMEOUT, message="an empty backlog")
+
+    def test_it_describes_itself_without_secrets(self, carrier):
+        described = carrier.transport().describe()
+        assert described.kind in {"memory", "http", "rabbitmq"}
+        assert described.url.split(":", 1)[0] in REGISTRY
+        assert ":guest@" not in described.url  # a password is never shown
+        assert described.backlog_of in {"subscribers", "queues"}
+        assert described.process in {None, "bus"} and described.log
+
+    def test_reset_deletes_everything_it_holds(self, carrier):
+        publisher = carrier.transport("posts")
+        publisher.publish([post(1), post(2)])
+        assert len(publisher.read_log(after=0, limit=10)) == 2
+        publisher.reset()
+        assert publisher.read_log(after=0, limit=10) == []
+        publisher.publish([post(3)])
+        assert [(e.data["id"], e.seq) for e in publisher.read_log(after=0, limit=10)] == [("p3", 1)]
+
+    def test_a_transport_that_cannot_be_reached_says_so(self, carrier):
+        nowhere = carrier.unreachable()
+        for call in (lambda: nowhere.publish([post(1)]), lambda: nowhere.read_log(after=0, limit=10),
+                     nowhere.backlog):
+            try:
+                call()
+            except TransportError as exc:
+                assert str(exc)
+            else:
+                raise AssertionError(f"{call} did not raise TransportError")
