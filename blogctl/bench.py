@@ -43,7 +43,7 @@ from .formation import _listening
 from .lifecycle import bring_up
 from .polling import wait_for
 from .render import console
-from .runtime import ROOT, Runtime
+from .runtime import Runtime
 
 CLIENTS = 8  # client threads, as in the Node/Express figures the targets compare with
 JSON = {"Content-Type": "application/json"}
@@ -573,7 +573,7 @@ def fresh_formation(extra_env: dict[str, str]) -> Iterator[Runtime]:
     data_dir = Path(tempfile.mkdtemp(prefix="blogctl-bench-"))
     overrides = {"BLOG_DATA_DIR": str(data_dir), **extra_env,
                  **{f"BLOG_{name.upper()}_PORT": str(free_port()) for name in SERVICES}}
-    rt = Runtime(overrides=overrides, procfile=ROOT / "Procfile")
+    rt = Runtime(overrides=overrides, procfile=None)
     try:
         bring_up(rt, rt.formation.names)
         yield rt

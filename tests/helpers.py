@@ -71,6 +71,23 @@ def process_group_alive(pgid: int) -> bool:
     return True
 
 
+@contextmanager
+def tmpfs(mount_point: Path, options: str = "size=1m") -> Iterator[Path]:
+    """A small tmpfs mounted at `mount_point` (the test skips where mounting is not permitted); unmounted on leaving."""
+    mount_point.mkdir(exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount(8) on this machine: the full and read-only disk tests need one")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({result.stderr.strip()}): needs root or CAP_SYS_ADMIN")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
 def broker_missing() -> str | None:
     """Why the RabbitMQ tests cannot run here, or None when a broker answers at BROKER_URL."""
     from kombu import Connection

@@ -22,9 +22,19 @@ CONTENT_MAX = 2000
 ID_MAX = 64
 TYPE_MAX = 100
 SEQ_MAX = 2**63 - 1  # SQLite's largest integer
-# "Not blank": at least one character that is not ASCII white space. A pattern rather than a
-# check in code, so that the OpenAPI document states exactly the same rule.
-NOT_BLANK = r"[^ \t\n\r\f\v]"
+
+
+# "Not blank": at least one character that is neither white space (`str.isspace()`) nor an
+# invisible format character (category Cf: U+200B, U+2060, U+FEFF, ...). A pattern rather than a
+# check in code, so that the OpenAPI document states exactly the same rule; `\uXXXX` is read
+# alike by Python, the Rust engine pydantic validates with and ECMAScript, and the characters
+# above plane 0 are written as themselves. tests/unit/test_events.py derives it from unicodedata.
+NOT_BLANK = (
+    "[^\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891"
+    "\\u08e2\\u1680\\u180e\\u2000-\\u200f\\u2028-\\u202f\\u205f-\\u2064\\u2066-\\u206f\\u3000\\ufeff"
+    "\\ufff9-\\ufffb\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f]"
+)
 
 
 def _whole_number(value: Any) -> Any:

@@ -122,6 +122,9 @@ class FakeFormation:
     def check(self, names):
         assert set(names) <= set(self.names)
 
+    def owns(self, name: str, pid: int) -> bool:
+        return name in self.blog.running  # every app answers with this test's pid
+
     def state(self, name: str) -> ProcessState:
         if name in self.blog.running:
             return ProcessState(name, "running", self.pids[name], time.time() - 5)
@@ -180,6 +183,8 @@ class Cli:
 
     def __call__(self, *args: str, wiring: Wiring | None = None, env: dict | None = None):
         obj = wiring or (self.blog.wiring() if self.blog else None)
+        if self.blog:  # the run directory (its lock) beside the in-process services' data
+            env = {"BLOG_DATA_DIR": str(self.blog.config.data_dir), **(env or {})}
         return self.runner.invoke(app, list(args), obj=obj, env=env, prog_name="blogctl")
 
     def ok(self, *args: str):

@@ -153,8 +153,14 @@ def test_events_rejects_a_negative_after(cli):
     assert cli("events", "--after", "-1").exit_code == 2
 
 
-def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch):
-    cli.ok("post", "create", "before")
+@pytest.mark.parametrize("args, shown", [
+    ([], ["during"]),  # from the end of the log
+    (["--last", "1"], ["before 2", "during"]),
+    (["--after", "0"], ["before 1", "before 2", "during"]),
+])
+def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch, args, shown):
+    cli.ok("post", "create", "before 1")
+    cli.ok("post", "create", "before 2")
     naps = []
 
     def sleep(seconds):  # the user writes a post during the first wait, then presses Ctrl-C
@@ -165,8 +171,21 @@ def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(content.time, "sleep", sleep)
-    lines = cli.ok("events", "--follow", "--json").stdout.splitlines()
-    assert [json.loads(line)["data"]["title"] for line in lines] == ["before", "during"]
+    lines = cli.ok("events", "--follow", "--json", *args).stdout.splitlines()
+    assert [json.loads(line)["data"]["title"] for line in lines] == shown
+
+
+def test_events_last_shows_the_latest_n(cli, monkeypatch):
+    monkeypatch.setattr(content, "PAGE", 2)  # several pages, as a long log would be read
+    for n in range(5):
+        cli.ok("post", "create", f"post {n}")
+        cli.ok("comment", "create", cli.json("post", "list").popitem()[0], f"comment {n}")
+    logged = cli.json("events", "--last", "3")["events"]
+    assert [e["seq"] for e in logged] == [8, 9, 10]
+    posts = cli.json("events", "--last", "2", "--type", "PostCreated")["events"]
+    assert [e["data"]["title"] for e in posts] == ["post 3", "post 4"]
+    assert cli.json("events", "--last", "0")["events"] == []
+    assert cli("events", "--last", "2", "--limit", "2").exit_code == 2
 
 
 def test_json_output_is_json_and_nothing_else(cli, blog):
@@ -390,3 +409,17 @@ def test_events_dead_lists_parked_events_and_redeliver_sends_one_again(cli, blog
 def test_redeliver_errors_are_one_line(cli, blog):
     assert "no dead letter 7 for query" in one_error_line(cli("redeliver", "query", "7"))
     assert "no subscriber named 'mailer'" in one_error_line(cli("events", "--dead", "--subscriber", "mailer"))
+
+
+def test_a_relative_data_directory_is_taken_from_the_current_directory_either_way(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def data_dir(*options: str, env: dict | None = None) -> str:
+        result = cli(*options, "status", "--json", env=env)
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)["data_dir"]
+
+    by_option, by_variable = data_dir("--data-dir", "here"), data_dir(env={"BLOG_DATA_DIR": "here"})
+    by_default = data_dir(env={"BLOG_DATA_DIR": ""})
+    assert by_option == by_variable == str(tmp_path / "here")
+    assert by_default == str(tmp_path / ".blog")
