@@ -298,6 +298,19 @@ def test_concurrent_ups_leave_nothing_that_down_does_not_stop(blogctl):
         blogctl.assert_nothing_left()
 
 
+def test_up_and_down_at_once_in_any_order_leave_nothing_that_down_does_not_stop(blogctl):
+    for _ in range(2):
+        commands = [subprocess.Popen(blogctl.command(*args), env=blogctl.env, cwd=blogctl.cwd, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    for args in (["up", "--detach"], ["down"], ["up", "--detach"], ["down"])]
+        outputs = [command.communicate(timeout=120) for command in commands]
+        blogctl.seen_pids |= set(blogctl.recorded_pids().values())
+        assert [command.returncode for command in commands] == [0, 0, 0, 0], outputs
+        assert not any("Traceback" in out + err for out, err in outputs)
+        blogctl("down")
+        blogctl.assert_nothing_left()
+
+
 def test_two_services_on_one_port_is_named_and_leaves_nothing_running(blogctl):
     port = blogctl.ports["comments"]
     error = blogctl("--port", f"posts={port}", "up", "--detach", expect=1).stderr
