@@ -17,10 +17,13 @@ from .polling import wait_for
 
 
 class ServiceError(BlogctlError):
-    def __init__(self, message: str, *, service: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, service: str, status: int | None = None, holder: str | None = None,
+                 body: dict | None = None) -> None:
         super().__init__(message)
         self.service = service
         self.status = status  # the HTTP status, or None when no answer came back
+        self.holder = holder  # another program answering on the service's port, in words
+        self.body = body  # the service's own JSON answer to a refused request
 
 
 class Session(Protocol):
@@ -54,18 +57,24 @@ class BlogClient:
             ) from None
         except requests.RequestException as exc:
             raise ServiceError(f"request to {service} service at {where} failed: {exc}", service=service) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        refusal = isinstance(body, dict) and isinstance(body.get("error"), str)  # how every service says no
+        if body is None or (response.status_code >= 400 and not refusal):
+            holder = f"another program ({_answer(response)})"
+            raise ServiceError(
+                f"{holder} answers on {where}, not the {service} service — stop it, or give {service} another port "
+                f"(--port {service}=N or BLOG_{service.upper()}_PORT)",
+                service=service, status=response.status_code, holder=holder,
+            )
         if response.status_code >= 400:
             raise ServiceError(
-                f"{service} service refused {method} {path} ({response.status_code}): {_error_text(response)}",
-                service=service, status=response.status_code,
+                f"{service} service refused {method} {path} ({response.status_code}): {body['error']}",
+                service=service, status=response.status_code, body=body,
             )
-        try:
-            return response.json()
-        except ValueError:
-            raise ServiceError(
-                f"{service} service at {where} answered {method} {path} with something that is not JSON — "
-                "is another program using that port?", service=service, status=response.status_code,
-            ) from None
+        return body
 
     # Every service
     def health(self, service: str, *, timeout: float = 1.0) -> dict:
@@ -138,11 +147,9 @@ def _segment(value: str) -> str:
     return requests.utils.quote(value, safe="")
 
 
-def _error_text(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
-    return " ".join(response.text.split())[:200] or response.reason or "no details"
+def _answer(response: requests.Response) -> str:
+    """What a foreign answer was, without its page: `HTTP 404, text/html, server nginx`."""
+    parts = [f"HTTP {response.status_code}", response.headers.get("Content-Type", "no content type").split(";")[0]]
+    if response.headers.get("Server"):
+        parts.append(f"server {response.headers['Server'][:60]}")
+    return ", ".join(parts)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -87,9 +88,13 @@ def list_comments(
 def events(
     ctx: typer.Context,
     event_type: Annotated[str | None, typer.Option("--type", "-t", help="Only events of this type.")] = None,
-    after: Annotated[int, typer.Option("--after", min=0, help="Only events with a sequence number above this.")] = 0,
+    after: Annotated[int | None, typer.Option(
+        "--after", min=0, help="Only events with a sequence number above this.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many events.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
+    last: Annotated[int | None, typer.Option("--last", min=0, help="Only the latest N events.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing new events until Ctrl-C; from the end of the log unless --after or "
+        "--last says otherwise.")] = False,
     dead: Annotated[bool, typer.Option(
         "--dead", help="Show the dead letters instead: events a subscriber kept rejecting, parked by the bus.",
     )] = False,
@@ -102,13 +107,17 @@ def events(
     and each consumer's queue depth.
     """
     rt = runtime(ctx)
+    if last is not None and limit is not None:
+        raise typer.BadParameter("--last and --limit cannot be used together: --limit counts from the oldest")
     carrier = rt.inspection.describe()
     if dead:
         _dead_letters(rt, carrier, subscriber, json_output)
         return
-    logged = read_events(rt.inspection, after=after, limit=limit, event_type=event_type)
+    logged, position = read_events(rt.inspection, after=after or 0, limit=limit, last=last, event_type=event_type)
+    if follow and after is None and last is None:
+        logged = []  # from the end of the log
     if follow:
-        _follow_events(rt.inspection, logged, after, event_type, json_output, what=carrier.log)
+        _follow_events(rt.inspection, logged, position, event_type, json_output, what=carrier.log)
         return
     backlog = _carried(rt.inspection, rt.inspection.backlog)
     if json_output:
@@ -142,17 +151,24 @@ def _carried(log: Inspection, call: Callable[[], T]) -> T:
         raise BlogctlError(f"{exc} — {hint}") from None
 
 
-def read_events(log: Inspection, *, after: int = 0, limit: int | None = None,
-                event_type: str | None = None) -> list[dict]:
-    """The log after `after`, oldest first, read a page at a time: at most `limit` events of `event_type`."""
-    found: list[dict] = []
+def read_events(log: Inspection, *, after: int = 0, limit: int | None = None, last: int | None = None,
+                event_type: str | None = None) -> tuple[list[dict], int]:
+    """The log after `after`, oldest first, read a page at a time: at most `limit` events of
+    `event_type`, or only the latest `last` of them (kept as they come: memory stays bounded);
+    and the position read up to."""
+    found: deque[dict] | list[dict] = deque(maxlen=last) if last is not None else []
     while limit is None or len(found) < limit:
         page = _carried(log, lambda: log.read_log(after=after, limit=PAGE))
         found.extend(event.to_dict() for event in page if event_type is None or event.type == event_type)
+        if page:
+            after = page[-1].seq
         if len(page) < PAGE:
             break
-        after = page[-1].seq
-    return found if limit is None else found[:limit]
+    found = list(found)
+    if limit is not None and len(found) > limit:
+        found = found[:limit]
+        after = found[-1]["seq"]
+    return found, after
 
 
 def _follow_events(log: Inspection, logged: list[dict], after: int, event_type: str | None, json_output: bool,
@@ -165,14 +181,13 @@ def _follow_events(log: Inspection, logged: list[dict], after: int, event_type: 
 
     if not json_output:
         console.print(f"Following {what}; press Ctrl-C to stop.", style="dim")
-    last = after
+    position = after
     try:
         while True:  # until Ctrl-C, like `tail -f`
             for event in logged:
                 show(event)
-                last = max(last, event.get("seq", last))
             time.sleep(0.5)
-            logged = read_events(log, after=last, event_type=event_type)
+            logged, position = read_events(log, after=position, event_type=event_type)
     except KeyboardInterrupt:
         pass
 

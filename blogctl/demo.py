@@ -183,6 +183,9 @@ def demo_failure(
 
     Starts the services if needed and leaves them as it found them. Exit code 0 only if every step held.
     """
-    if not FailureDemo(runtime(ctx), wait=wait).run():
+    rt = runtime(ctx)
+    with rt.exclusive("demo-failure"):  # it kills and starts services: no other blogctl meanwhile
+        held = FailureDemo(rt, wait=wait).run()
+    if not held:
         raise typer.Exit(1)
 

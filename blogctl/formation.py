@@ -4,16 +4,20 @@ Plain `honcho start` takes the whole formation down when any one process exits, 
 would defeat the point of killing Posts to watch Query keep serving. So each Procfile
 entry is started here in its own session (its own process group), with its pid recorded
 in `<data_dir>/run/NAME.pid` and its output appended to `<data_dir>/run/NAME.log`.
-Honcho still parses the Procfile and `.env`.
+Honcho still parses the Procfile and `.env`. One blogctl at a time changes a formation: the
+commands that start or stop processes hold `RunLock`, an OS lock on `<data_dir>/run/lock`.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -27,10 +31,20 @@ from .polling import wait_for
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 HEALTH_TIMEOUT = 20.0
+LOCK_WAIT = 60.0  # seconds a command waits for another blogctl at work on the same data directory
 
 
 class FormationError(BlogctlError):
     pass
+
+
+class PortTaken(FormationError):
+    """Something other than the service being started answers on its port."""
+
+    def __init__(self, name: str, port: int, holder: str) -> None:
+        super().__init__(f"{name} could not listen on {port}: in use by {holder} — stop that, or give {name} "
+                         f"another port (--port {name}=N or BLOG_{name.upper()}_PORT)")
+        self.name = name
 
 
 class ServiceFailed(FormationError):
@@ -77,20 +91,22 @@ class Formation:
     def __init__(
         self, procfile: Path, *, run_dir: Path, env: Mapping[str, str],
         addresses: Mapping[str, tuple[str, int]] | None = None, skipped: Mapping[str, str] | None = None,
+        cwd: Path | None = None, identify: Callable[[str], str | None] | None = None,
     ) -> None:
         try:
             self.commands: dict[str, str] = dict(parse_procfile(procfile.read_text()).processes)
         except OSError as exc:
             raise FormationError(
-                f"cannot read the Procfile at {procfile} ({exc.strerror}) — run blogctl from the project "
-                "or pass --procfile"
+                f"cannot read the Procfile at {procfile} ({exc.strerror}) — pass one with --procfile"
             ) from None
         self.procfile = procfile
-        self.cwd = procfile.parent
+        self.cwd = cwd or procfile.parent  # where the processes run: honcho's rule unless told otherwise
         self.run_dir = run_dir
         self.env = dict(env)
         self.addresses = dict(addresses or {})
         self.skipped = dict(skipped or {})  # Procfile entries this mode does not run: name -> why
+        # Who answers on a service's port ("posts (pid 12)"), None when nothing does: named when a start finds it taken.
+        self.identify = identify
         self._children: dict[str, subprocess.Popen] = {}  # started by this blogctl: reaped here
 
     @property
@@ -167,20 +183,47 @@ class Formation:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._children[name] = child
-        record = Record(child.pid, _start_ticks(child.pid), time.time(), self.commands[name])
-        tmp = self.pid_path(name).with_suffix(".pid.tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        tmp.replace(self.pid_path(name))
+        self._write_record(name, Record(child.pid, _start_ticks(child.pid), time.time(), self.commands[name]))
         return self.state(name)
+
+    def adopt(self, name: str, pid: int) -> ProcessState:
+        """Record a running process of this formation whose pid file is gone (found by asking its port)."""
+        self.check([name])
+        try:
+            pgid = os.getpgid(pid)
+        except ProcessLookupError:
+            return self.state(name)
+        leader = pgid if _proc_stat(pgid) is not None else pid
+        self._write_record(name, Record(leader, _start_ticks(leader), time.time(), self.commands[name]))
+        return self.state(name)
+
+    def owns(self, name: str, pid: int) -> bool:
+        """Whether `pid` belongs to the process group recorded for `name`."""
+        record = self._record(name)
+        try:
+            return record is not None and os.getpgid(pid) == record.pid
+        except ProcessLookupError:
+            return False
+
+    def _write_record(self, name: str, record: Record) -> None:
+        """Write NAME.pid whole or not at all: a unique temporary file, then an atomic rename."""
+        fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=f".{name}.pid.")
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(asdict(record), out)
+            os.replace(tmp, self.pid_path(name))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def _check_port_free(self, name: str) -> None:
         address = self.addresses.get(name)
-        if address and _listening(*address):
-            host, port = address
-            raise FormationError(
-                f"port {port} for {name} is already in use by a process blogctl did not start — stop it, "
-                f"or choose other ports (--port {name}=N or BLOG_{name.upper()}_PORT)"
-            )
+        if not address:
+            return
+        holder = self.identify(name) if self.identify else ("a process blogctl did not start" if _listening(*address)
+                                                            else None)
+        if holder:
+            raise PortTaken(name, address[1], holder)
 
     def wait_healthy(self, names: list[str], is_healthy: Callable[[str], bool], timeout: float = HEALTH_TIMEOUT) -> None:
         """Poll until every one of `names` is healthy; ServiceFailed names the first that died or stayed silent."""
@@ -313,3 +356,93 @@ def _listening(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class DataDirError(FormationError):
+    pass
+
+
+def prepare_run_dir(data_dir: Path) -> Path:
+    """Create `<data_dir>/run` (and the data directory, whose parent must exist), or say in one line why not."""
+    run_dir = data_dir / "run"
+    try:
+        if not data_dir.is_dir():
+            data_dir.mkdir()
+        run_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"cannot use the data directory {data_dir}: {_why(data_dir, exc)} — choose another "
+                           "with --data-dir or BLOG_DATA_DIR") from None
+    return run_dir
+
+
+def _why(data_dir: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT and not data_dir.parent.exists():
+        return f"its parent {data_dir.parent} does not exist"
+    if exc.errno == errno.ENOTDIR or exc.errno == errno.EEXIST:
+        for path in (data_dir, *data_dir.parents):
+            if path.exists() and not path.is_dir():
+                return f"{path} is not a directory"
+    if exc.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    return f"{exc.filename or data_dir}: {exc.strerror or exc}"
+
+
+class RunLock:
+    """One blogctl at a time per data directory: `flock` on `<run dir>/lock`, which names its holder.
+
+    A second command waits (at most `wait` seconds, saying so through `on_wait`) or gives up
+    in one line; the lock goes with the process, so a killed blogctl never leaves it held.
+    """
+
+    def __init__(self, data_dir: Path, command: str, *, wait: float = LOCK_WAIT,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        self.data_dir = data_dir
+        self.command = command
+        self.wait = wait
+        self.on_wait = on_wait
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        path = prepare_run_dir(self.data_dir) / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DataDirError(f"cannot use the data directory {self.data_dir}: {_why(self.data_dir, exc)} — "
+                               "choose another with --data-dir or BLOG_DATA_DIR") from None
+        try:
+            if not self._try(fd):
+                holder = _holder(fd)
+                if self.on_wait:
+                    self.on_wait(holder)
+                if not wait_for(lambda: self._try(fd), timeout=self.wait, interval=0.1):
+                    raise FormationError(
+                        f"another blogctl ({_holder(fd) or holder}) is still at work on {self.data_dir} after "
+                        f"{self.wait:g}s — try again once it has finished"
+                    )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, `blogctl {self.command}`".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self
+
+    @staticmethod
+    def _try(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def __exit__(self, *exc_info) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the lock
+            self.fd = None
+
+
+def _holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
+    except OSError:
+        return "pid unknown"

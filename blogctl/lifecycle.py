@@ -13,11 +13,10 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from services.shared.config import spec
+from services.shared.config import service_of, spec
 from services.shared.transport import REGISTRY, TransportError
 
 from . import render
-from .client import ServiceError
 from .errors import BlogctlError
 from .formation import HEALTH_TIMEOUT, Formation, describe_exit
 from .render import console, text
@@ -37,17 +36,28 @@ class Signal(str, enum.Enum):
 
 # Shared steps (demo-failure uses them too)
 
-def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> None:
-    """Start `names` and wait until each answers /health; on failure stop what this call started.
+def start_order(names: list[str]) -> list[list[str]]:
+    """`names` in the phases they start in, from the service table: the bus before its clients (so
+    nobody's first call finds it missing), then the consumers before the rest (on a broker their
+    queues must exist before anything is published); Procfile entries outside the table last."""
+    def phase(name: str) -> int:
+        try:
+            service = spec(service_of(name))  # a replica (`query.2`) starts with its service
+        except KeyError:
+            return 2
+        return 0 if service.bus else 1 if service.consumes else 2
 
-    In the table's order of need: the transport's own process (the bus) first, then the services
-    that consume (so their queues or cursors exist before anything is published), then the rest.
-    """
+    phases = [[name for name in names if phase(name) == number] for number in range(3)]
+    return [names for names in phases if names]
+
+
+def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> None:
+    """Start `names`, a phase at a time (`start_order`), and wait until each answers /health as
+    itself; on failure stop what this call started."""
     formation = rt.formation
     started = []
-    phases = [phase for phase in _by_start_order(names) if phase]
     try:
-        for phase in phases:
+        for phase in start_order(names):
             for name in phase:
                 formation.start(name)
                 started.append(name)
@@ -59,33 +69,40 @@ def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> 
         raise
 
 
-def _by_start_order(names: list[str]) -> list[list[str]]:
-    def rank(name: str) -> int:
-        try:
-            found = spec(name)
-        except KeyError:  # a Procfile entry that is not one of our services
-            return 2
-        return 0 if found.bus else 1 if found.consumes else 2
-
-    return [[name for name in names if rank(name) == phase] for phase in range(3)]
+def recover(rt: Runtime) -> list[str]:
+    """Record again the services of this data directory that answer on their ports without a pid
+    file (the run state was deleted under them), so that `down`, `kill` and `up` see them."""
+    found = []
+    for state in rt.formation.states():
+        if not state.running and state.name in rt.config.ports:
+            listener = rt.listener(state.name)
+            if listener.ours and rt.formation.adopt(state.name, listener.pid).running:
+                found.append(f"{state.name} (pid {listener.pid})")
+    if found:
+        console.print(text(f"Found {', '.join(found)} running without a pid file; recorded again."), soft_wrap=True)
+    return found
 
 
 def service_rows(rt: Runtime) -> list[dict]:
-    """Each Procfile process: its port, pid, process state, and whether it answers /health."""
+    """Each Procfile process: its port, pid, process state, and whether its port answers /health as itself."""
     rows = []
     for state in rt.formation.states():
         port = rt.config.ports.get(state.name)
-        health, problem = None, None
+        pid, process, health, problem = state.pid, state.state, None, None
         if port is not None:
-            try:
-                health = rt.client.health(state.name)
-            except ServiceError as exc:
-                problem = "unreachable" if exc.status is None else str(exc)
-        process = state.state
-        if not state.running and health is not None:
-            process = "external"  # something answers on the port, but blogctl did not start it
+            listener = rt.listener(state.name)
+            if listener.ours:
+                health, problem = (listener.health, None) if listener.problem is None else (None, listener.problem)
+                if not state.running:  # its pid file is gone, but the service says who it is
+                    pid, process = listener.pid, "untracked"
+            elif listener.holder is not None:
+                problem = f"port taken by {listener.holder}"
+                if not state.running:
+                    process = "external"
+            else:
+                problem = "unreachable"
         rows.append({
-            "service": state.name, "port": port, "pid": state.pid, "process": process,
+            "service": state.name, "port": port, "pid": pid, "process": process,
             "healthy": health is not None if port is not None else state.running,
             "uptime": state.uptime, "health": health, "error": problem,
         })
@@ -121,29 +138,32 @@ def up(
     A service that dies (or is killed) does not take the others down.
     """
     rt = runtime(ctx)
-    if broker is not None:
-        _check_same_transport(rt, broker)
-        rt.use_broker(broker)
-    formation = rt.formation
-    states = formation.states()
-    missing = [s.name for s in states if not s.running]
-    if not missing:
-        console.print("The formation is already up; nothing changed.")
+    with rt.exclusive("up"):
+        if broker is not None:
+            _check_same_transport(rt, broker)
+            rt.use_broker(broker)
+        formation = rt.formation
+        recover(rt)
+        states = formation.states()
+        missing = [s.name for s in states if not s.running]
+        if not missing:
+            console.print("The formation is already up; nothing changed.")
+            show_services(rt)
+            return
+        running = [s.name for s in states if s.running]
+        if running:
+            console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
+        offsets = {name: _size(formation.log_path(name)) for name in formation.names}
+        rt.record_broker()
+        bring_up(rt, missing, timeout)
         show_services(rt)
-        return
-    running = [s.name for s in states if s.running]
-    if running:
-        console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
-    offsets = {name: _size(formation.log_path(name)) for name in formation.names}
-    rt.record_broker()
-    bring_up(rt, missing, timeout)
-    show_services(rt)
-    console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
-    console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
-    if detach:
-        console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
-                      markup=False, soft_wrap=True)
-        return
+        console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
+        console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
+        if detach:
+            console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
+                          markup=False, soft_wrap=True)
+            return
+    # The lock is let go while the logs stream, so `blogctl down` or `kill` from elsewhere can act.
     console.print("Streaming logs; press Ctrl-C to stop every service.", style="dim")
     _serve_in_foreground(rt, offsets)
 
@@ -192,12 +212,13 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
         # Stopping runs with Ctrl-C ignored, so a second press cannot leave a service behind.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
-        for name in reversed(formation.names):
-            before = formation.stop(name)
-            if before.running:
-                console.print(text(f"stopped {name} (pid {before.pid})"))
+        with rt.exclusive("up"):
+            for name in reversed(formation.names):
+                before = formation.stop(name)
+                if before.running:
+                    console.print(text(f"stopped {name} (pid {before.pid})"))
+            rt.forget_broker()
         follower.print_new()
-        rt.forget_broker()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -206,14 +227,21 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
 def down(ctx: typer.Context) -> None:
     """Stop every service (SIGTERM, then SIGKILL if one lingers) and verify each is gone."""
     rt = runtime(ctx)
-    formation = rt.formation
-    stopped = [before for name in reversed(formation.names) if (before := formation.stop(name)).running]
-    rt.forget_broker()
-    if not stopped:
-        console.print("Nothing was running; nothing changed.")
-        return
+    with rt.exclusive("down"):
+        formation = rt.formation
+        recover(rt)
+        stopped = [before for name in reversed(formation.names) if (before := formation.stop(name)).running]
+        rt.forget_broker()
+        left = [listener for name in formation.names if name in rt.config.ports
+                and (listener := rt.listener(name)).ours]
     for before in reversed(stopped):
         console.print(text(f"stopped {before.name} (pid {before.pid})"))
+    if left:
+        pids = " ".join(f"-{listener.pid}" for listener in left)
+        raise BlogctlError(f"still running: {', '.join(listener.holder for listener in left)} — stop them with "
+                           f"`kill -TERM -- {pids}`")
+    if not stopped:
+        console.print("Nothing was running; nothing changed.")
 
 
 def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
@@ -231,13 +259,18 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
         error = str(exc)
     if json_output:
         render.print_json({
-            "mode": _mode(rt), "services": rows, carrier.backlog_of: backlog,
+            "mode": _mode(rt), "data_dir": str(rt.config.data_dir), "services": rows, carrier.backlog_of: backlog,
             "transport": {"name": carrier.name, "url": carrier.url, "log": carrier.log, "error": error},
         })
         return
     console.print(render.services_table(rows))
     console.print(render.mode_line(rt.config, carrier), soft_wrap=True)
-    if not any(row["process"] == "running" for row in rows):
+    console.print(text(f"Data directory: {rt.config.data_dir}"), soft_wrap=True)
+    untracked = [f"{row['service']} (pid {row['pid']})" for row in rows if row["process"] == "untracked"]
+    if untracked:
+        console.print(text(f"{', '.join(untracked)} running without a pid file (the run state under "
+                           f"{rt.config.run_dir} was deleted): `blogctl down` stops them", "yellow"), soft_wrap=True)
+    if not any(row["process"] in ("running", "untracked") for row in rows):
         console.print("Nothing is running; start the services with `blogctl up`.", markup=False)
     if backlog is not None:
         console.print(render.backlog_table(carrier, backlog))
@@ -303,14 +336,17 @@ def kill(
 
     The other services keep running.
     """
-    formation = runtime(ctx).formation
+    rt = runtime(ctx)
+    formation = rt.formation
     not_running = []
-    for name in _names(services, formation):
-        before = formation.stop(name, getattr(signal, f"SIG{sig.value}"))
-        if before.running:
-            console.print(text(f"killed {name} (pid {before.pid}) with SIG{sig.value}; it is gone"))
-        else:
-            not_running.append(name)
+    with rt.exclusive("kill"):
+        recover(rt)
+        for name in _names(services, formation):
+            before = formation.stop(name, getattr(signal, f"SIG{sig.value}"))
+            if before.running:
+                console.print(text(f"killed {name} (pid {before.pid}) with SIG{sig.value}; it is gone"))
+            else:
+                not_running.append(name)
     if not_running:
         raise BlogctlError(f"{', '.join(not_running)} not running — nothing to kill (see `blogctl status`)")
 
@@ -324,14 +360,16 @@ def start(
     rt = runtime(ctx)
     names = _names(services, rt.formation)
     missing = []
-    for name in names:
-        state = rt.formation.state(name)
-        if state.running:
-            console.print(text(f"{name} is already running (pid {state.pid})"))
-        else:
-            missing.append(name)
-    if missing:
-        bring_up(rt, missing, timeout)
+    with rt.exclusive("start"):
+        recover(rt)
+        for name in names:
+            state = rt.formation.state(name)
+            if state.running:
+                console.print(text(f"{name} is already running (pid {state.pid})"))
+            else:
+                missing.append(name)
+        if missing:
+            bring_up(rt, missing, timeout)
     show_services(rt, names)
 
 

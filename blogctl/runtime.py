@@ -23,9 +23,12 @@ from services.shared.transport import Inspection
 
 from .client import BlogClient, ServiceError
 from .errors import BlogctlError
-from .formation import Formation, child_environment
+from .formation import Formation, PortTaken, RunLock, child_environment
+from .render import err_console, text
 
-ROOT = Path(__file__).resolve().parent.parent  # the project: Procfile, .env, services/
+# The formation: the project's top-level Procfile, which the package carries as `blogctl/Procfile`
+# (in the source tree a link to it; in a built package a copy), so an installed blogctl runs anywhere.
+PROCFILE = Path(__file__).with_name("Procfile")
 
 # The services as a choice for arguments (validation and shell completion come with it).
 Service = enum.Enum("Service", {name: name for name in SERVICES}, type=str)
@@ -43,7 +46,23 @@ def make_formation(config: Config, procfile: Path, env: Mapping[str, str]) -> Fo
         spec.name: f"events go through {carrier.name} ({carrier.url}), there is no {spec.name} process"
         for spec in SERVICE_TABLE if spec.bus and spec.name != carrier.process
     }
-    return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped)
+    # The packaged Procfile's services run in the data directory; another Procfile's in its own directory.
+    cwd = config.data_dir if procfile == PROCFILE else None
+    return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped, cwd=cwd)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Who answers `GET /health` on a service's port."""
+
+    health: dict | None = None  # the answer, when a service of ours gave it
+    holder: str | None = None  # who it is, in words ("posts (pid 12)", "another program (...)"); None: nobody
+    ours: bool = False  # the process of that name serving this data directory
+    problem: str | None = None  # why it is not healthy although it answers (its storage, say)
+
+    @property
+    def pid(self) -> int | None:
+        return self.health.get("pid") if self.health else None
 
 
 def inspect(config: Config) -> Inspection:
@@ -65,14 +84,14 @@ class Runtime:
 
     def __init__(self, *, overrides: dict[str, str], procfile: Path | None, wiring: Wiring | None = None) -> None:
         self.overrides = overrides
-        self.procfile = procfile or ROOT / "Procfile"
+        self.procfile = procfile or PROCFILE
         self.wiring = wiring or Wiring()
 
     @cached_property
     def env(self) -> dict[str, str]:
-        env = child_environment(self.procfile.parent, self.overrides)
-        # Relative data directories mean "in the project", where the services run.
-        env["BLOG_DATA_DIR"] = str((self.procfile.parent / env.get("BLOG_DATA_DIR", ".blog")).resolve())
+        env = child_environment(Path.cwd(), self.overrides)
+        # One rule for --data-dir and BLOG_DATA_DIR: relative to the current directory; the services get it absolute.
+        env["BLOG_DATA_DIR"] = os.path.abspath(env.get("BLOG_DATA_DIR") or ".blog")
         if not env.get("BLOG_BROKER_URL"):  # a formation started with `up --broker` keeps its broker
             env.update(self._recorded_broker(Path(env["BLOG_DATA_DIR"]) / "run"))
         return env
@@ -119,21 +138,51 @@ class Runtime:
 
     @cached_property
     def formation(self) -> Formation:
-        return self.wiring.formation(self.config, self.procfile, self.env)
+        formation = self.wiring.formation(self.config, self.procfile, self.env)
+        formation.identify = lambda name: self.listener(name).holder  # names what holds a port a start needs
+        return formation
+
+    def exclusive(self, command: str) -> RunLock:
+        """Hold this while changing the formation: one blogctl at a time per data directory."""
+        def waiting(holder: str) -> None:
+            err_console.print(text(f"waiting for another blogctl ({holder}) at work on {self.config.data_dir}…",
+                                   "yellow"), soft_wrap=True)
+
+        return RunLock(self.config.data_dir, command, on_wait=waiting)
 
     @cached_property
     def inspection(self) -> Inspection:
         """The transport that carries the events, as the seam shows it (whichever it is)."""
         return self.wiring.inspection(self.config)
 
+    def listener(self, name: str) -> Listener:
+        """Ask `name`'s port who answers there: each service says its name, pid and data directory."""
+        problem = None
+        try:
+            health = self.client.health(name)
+        except ServiceError as exc:
+            if exc.body is None:
+                return Listener(holder=exc.holder)
+            health, problem = exc.body, str(exc.body.get("error"))  # it answers, but is not well
+        service, pid, data_dir = (health.get(key) for key in ("service", "pid", "data_dir"))
+        if not isinstance(service, str) or not isinstance(pid, int):
+            return Listener(holder="another program (its /health names no service and pid)")
+        process = health.get("instance") or service  # a replica answers as `query.2`
+        ours = process == name and data_dir == str(self.config.data_dir)
+        holder = f"{process} (pid {pid})" + ("" if data_dir == str(self.config.data_dir) else f" of {data_dir}")
+        return Listener(health=health, holder=holder, ours=ours, problem=problem)
+
     def is_healthy(self, name: str) -> bool:
+        """True once the answer on `name`'s port comes from the process started for it; PortTaken when
+        someone else answers there (the service cannot have its port)."""
         if name not in self.config.ports:  # a Procfile entry that is not one of our services
             return self.formation.state(name).running
-        try:
-            self.client.health(name)
-        except ServiceError:
+        listener = self.listener(name)
+        if listener.holder is None:
             return False
-        return True
+        if listener.ours and self.formation.owns(name, listener.pid):
+            return listener.problem is None
+        raise PortTaken(name, self.config.ports[name], listener.holder)
 
 
 def runtime(ctx: typer.Context) -> Runtime:

@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 import requests
 
-from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
+from services.shared.config import CONSUMERS, DEFAULT_SUBSCRIBERS, SERVICES
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,23 @@ def process_group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@contextmanager
+def tmpfs(mount_point: Path, options: str = "size=1m") -> Iterator[Path]:
+    """A small tmpfs mounted at `mount_point` (the test skips where mounting is not permitted); unmounted on leaving."""
+    mount_point.mkdir(exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount(8) on this machine: the full and read-only disk tests need one")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({result.stderr.strip()}): needs root or CAP_SYS_ADMIN")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def broker_missing() -> str | None:
@@ -155,8 +172,8 @@ class Formation:
 
     def start(self, *services: str, wait: bool = True) -> None:
         if not services and self.transport == "rabbitmq":
-            self.start("comments", "query", wait=True)  # consumers first, so their queues exist
-            self.start("posts", wait=wait)
+            self.start(*CONSUMERS, wait=True)  # consumers first, so their queues exist
+            self.start(*(name for name in DEFAULT_SUBSCRIBERS if name not in CONSUMERS), wait=wait)
             return
         for service in services or SERVICES:
             log = open(self.data_dir / f"{service}.log", "ab")

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, stream_with_context
 
 from services.shared import config as config_module
+from services.shared.components import components
 from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
@@ -59,7 +60,7 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
 
     app = create_base_app("bus", config)
-    app.extensions["blog"] = delivery
+    components(app).add("delivery", delivery)
 
     @app.post("/events")
     def publish():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -155,16 +156,25 @@ def allow_page_origin(app: Flask, config: Config) -> None:
 
 
 def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> None:
-    """`GET /health`: what the service is, whether events are signed, and its own `fields()`."""
+    """`GET /health`: what the service is, whether events are signed, and its own `fields()`.
+
+    It names the service, its pid and its data directory, so a supervisor can tell its own
+    process from whatever else answers on the port, even after its pid files are gone.
+    """
     started = time.time()
     config = app.config["BLOG"]
+    data_dir = os.path.abspath(config.data_dir)
 
     @app.get("/health")
     def health():
+        identity = dict(service=service, instance=config.me(service), pid=os.getpid(), data_dir=data_dir)
+        try:
+            own = fields()
+        except sqlite3.Error as exc:  # still say who answers: its storage is what is wrong
+            return jsonify(**identity, status="unavailable", error=f"{service} storage is unavailable ({exc})"), 503
         return jsonify(
-            service=service, instance=config.me(service), status="ok", transport=config.transport,
-            signed=bool(config.secret),
-            uptime=round(time.time() - started, 1), **fields(),
+            **identity, status="ok", transport=config.transport, signed=bool(config.secret),
+            uptime=round(time.time() - started, 1), **own,
         )
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from blogctl import __version__
 from blogctl import content, lifecycle
+from services.shared.components import components
+from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
 from tests.cli.conftest import Cli
 from tests.helpers import free_port
 
@@ -63,7 +65,7 @@ def test_an_unknown_service_is_a_usage_error(cli):
 @pytest.mark.parametrize("args", [["post", "list"], ["post", "create", "t"], ["comment", "list", "p1"],
                                   ["comment", "create", "p1", "c"], ["query"], ["events"]])
 def test_an_unreachable_service_is_one_line_naming_it(args):
-    ports = [f"--port={name}={free_port()}" for name in ("posts", "comments", "query", "bus")]
+    ports = [f"--port={name}={free_port()}" for name in SERVICES]
     line = one_error_line(Cli(None)(*ports, *args))
     assert line.startswith("error: ") and "service is not reachable at 127.0.0.1:" in line
     assert "is it running? try `blogctl up`" in line
@@ -140,7 +142,7 @@ def test_events_shows_the_log_and_subscriber_cursors(cli):
     assert "Bus subscribers" in out and "query" in out
     data = cli.json("events")
     assert [e["type"] for e in data["events"]] == ["PostCreated", "CommentCreated"]
-    assert {s["name"] for s in data["subscribers"]} == {"posts", "comments", "query"}
+    assert {s["name"] for s in data["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
     only = cli.json("events", "--type", "CommentCreated")["events"]
     assert [e["type"] for e in only] == ["CommentCreated"]
     assert [e["seq"] for e in cli.json("events", "--after", "1")["events"]] == [2]
@@ -151,8 +153,14 @@ def test_events_rejects_a_negative_after(cli):
     assert cli("events", "--after", "-1").exit_code == 2
 
 
-def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch):
-    cli.ok("post", "create", "before")
+@pytest.mark.parametrize("args, shown", [
+    ([], ["during"]),  # from the end of the log
+    (["--last", "1"], ["before 2", "during"]),
+    (["--after", "0"], ["before 1", "before 2", "during"]),
+])
+def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch, args, shown):
+    cli.ok("post", "create", "before 1")
+    cli.ok("post", "create", "before 2")
     naps = []
 
     def sleep(seconds):  # the user writes a post during the first wait, then presses Ctrl-C
@@ -163,8 +171,21 @@ def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(content.time, "sleep", sleep)
-    lines = cli.ok("events", "--follow", "--json").stdout.splitlines()
-    assert [json.loads(line)["data"]["title"] for line in lines] == ["before", "during"]
+    lines = cli.ok("events", "--follow", "--json", *args).stdout.splitlines()
+    assert [json.loads(line)["data"]["title"] for line in lines] == shown
+
+
+def test_events_last_shows_the_latest_n(cli, monkeypatch):
+    monkeypatch.setattr(content, "PAGE", 2)  # several pages, as a long log would be read
+    for n in range(5):
+        cli.ok("post", "create", f"post {n}")
+        cli.ok("comment", "create", cli.json("post", "list").popitem()[0], f"comment {n}")
+    logged = cli.json("events", "--last", "3")["events"]
+    assert [e["seq"] for e in logged] == [8, 9, 10]
+    posts = cli.json("events", "--last", "2", "--type", "PostCreated")["events"]
+    assert [e["data"]["title"] for e in posts] == ["post 3", "post 4"]
+    assert cli.json("events", "--last", "0")["events"] == []
+    assert cli("events", "--last", "2", "--limit", "2").exit_code == 2
 
 
 def test_json_output_is_json_and_nothing_else(cli, blog):
@@ -180,9 +201,9 @@ def test_json_output_is_json_and_nothing_else(cli, blog):
 
 def test_status_tells_the_truth(cli, blog):
     data = cli.json("status")
-    assert [s["service"] for s in data["services"]] == ["posts", "comments", "query", "bus"]
+    assert [s["service"] for s in data["services"]] == list(SERVICES)
     assert all(s["healthy"] and s["process"] == "running" for s in data["services"])
-    assert {s["name"] for s in data["subscribers"]} == {"posts", "comments", "query"}
+    assert {s["name"] for s in data["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
     blog.running.discard("posts")
     data = cli.json("status")
     posts = data["services"][0]
@@ -200,7 +221,7 @@ def test_status_without_the_bus_says_subscribers_are_unknown(cli, blog):
 def test_up_starts_what_is_missing_and_shows_the_table(cli, blog):
     blog.running.clear()
     out = cli.ok("up", "--detach").stdout
-    assert blog.running == {"posts", "comments", "query", "bus"}
+    assert blog.running == set(SERVICES)
     assert "Services" in out and "Running in the background" in out
 
 
@@ -286,7 +307,7 @@ def test_demo_failure_holds_and_leaves_the_formation_running(cli, blog):
     assert out.count("✓") == 8 and "✗" not in out
     assert "Verdict: every step held" in out
     assert "refused: posts service is not reachable" in out
-    assert blog.running == {"posts", "comments", "query", "bus"}
+    assert blog.running == set(SERVICES)
     assert cli.ok("demo-failure").stdout.count("✓") == 8  # twice in a row
 
 
@@ -313,7 +334,7 @@ def test_demo_failure_fails_when_query_does_not_survive(cli, blog):
     result = cli("demo-failure", "--wait", "1")
     assert result.exit_code == 1
     assert "✗ the view lost" in result.stdout and "Verdict: FAILED" in result.stdout
-    assert blog.running == {"posts", "comments", "query", "bus"}  # restored even so
+    assert blog.running == set(SERVICES)  # restored even so
 
 
 # Mode, the page, dead letters
@@ -364,7 +385,7 @@ def park_one(blog, subscriber="query"):
     cli_post = blog.clients["posts"].post("/posts", json={"title": "poison"})
     assert cli_post.status_code == 201
     blog.relay()
-    deliverer = blog.apps["bus"].extensions["blog"].deliverers[subscriber]
+    deliverer = components(blog.apps["bus"])["delivery"].deliverers[subscriber]
     seq = deliverer.log.last_seq()
     deliverer.log.park(subscriber, seq, 4, "HTTP 500: cannot apply", utc_now())
     return deliverer, seq
@@ -388,3 +409,17 @@ def test_events_dead_lists_parked_events_and_redeliver_sends_one_again(cli, blog
 def test_redeliver_errors_are_one_line(cli, blog):
     assert "no dead letter 7 for query" in one_error_line(cli("redeliver", "query", "7"))
     assert "no subscriber named 'mailer'" in one_error_line(cli("events", "--dead", "--subscriber", "mailer"))
+
+
+def test_a_relative_data_directory_is_taken_from_the_current_directory_either_way(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def data_dir(*options: str, env: dict | None = None) -> str:
+        result = cli(*options, "status", "--json", env=env)
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)["data_dir"]
+
+    by_option, by_variable = data_dir("--data-dir", "here"), data_dir(env={"BLOG_DATA_DIR": "here"})
+    by_default = data_dir(env={"BLOG_DATA_DIR": ""})
+    assert by_option == by_variable == str(tmp_path / "here")
+    assert by_default == str(tmp_path / ".blog")

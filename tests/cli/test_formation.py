@@ -85,7 +85,7 @@ def test_a_busy_port_is_refused_before_starting(make_formation):
         sock.listen()
         port = sock.getsockname()[1]
         formation = make_formation("posts: exec sleep 60\n", addresses={"posts": ("127.0.0.1", port)})
-        with pytest.raises(FormationError, match=f"port {port} for posts is already in use"):
+        with pytest.raises(FormationError, match=f"posts could not listen on {port}: in use by a process blogctl did not start"):
             formation.start("posts")
     assert formation.state("posts").state == "stopped"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -32,6 +31,7 @@ from tests.helpers import (
     create_comment,
     create_post,
     on_both_transports,
+    tmpfs,
     view,
     wait_until,
 )
@@ -346,20 +346,11 @@ def test_a_hanging_subscriber_times_out_and_slows_no_other(formation, fake_subsc
 @pytest.fixture
 def small_disk(formation, tmp_path):
     """A 1 MiB tmpfs for the Posts data directory; unmounted after the formation is stopped."""
-    mount_point = tmp_path / "posts-disk"
-    mount_point.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount(8) on this machine: the full and read-only disk tests need one")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here ({result.stderr.strip()}): needs root or CAP_SYS_ADMIN")
-    try:
-        yield mount_point
-    finally:
-        formation.stop()  # before unmounting: Posts holds its SQLite files open
-        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], check=True)
+    with tmpfs(tmp_path / "posts-disk") as mount_point:
+        try:
+            yield mount_point
+        finally:
+            formation.stop()  # before unmounting: Posts holds its SQLite files open
 
 
 def fill(disk: Path) -> Path:
