@@ -49,12 +49,12 @@ class Carrier:
             return False
         return True
 
-    def logged(self) -> int:
-        """The log's length, read through (a broker's own count of a stream is not reliable)."""
+    def logged(self, event_type: str) -> int:
+        """Events of `event_type` in the log, read through (a broker's own count of a stream is not reliable)."""
         count, after = 0, 0
         while True:
             page = self.inspection.read_log(after=after, limit=PAGE)
-            count += len(page)
+            count += sum(event.type == event_type for event in page)
             if len(page) < PAGE:
                 return count
             after = page[-1].seq

@@ -16,13 +16,14 @@ import pytest
 
 from blogctl.bench.load import LoadGenerator
 from blogctl.client import BlogClient
+from services.shared.config import DEFAULT_SUBSCRIBERS
 from tests.e2e.test_faults import assert_view_is_exactly_the_services_data
 from tests.helpers import RunningBlog, create_post, view, wait_until, writers
 from tests.netns import Network, netns_missing
 
 pytestmark = pytest.mark.slow
 
-SERVICES_ON_HOSTS = ("bus", "posts", "comments", "query")
+SERVICES_ON_HOSTS = ("bus", *DEFAULT_SUBSCRIBERS)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def network():
     made = Network(lans=("front", "back"))
     try:
         made.add("bus", lans=("back",))  # only the services talk to the bus
-        for name in ("posts", "comments", "query"):
+        for name in DEFAULT_SUBSCRIBERS:
             made.add(name)
         yield made
     finally:
