@@ -12,14 +12,14 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-from tests.helpers import ROOT, Formation, create_comment, create_post, port_is_listening, view, wait_until
+from tests.helpers import ROOT, RunningBlog, create_comment, create_post, port_is_listening, view, wait_until
 
 pytestmark = pytest.mark.slow
 OURS = ("posts", "comments", "query")
 
 
 @contextmanager
-def course_bus(formation: Formation) -> Iterator[subprocess.Popen]:
+def course_bus(formation: RunningBlog) -> Iterator[subprocess.Popen]:
     """The stand-in on the formation's bus port, delivering to our services as the course's bus does."""
     subscribers = [f"{formation.url(name)}/events" for name in OURS]
     with open(formation.data_dir / "course_bus.log", "ab") as log:
@@ -37,15 +37,15 @@ def course_bus(formation: Formation) -> Iterator[subprocess.Popen]:
 
 
 @pytest.fixture
-def formation(tmp_path) -> Iterator[Formation]:
-    running = Formation(tmp_path)
+def formation(tmp_path) -> Iterator[RunningBlog]:
+    running = RunningBlog(tmp_path)
     try:
         yield running
     finally:
         running.stop()
 
 
-def comment_count(formation: Formation) -> int:
+def comment_count(formation: RunningBlog) -> int:
     return sum(len(post["comments"]) for post in view(formation).values())
 
 
@@ -62,7 +62,7 @@ def test_posts_and_comments_reach_our_query_through_the_course_bus(formation):
                                                            ("CommentCreated", ["data", "type"])]
 
 
-def formation_log(formation: Formation) -> list:
+def formation_log(formation: RunningBlog) -> list:
     return requests.get(f"{formation.url('bus')}/events", timeout=5).json()
 
 
@@ -89,7 +89,7 @@ def test_a_backlog_of_long_comments_reaches_query_and_a_fresh_query_catches_up_f
         contents = {e["data"]["content"][:2] for e in logged if e["type"] == "CommentCreated"}
         assert {f"{i:02d}" for i in range(60)} <= contents
 
-        fresh = Formation(tmp_path / "fresh", extra_env={"BLOG_BUS_PORT": str(formation.ports["bus"])})
+        fresh = RunningBlog(tmp_path / "fresh", extra_env={"BLOG_BUS_PORT": str(formation.ports["bus"])})
         (tmp_path / "fresh").mkdir()
         try:
             fresh.start("query")
