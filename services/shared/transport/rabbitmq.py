@@ -26,7 +26,7 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.exceptions import KombuError
 from kombu.mixins import ConsumerMixin
 
-from ..config import CONSUMERS, SERVICES
+from ..config import CONSUMERS, SERVICES, service_of
 from ..events import Event, InvalidEvent
 from ..retry import POLICY
 from . import Consumer as EventConsumer
@@ -82,8 +82,10 @@ class Names:
 class RabbitTransport:
     kind = "rabbitmq"
 
-    def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0,
+                 consumers: Iterable[str] = CONSUMERS) -> None:
         self.url = url
+        self.consumers = tuple(consumers)  # every consuming process of the formation: a queue each
         self.source = source
         self.names = Names(namespace)
         self.timeout = timeout
@@ -99,7 +101,10 @@ class RabbitTransport:
 
     @classmethod
     def from_url(cls, url: str, config=None, source: str | None = None) -> RabbitTransport:
-        return cls(url, source=source, namespace=getattr(config, "broker_namespace", "blog"))
+        consumers = CONSUMERS if config is None else [
+            name for name in config.instances if service_of(name) in CONSUMERS  # replicas too: query.2
+        ]
+        return cls(url, source=source, namespace=getattr(config, "broker_namespace", "blog"), consumers=consumers)
 
     def _connection(self) -> Connection:
         return Connection(
@@ -211,11 +216,12 @@ class RabbitTransport:
         self._workers.append(worker)
         worker.start()
 
-    def _consumer_names(self, services: Iterable[str] = CONSUMERS) -> list[str]:
-        """The consuming services of the table, and any other consumer this transport started."""
-        return list(dict.fromkeys([*services, *(worker.name for worker in self._workers)]))
+    def _consumer_names(self, services: Iterable[str] | None = None) -> list[str]:
+        """The formation's consumers, and any other consumer this transport started."""
+        names = self.consumers if services is None else services
+        return list(dict.fromkeys([*names, *(worker.name for worker in self._workers)]))
 
-    def queues(self, services: Iterable[str] = CONSUMERS) -> list[dict]:
+    def queues(self, services: Iterable[str] | None = None) -> list[dict]:
         """Each consumer's queue and the stream: messages ready in it and consumers on it (None: no such queue).
 
         A stream keeps what it holds, and the broker does not count it reliably: read it with `read_log`.
@@ -256,7 +262,7 @@ class RabbitTransport:
         """Remove this namespace's queues, stream and exchange from the broker."""
         try:
             with self._connection() as conn:
-                for queue in self.queues(SERVICES):
+                for queue in self.queues([*SERVICES, *self.consumers]):
                     if queue["exists"]:
                         with conn.channel() as channel:
                             channel.queue_delete(queue["name"])
