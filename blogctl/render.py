@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from services.shared import events
 from services.shared.transport import Description
 
 console = Console(highlight=False)
@@ -215,12 +216,7 @@ def view_tree(view: dict, title: str = "Query view", limit: int | None = None) -
 
 def event_summary(event: dict, width: int = 80) -> str:
     data = event.get("data")
-    if event.get("type") == "PostCreated" and isinstance(data, dict):
-        summary = f"post {data.get('id')}: {data.get('title')!r}"
-    elif event.get("type") == "CommentCreated" and isinstance(data, dict):
-        summary = f"comment {data.get('id')} on post {data.get('postId')}: {data.get('content')!r}"
-    else:
-        summary = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    summary = events.summary(event.get("type"), data) or json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     summary = safe(summary)
     return summary if len(summary) <= width else summary[: width - 1] + "…"
 

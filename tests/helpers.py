@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 import requests
 
-from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
+from services.shared.config import CONSUMERS, DEFAULT_SUBSCRIBERS, SERVICES
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,8 +172,8 @@ class Formation:
 
     def start(self, *services: str, wait: bool = True) -> None:
         if not services and self.transport == "rabbitmq":
-            self.start("comments", "query", wait=True)  # consumers first, so their queues exist
-            self.start("posts", wait=wait)
+            self.start(*CONSUMERS, wait=True)  # consumers first, so their queues exist
+            self.start(*(name for name in DEFAULT_SUBSCRIBERS if name not in CONSUMERS), wait=wait)
             return
         for service in services or SERVICES:
             log = open(self.data_dir / f"{service}.log", "ab")

@@ -5,12 +5,14 @@ from flask import Flask, jsonify
 
 from services.shared import config as config_module
 from services.shared import outbox, transport as transport_module
+from services.shared.components import Closing, components
 from services.shared.config import Config
+from services.shared.consumer import register_consumer
 from services.shared.db import Database
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import Comment, NewComment
 from services.shared.transport import Transport
-from services.shared.web import ApiError, allow_page_origin, create_base_app, events_blueprint, parse, register_health
+from services.shared.web import ApiError, allow_page_origin, create_base_app, parse, register_health
 
 from .store import HANDLERS, SCHEMA, CommentStore, UnknownPost
 
@@ -29,12 +31,12 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     transport = transport or transport_module.from_config(config, source="comments")
     db = Database(config.db_path("comments"), SCHEMA, durable=config.fsync)
     store = CommentStore(db)
-    relay = outbox.Relay(db, transport)
-    transport.start_consuming("comments", store.apply, types=HANDLERS)
-
     app = create_base_app("comments", config)
     allow_page_origin(app, config)
-    app.extensions["blog"] = relay
+    components(app).add("transport", Closing(transport))
+    relay = outbox.Relay(db, transport)
+    catch_up = register_consumer(app, "comments", store, transport, HANDLERS, then=relay.notify)
+    components(app).add("relay", relay)
 
     @app.post("/posts/<post_id>/comments")
     def create_comment(post_id: str):
@@ -53,11 +55,10 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     def health() -> dict:
         posts, comments = store.count()
         return dict(
-            known_posts=posts, comments=comments, outbox_pending=outbox.pending(db), relay_error=relay.last_error
+            known_posts=posts, comments=comments, outbox_pending=outbox.pending(db), relay_error=relay.last_error,
+            applied_seq=store.applied_seq, **catch_up.health(),
         )
 
     register_health(app, "comments", health)
-
-    app.register_blueprint(events_blueprint(store.apply))
     register_openapi(app, "Comments service", OPERATIONS)
     return app

@@ -4,8 +4,9 @@ from __future__ import annotations
 import sqlite3
 
 from services.shared import outbox
+from services.shared.consumer import POSITION_SCHEMA, apply_batch, applied_seq
 from services.shared.db import Database, insert_with_new_id
-from services.shared.events import Event, PostCreated, comment_created, dispatch
+from services.shared.events import CommentCreated, Event, PostCreated, dispatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known_posts (
@@ -18,7 +19,7 @@ CREATE TABLE IF NOT EXISTS comments (
     content TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS comments_by_post ON comments (post_id, pos);
-""" + outbox.SCHEMA
+""" + outbox.SCHEMA + POSITION_SCHEMA
 
 
 class UnknownPost(LookupError):
@@ -37,7 +38,7 @@ class CommentStore:
             conn.execute(
                 "INSERT INTO comments (id, post_id, content) VALUES (?, ?, ?)", (comment_id, post_id, content)
             )
-            outbox.add(conn, comment_created(comment_id, content, post_id))
+            outbox.add(conn, Event.of(CommentCreated(id=comment_id, content=content, postId=post_id), source="comments"))
             return self._for_post(conn, post_id)
 
         return insert_with_new_id(self.db, write)
@@ -56,11 +57,17 @@ class CommentStore:
         comments = conn.execute("SELECT count(*) FROM comments").fetchone()[0]
         return posts, comments
 
-    def apply(self, events: list[Event]) -> None:
+    @property
+    def applied_seq(self) -> int:
+        return applied_seq(self.db)
+
+    def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
         """Apply delivered events in one transaction; a redelivered one changes nothing."""
-        with self.db.transaction() as conn:
-            for event in events:
+        def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
+            for event in ordered:
                 dispatch(HANDLERS, event, conn)
+
+        return apply_batch(self.db, events, handle, from_log=from_log)
 
 
 def remember_post(post: PostCreated, event: Event, conn: sqlite3.Connection) -> None:

@@ -5,6 +5,7 @@ from flask import Flask, jsonify
 
 from services.shared import config as config_module
 from services.shared import outbox, transport as transport_module
+from services.shared.components import Closing, components
 from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.openapi import EVENTS_IN, Error, Operation, register_openapi
@@ -26,11 +27,10 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     transport = transport or transport_module.from_config(config, source="posts")
     db = Database(config.db_path("posts"), SCHEMA, durable=config.fsync)
     store = PostStore(db)
-    relay = outbox.Relay(db, transport)
-
     app = create_base_app("posts", config)
     allow_page_origin(app, config)
-    app.extensions["blog"] = relay  # started by run(); tests drive relay.relay_once()
+    components(app).add("transport", Closing(transport))
+    relay = components(app).add("relay", outbox.Relay(db, transport))  # tests drive relay.relay_once()
 
     @app.post("/posts")
     def create_post():

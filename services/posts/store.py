@@ -5,7 +5,7 @@ import sqlite3
 
 from services.shared import outbox
 from services.shared.db import Database, insert_with_new_id
-from services.shared.events import post_created
+from services.shared.events import Event, PostCreated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS posts (
@@ -23,7 +23,7 @@ class PostStore:
     def create(self, title: str) -> dict:
         def write(conn: sqlite3.Connection, post_id: str) -> dict:
             conn.execute("INSERT INTO posts (id, title) VALUES (?, ?)", (post_id, title))
-            outbox.add(conn, post_created(post_id, title))
+            outbox.add(conn, Event.of(PostCreated(id=post_id, title=title), source="posts"))
             return {"id": post_id, "title": title}
 
         return insert_with_new_id(self.db, write)

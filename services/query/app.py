@@ -10,16 +10,16 @@ from flask import Flask, Response, render_template, request
 
 from services.shared import config as config_module
 from services.shared import transport as transport_module
+from services.shared.components import Closing, components
 from services.shared.config import Config
+from services.shared.consumer import register_consumer
 from services.shared.db import Database
-from services.shared.events import Event
 from services.shared.events import SEQ_MAX
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import PostWithComments
 from services.shared.transport import Transport
-from services.shared.web import create_base_app, events_blueprint, int_arg, register_health
+from services.shared.web import create_base_app, int_arg, register_health
 
-from .catchup import CatchUp
 from .view import HANDLERS, SCHEMA, QueryView
 
 WAIT_MAX = 30  # seconds a reader may wait for a change
@@ -43,15 +43,9 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     transport = transport or transport_module.from_config(config, source="query")
     me = config.me("query")  # "query", or the replica this process is ("query.2"): its own database and subscription
     view = QueryView(Database(config.db_path(me), SCHEMA, durable=False))  # rebuilt from the log if lost
-    catch_up = CatchUp(view, transport)
-
-    def consume(events: list[Event]) -> None:
-        if view.apply(events):
-            catch_up.request()
-
-    transport.start_consuming(me, consume, types=HANDLERS)
     app = create_base_app("query", config, import_name=__name__)
-    app.extensions["blog"] = catch_up
+    components(app).add("transport", Closing(transport))
+    catch_up = register_consumer(app, me, view, transport, HANDLERS)
 
     @app.get("/")
     def page():
@@ -84,13 +78,8 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
 
     def health() -> dict:
         posts, comments = view.counts()
-        return dict(
-            applied_seq=view.applied_seq, posts=posts, comments=comments,
-            catching_up=catch_up.running, catch_up_error=catch_up.last_error, last_catch_up=catch_up.last_run,
-        )
+        return dict(applied_seq=view.applied_seq, posts=posts, comments=comments, **catch_up.health())
 
     register_health(app, "query", health)
-
-    app.register_blueprint(events_blueprint(consume))
     register_openapi(app, "Query service", OPERATIONS)
     return app

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from services.shared.consumer import POSITION_SCHEMA, apply_batch
+from services.shared.consumer import applied_seq as position_of
 from services.shared.db import Database
 from services.shared.events import SEQ_MAX, CommentCreated, Event, PostCreated, dispatch
 
@@ -36,12 +38,7 @@ CREATE TABLE IF NOT EXISTS comments (
 );
 CREATE INDEX IF NOT EXISTS posts_in_order ON posts (seq);
 CREATE INDEX IF NOT EXISTS comments_in_order ON comments (seq);
-CREATE TABLE IF NOT EXISTS position (
-    one         INTEGER PRIMARY KEY CHECK (one = 1),
-    applied_seq INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
-"""
+""" + POSITION_SCHEMA
 
 
 ADD_POSTS = (
@@ -55,23 +52,24 @@ ADD_COMMENTS = (
 
 
 @dataclass
-class Rows:
-    """What a batch of events adds, written with one executemany per table."""
+class Changes:
+    """What a batch of events changes, recorded once by the handlers: written to SQLite with one
+    executemany per statement, then, once committed, to the in-memory mirror from the same rows."""
 
-    posts: list[tuple] = field(default_factory=list)
-    comments: list[tuple] = field(default_factory=list)
+    posts: list[tuple] = field(default_factory=list)  # (id, seq, title)
+    comments: list[tuple] = field(default_factory=list)  # (id, seq, post id, content)
 
     def write(self, conn: sqlite3.Connection) -> None:
         conn.executemany(ADD_POSTS, self.posts)
         conn.executemany(ADD_COMMENTS, self.comments)
 
 
-def add_post(post: PostCreated, event: Event, rows: Rows) -> None:
-    rows.posts.append((post.id, event.seq, post.title))
+def add_post(post: PostCreated, event: Event, changes: Changes) -> None:
+    changes.posts.append((post.id, event.seq, post.title))
 
 
-def add_comment(comment: CommentCreated, event: Event, rows: Rows) -> None:
-    rows.comments.append((comment.id, event.seq, comment.postId, comment.content))
+def add_comment(comment: CommentCreated, event: Event, changes: Changes) -> None:
+    changes.comments.append((comment.id, event.seq, comment.postId, comment.content))
 
 
 HANDLERS = {"PostCreated": add_post, "CommentCreated": add_comment}
@@ -179,12 +177,11 @@ class QueryView:
             comments = self._comments[post_id] = _Ordered()
         return comments
 
-    def _mirror(self, event: Event) -> None:
-        data = event.payload()
-        if isinstance(data, PostCreated):
-            self._add_post(data.id, event.seq, data.title)
-        elif isinstance(data, CommentCreated):
-            self._add_comment(data.id, event.seq, data.postId, data.content)
+    def _mirror(self, changes: Changes) -> None:
+        for row in changes.posts:
+            self._add_post(*row)
+        for row in changes.comments:
+            self._add_comment(*row)
 
     def _place(self) -> None:
         """Move what was applied without a log position to the position the log now gave it."""
@@ -201,35 +198,26 @@ class QueryView:
 
     @property
     def applied_seq(self) -> int:
-        return self.db.connection().execute("SELECT applied_seq FROM position").fetchone()[0]
+        return position_of(self.db)
 
     def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
-        """Apply events in one transaction. Returns True when a gap shows events were missed.
+        """Apply events in one transaction, then to the mirror. Returns True when a gap shows
+        events were missed (see `apply_batch`)."""
+        changes = Changes()
+        changed = False
 
-        `from_log`: the events are a contiguous read of the log, so the position moves to the
-        last one. Pushed events move it only while they follow on without a gap.
-        """
-        events = sorted(events, key=lambda e: e.seq or 0)
-        with self.db.transaction() as conn:
-            applied = conn.execute("SELECT applied_seq FROM position").fetchone()[0]
+        def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
+            nonlocal changed
+            for event in ordered:
+                dispatch(HANDLERS, event, changes)
             before = conn.total_changes
-            gap = False
-            rows = Rows()
-            for event in events:
-                dispatch(HANDLERS, event, rows)
-                if event.seq is None:
-                    continue
-                if from_log or event.seq == applied + 1:
-                    applied = max(applied, event.seq)
-                elif event.seq > applied + 1:
-                    gap = True
-            rows.write(conn)
+            changes.write(conn)
             changed = conn.total_changes != before
-            conn.execute("UPDATE position SET applied_seq = ?", (applied,))
+
+        gap = apply_batch(self.db, events, handle, from_log=from_log)
         if changed:  # committed: now the memory copy, which readers see
             with self._lock:
-                for event in events:
-                    self._mirror(event)
+                self._mirror(changes)
                 self._place()
                 self._version += 1
                 self._changed.notify_all()

@@ -30,12 +30,10 @@ from blogctl.client import BlogClient  # noqa: E402
 from blogctl.formation import ProcessState, ServiceFailed  # noqa: E402
 from blogctl.runtime import Wiring  # noqa: E402
 from services.bus.app import create_app as create_bus  # noqa: E402
-from services.comments.app import create_app as create_comments  # noqa: E402
-from services.posts.app import create_app as create_posts  # noqa: E402
-from services.query.app import create_app as create_query  # noqa: E402
 from services.shared.config import SERVICES, Config, load  # noqa: E402
 from services.shared.http import Answer, Unreachable  # noqa: E402
 from services.shared.transport import InMemoryBus  # noqa: E402
+from tests.in_process import create_apps, relay  # noqa: E402
 from services.shared.transport.bus import HttpTransport  # noqa: E402
 
 
@@ -88,12 +86,7 @@ class InProcessBlog:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.config = load({"BLOG_DATA_DIR": str(data_dir)})
         self.bus = InMemoryBus()
-        self.apps = {
-            "posts": create_posts(self.config, self.bus.transport("posts")),
-            "comments": create_comments(self.config, self.bus.transport("comments")),
-            "query": create_query(self.config, self.bus.transport("query")),
-            "bus": create_bus(self.config),
-        }
+        self.apps = {**create_apps(self.config, self.bus), "bus": create_bus(self.config)}
         self.clients = {name: app.test_client() for name, app in self.apps.items()}
         # The real bus app logs what the in-memory bus carried, so `events` shows a real log.
         self.bus.subscribe("bus-log", lambda events: self.clients["bus"].post(
@@ -104,10 +97,8 @@ class InProcessBlog:
     def relay(self) -> None:
         """Move outboxes to the bus now, as the relay threads would (unless the bus is down)."""
         self.bus.down = "bus" not in self.running
-        for name in ("posts", "comments"):
-            if name in self.running and not self.bus.down:
-                while self.apps[name].extensions["blog"].relay_once():
-                    pass
+        if not self.bus.down:
+            relay({name: app for name, app in self.apps.items() if name in self.running})
 
     def wiring(self) -> Wiring:
         return Wiring(

@@ -7,6 +7,8 @@ import pytest
 
 from blogctl import __version__
 from blogctl import content, lifecycle
+from services.shared.components import components
+from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
 from tests.cli.conftest import Cli
 from tests.helpers import free_port
 
@@ -63,7 +65,7 @@ def test_an_unknown_service_is_a_usage_error(cli):
 @pytest.mark.parametrize("args", [["post", "list"], ["post", "create", "t"], ["comment", "list", "p1"],
                                   ["comment", "create", "p1", "c"], ["query"], ["events"]])
 def test_an_unreachable_service_is_one_line_naming_it(args):
-    ports = [f"--port={name}={free_port()}" for name in ("posts", "comments", "query", "bus")]
+    ports = [f"--port={name}={free_port()}" for name in SERVICES]
     line = one_error_line(Cli(None)(*ports, *args))
     assert line.startswith("error: ") and "service is not reachable at 127.0.0.1:" in line
     assert "is it running? try `blogctl up`" in line
@@ -140,7 +142,7 @@ def test_events_shows_the_log_and_subscriber_cursors(cli):
     assert "Bus subscribers" in out and "query" in out
     data = cli.json("events")
     assert [e["type"] for e in data["events"]] == ["PostCreated", "CommentCreated"]
-    assert {s["name"] for s in data["subscribers"]} == {"posts", "comments", "query"}
+    assert {s["name"] for s in data["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
     only = cli.json("events", "--type", "CommentCreated")["events"]
     assert [e["type"] for e in only] == ["CommentCreated"]
     assert [e["seq"] for e in cli.json("events", "--after", "1")["events"]] == [2]
@@ -199,9 +201,9 @@ def test_json_output_is_json_and_nothing_else(cli, blog):
 
 def test_status_tells_the_truth(cli, blog):
     data = cli.json("status")
-    assert [s["service"] for s in data["services"]] == ["posts", "comments", "query", "bus"]
+    assert [s["service"] for s in data["services"]] == list(SERVICES)
     assert all(s["healthy"] and s["process"] == "running" for s in data["services"])
-    assert {s["name"] for s in data["subscribers"]} == {"posts", "comments", "query"}
+    assert {s["name"] for s in data["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
     blog.running.discard("posts")
     data = cli.json("status")
     posts = data["services"][0]
@@ -219,7 +221,7 @@ def test_status_without_the_bus_says_subscribers_are_unknown(cli, blog):
 def test_up_starts_what_is_missing_and_shows_the_table(cli, blog):
     blog.running.clear()
     out = cli.ok("up", "--detach").stdout
-    assert blog.running == {"posts", "comments", "query", "bus"}
+    assert blog.running == set(SERVICES)
     assert "Services" in out and "Running in the background" in out
 
 
@@ -305,7 +307,7 @@ def test_demo_failure_holds_and_leaves_the_formation_running(cli, blog):
     assert out.count("✓") == 8 and "✗" not in out
     assert "Verdict: every step held" in out
     assert "refused: posts service is not reachable" in out
-    assert blog.running == {"posts", "comments", "query", "bus"}
+    assert blog.running == set(SERVICES)
     assert cli.ok("demo-failure").stdout.count("✓") == 8  # twice in a row
 
 
@@ -332,7 +334,7 @@ def test_demo_failure_fails_when_query_does_not_survive(cli, blog):
     result = cli("demo-failure", "--wait", "1")
     assert result.exit_code == 1
     assert "✗ the view lost" in result.stdout and "Verdict: FAILED" in result.stdout
-    assert blog.running == {"posts", "comments", "query", "bus"}  # restored even so
+    assert blog.running == set(SERVICES)  # restored even so
 
 
 # Mode, the page, dead letters
@@ -383,7 +385,7 @@ def park_one(blog, subscriber="query"):
     cli_post = blog.clients["posts"].post("/posts", json={"title": "poison"})
     assert cli_post.status_code == 201
     blog.relay()
-    deliverer = blog.apps["bus"].extensions["blog"].deliverers[subscriber]
+    deliverer = components(blog.apps["bus"])["delivery"].deliverers[subscriber]
     seq = deliverer.log.last_seq()
     deliverer.log.park(subscriber, seq, 4, "HTTP 500: cannot apply", utc_now())
     return deliverer, seq

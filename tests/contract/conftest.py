@@ -18,6 +18,7 @@ from flask import Flask, jsonify
 from waitress.server import create_server
 
 from services.bus.app import create_app as create_bus
+from services.shared.components import components
 from services.shared.config import CONSUMERS, load
 from services.shared.events import Event
 from services.shared.transport import InMemoryBus
@@ -130,7 +131,7 @@ class HttpHarness(Harness):
             "BLOG_SUBSCRIBERS": ",".join(f"{n}=http://127.0.0.1:{subscribers_port}/events/{n}" for n in NAMES),
         })
         bus = create_bus(self.config)
-        self.delivery = bus.extensions["blog"]
+        self.delivery = components(bus)["delivery"]
         self.delivery.start()
         port, self._stop_bus = serve(bus)
         self.url = f"http://127.0.0.1:{port}"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.shared.config import SERVICES
+from services.shared.config import CONSUMERS, DEFAULT_SUBSCRIBERS, SERVICES
 from services.shared.transport.rabbitmq import RabbitTransport
 from tests.helpers import (
     BROKER_URL, ROOT, broker_missing, free_port, port_is_listening, process_group_alive, tmpfs, wait_until,
@@ -115,13 +115,13 @@ def test_a_user_session_from_up_to_down(blogctl):
     assert [e["type"] for e in events["events"]] == ["PostCreated", "CommentCreated"]
     status = blogctl.json("status")
     assert all(s["healthy"] and s["process"] == "running" for s in status["services"])
-    assert {s["name"] for s in status["subscribers"]} == {"posts", "comments", "query"}
+    assert {s["name"] for s in status["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
 
     # Killing Posts takes nothing else down.
     pid = blogctl.recorded_pids()["posts"]
     assert "killed posts" in blogctl("kill", "posts").stdout
     assert not process_group_alive(pid) and not port_is_listening(blogctl.ports["posts"])
-    assert all(blogctl.healthy(s) for s in ("comments", "query", "bus"))
+    assert all(blogctl.healthy(s) for s in SERVICES if s != "posts")
     assert post["id"] in blogctl.json("query")
     error = blogctl("post", "create", "while down", expect=1).stderr
     assert error.strip() == (f"error: posts service is not reachable at 127.0.0.1:{blogctl.ports['posts']} "
@@ -197,7 +197,7 @@ def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
     try:
         out = blogctl("up", "--detach", "--broker", BROKER_URL).stdout
         assert "events through RabbitMQ at amqp://guest:***@127.0.0.1:5672//" in out
-        assert set(blogctl.recorded_pids()) == {"posts", "comments", "query"}  # no bus process
+        assert set(blogctl.recorded_pids()) == set(DEFAULT_SUBSCRIBERS)  # no bus process
         assert not port_is_listening(blogctl.ports["bus"])
 
         post = blogctl.json("post", "create", "through the broker")
@@ -206,11 +206,11 @@ def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
 
         status = blogctl.json("status")  # knows the broker from `up --broker`, without being told again
         assert status["mode"]["transport"] == "rabbitmq"
-        assert {s["service"] for s in status["services"]} == {"posts", "comments", "query"}
+        assert {s["service"] for s in status["services"]} == set(DEFAULT_SUBSCRIBERS)
         assert all(s["healthy"] for s in status["services"])
         assert status["transport"]["url"] == "amqp://guest:***@127.0.0.1:5672//"
         queues = {q["name"]: q for q in status["queues"]}
-        assert set(queues) == {f"{namespace}.comments", f"{namespace}.query", f"{namespace}.log"}
+        assert set(queues) == {f"{namespace}.{name}" for name in (*CONSUMERS, "log")}
         assert queues[f"{namespace}.query"]["consumers"] == 1
         shown = blogctl("status").stdout
         assert f"{namespace}.query" in shown and "stream" in shown
@@ -225,7 +225,7 @@ def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
         assert "bus is not run in this mode" in error
         out = blogctl("demo-failure").stdout
         assert "Verdict: every step held" in out and out.count("✓") == 8
-        assert set(blogctl.recorded_pids()) == {"posts", "comments", "query"}
+        assert set(blogctl.recorded_pids()) == set(DEFAULT_SUBSCRIBERS)
 
         assert "stopped posts" in blogctl("down").stdout
         blogctl.assert_nothing_left()

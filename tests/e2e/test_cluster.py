@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.shared.config import CONSUMERS
 from tests.e2e.test_faults import assert_burst_arrived_once, start_burst
 from tests.helpers import Formation, wait_until
 from tests.rabbit_cluster import RabbitCluster, cluster_missing
@@ -41,7 +42,7 @@ def test_a_node_stopped_mid_burst_loses_no_confirmed_write_and_rejoins(cluster, 
     burst = start_burst(formation, writers=4, writes_each=495)  # 1,980 writes + 20 seed posts
     everyone = sorted(node.name for node in cluster.nodes)
     replicas = cluster.replicas(formation.namespace)
-    assert set(replicas) == {f"{formation.namespace}.{q}" for q in ("comments", "query", "log")}
+    assert set(replicas) == {f"{formation.namespace}.{q}" for q in (*CONSUMERS, "log")}
     assert all(members == everyone for members, _ in replicas.values()), replicas  # on all three nodes
 
     wait_until(lambda: burst.clients.writes >= 400 or burst.clients.finished(), timeout=60,

@@ -15,13 +15,14 @@ import time
 import pytest
 import requests
 
+from services.shared.config import DEFAULT_SUBSCRIBERS
 from tests.e2e.test_faults import Clients, assert_view_is_exactly_the_services_data, comment_created, post_created
 from tests.helpers import Formation, create_post, view, wait_until
 from tests.netns import Network, netns_missing
 
 pytestmark = pytest.mark.slow
 
-SERVICES_ON_HOSTS = ("bus", "posts", "comments", "query")
+SERVICES_ON_HOSTS = ("bus", *DEFAULT_SUBSCRIBERS)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def network():
     made = Network(lans=("front", "back"))
     try:
         made.add("bus", lans=("back",))  # only the services talk to the bus
-        for name in ("posts", "comments", "query"):
+        for name in DEFAULT_SUBSCRIBERS:
             made.add(name)
         yield made
     finally:

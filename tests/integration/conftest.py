@@ -6,16 +6,14 @@ import pytest
 from flask.testing import FlaskClient
 
 from services.bus.app import create_app as create_bus
-from services.comments.app import create_app as create_comments
-from services.posts.app import create_app as create_posts
-from services.query.app import create_app as create_query
 from services.shared.config import load
 from services.shared.transport import InMemoryBus
+from tests.in_process import create_apps, relay
 
 
 @dataclass
 class Blog:
-    """Posts, Comments and Query wired through the in-memory bus, driven by their test clients."""
+    """Every service wired through the in-memory bus, driven by their test clients."""
 
     bus: InMemoryBus
     posts: FlaskClient
@@ -25,9 +23,7 @@ class Blog:
 
     def relay(self) -> None:
         """Move every outbox to the bus now (in production a background thread does this)."""
-        for name in ("posts", "comments"):
-            while self.apps[name].extensions["blog"].relay_once():
-                pass
+        relay(self.apps)
 
     def create_post(self, title: str) -> dict:
         response = self.posts.post("/posts", json={"title": title})
@@ -50,12 +46,8 @@ def config(tmp_path):
 @pytest.fixture
 def blog(config):
     bus = InMemoryBus()
-    apps = {
-        "posts": create_posts(config, bus.transport("posts")),
-        "comments": create_comments(config, bus.transport("comments")),
-        "query": create_query(config, bus.transport("query")),
-    }
-    return Blog(bus, *(app.test_client() for app in apps.values()), apps)
+    apps = create_apps(config, bus)
+    return Blog(bus, apps["posts"].test_client(), apps["comments"].test_client(), apps["query"].test_client(), apps)
 
 
 @pytest.fixture

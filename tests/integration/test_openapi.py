@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,7 @@ from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 
 from services.bus.app import create_app as create_bus
-from services.comments.app import create_app as create_comments
-from services.posts.app import create_app as create_posts
-from services.query.app import create_app as create_query
-from services.shared.config import load
+from services.shared.config import SERVICES, load
 from services.shared.transport import InMemoryBus
 
 # schemathesis builds its tests at collection, so the apps exist from import on; their data goes here.
@@ -28,11 +26,10 @@ def make_app(service: str):
     config = load({"BLOG_DATA_DIR": str(DATA / service)})
     if service == "bus":
         return create_bus(config)
-    factory = {"posts": create_posts, "comments": create_comments, "query": create_query}[service]
-    return factory(config, InMemoryBus().transport(service))
+    return import_module(f"services.{service}.app").create_app(config, InMemoryBus().transport(service))
 
 
-APPS = {service: make_app(service) for service in ("posts", "comments", "query", "bus")}
+APPS = {service: make_app(service) for service in SERVICES}
 
 
 @pytest.mark.parametrize("service", APPS)

@@ -5,6 +5,9 @@ import time
 
 import pytest
 
+from services.shared.components import components
+from services.shared.config import DEFAULT_SUBSCRIBERS
+
 
 def test_a_post_and_its_comment_are_assembled_in_query(blog):
     post = blog.create_post("Hello")
@@ -72,9 +75,9 @@ def test_bad_comment_bodies_get_a_clear_400(blog):
     assert blog.comments.get(f"/posts/{post['id']}/comments").json == []
 
 
-@pytest.mark.parametrize("service", ["posts", "comments", "query"])
+@pytest.mark.parametrize("service", DEFAULT_SUBSCRIBERS)
 def test_unknown_routes_and_methods_answer_json_not_html(blog, service):
-    client = getattr(blog, service)
+    client = blog.apps[service].test_client()
     missing = client.get("/nowhere")
     assert missing.status_code == 404 and "GET /nowhere" in missing.json["error"]
     wrong = client.delete("/events")
@@ -201,14 +204,14 @@ def test_a_new_query_catches_up_from_the_log(blog, config, tmp_path):
     late_config = type(config)(data_dir=tmp_path / "late", ports=config.ports)
     late = create_app(late_config, blog.bus.transport("query-2"))
     assert late.test_client().get("/posts").json == {}
-    late.extensions["blog"].catch_up_once()
+    components(late)["catch-up"].catch_up_once()
     assert late.test_client().get("/posts").json == blog.query.get("/posts").json
     assert late.test_client().get("/health").json["applied_seq"] == 2
 
 
 def test_health_says_what_each_service_is(blog, config):
-    for name in ("posts", "comments", "query"):
-        health = getattr(blog, name).get("/health").json
+    for name in DEFAULT_SUBSCRIBERS:
+        health = blog.apps[name].test_client().get("/health").json
         assert health["service"] == name and health["status"] == "ok"
         assert health["pid"] == os.getpid() and health["data_dir"] == str(config.data_dir.absolute())
     assert blog.query.get("/health").json["applied_seq"] == 0

@@ -19,12 +19,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from services.bus.app import create_app as create_bus
-from services.comments.app import create_app as create_comments
-from services.posts.app import create_app as create_posts
-from services.query.app import create_app as create_query
 from services.shared.config import load
 from services.shared.events import CONTENT_MAX, SCHEMAS, SEQ_MAX, TITLE_MAX, TYPE_MAX
 from services.shared.transport import InMemoryBus
+from tests.in_process import create_apps, relay
 
 BOUNDED = settings(
     max_examples=150, deadline=None, derandomize=True, database=None,
@@ -145,25 +143,19 @@ class Blog:
         }
 
     def relay(self) -> None:
-        for name in ("posts", "comments"):
-            while self.apps[name].extensions["blog"].relay_once():
-                pass
+        relay(self.apps)
 
 
 @pytest.fixture(scope="module")
 def blog(tmp_path_factory) -> Blog:
     config = load({"BLOG_DATA_DIR": str(tmp_path_factory.mktemp("property"))})
     transport = InMemoryBus()
-    apps = {
-        "posts": create_posts(config, transport.transport("posts")),
-        "comments": create_comments(config, transport.transport("comments")),
-        "query": create_query(config, transport.transport("query")),
-        "bus": create_bus(config),  # its delivery threads are never started: nothing leaves the process
-    }
+    # The bus's delivery threads are never started: nothing leaves the process.
+    apps = {**create_apps(config, transport), "bus": create_bus(config)}
     clients = {name: app.test_client() for name, app in apps.items()}
     known = {"type": "PostCreated", "data": {"id": KNOWN_POST, "title": "known"}}
     assert clients["comments"].post("/events", json=known).status_code == 200
-    return Blog(**clients, apps=apps)
+    return Blog(*(clients[name] for name in ("posts", "comments", "query", "bus")), apps=apps)
 
 
 def send(client: FlaskClient, path: str, body: bytes):

@@ -8,7 +8,7 @@ from services.bus.delivery import Deliverer, DeliveryFailed
 from services.bus.log import SCHEMA, EventLog, row_to_event, row_to_json
 from services.shared.config import Subscriber
 from services.shared.db import Database
-from services.shared.events import Event, post_created
+from services.shared.events import Event, PostCreated
 from services.shared.http import Unreachable
 
 
@@ -20,16 +20,16 @@ def log(tmp_path):
 
 
 def test_append_numbers_events_in_order_and_ignores_a_known_id(log):
-    first, second = post_created("p1", "a"), post_created("p2", "b")
+    first, second = Event.of(PostCreated(id="p1", title="a")), Event.of(PostCreated(id="p2", title="b"))
     assert [(a.seq, a.duplicate) for a in log.append([first, second])] == [(1, False), (2, False)]
-    again = log.append([second, post_created("p3", "c")])
+    again = log.append([second, Event.of(PostCreated(id="p3", title="c"))])
     assert [(a.seq, a.duplicate) for a in again] == [(2, True), (3, False)]
     assert [row["seq"] for row in log.read_after(0)] == [1, 2, 3]
 
 
 def test_reads_page_filter_and_survive_a_reopen(tmp_path):
     db = Database(tmp_path / "bus.db", SCHEMA)
-    events = [post_created(f"p{i}", "t") if i % 3 else Event("Other", i) for i in range(1, 1201)]
+    events = [Event.of(PostCreated(id=f"p{i}", title="t")) if i % 3 else Event("Other", i) for i in range(1, 1201)]
     EventLog(db).append(events)
     db.close()
     log = EventLog(Database(tmp_path / "bus.db", SCHEMA))
@@ -42,7 +42,7 @@ def test_reads_page_filter_and_survive_a_reopen(tmp_path):
 
 
 def test_logged_rows_read_back_as_the_events_published(log):
-    event = post_created("p1", 'quote " and ü')
+    event = Event.of(PostCreated(id="p1", title='quote " and ü'))
     log.append([event])
     row = next(log.read_after(0))
     assert row_to_event(row) == Event(event.type, event.data, event.id, event.source, event.time, 1)
@@ -82,7 +82,7 @@ class FakeSubscriber:
 
 
 def test_delivery_sends_batches_in_order_and_moves_the_cursor_after_success(log):
-    log.append([post_created(f"p{i}", "t") for i in range(5)])
+    log.append([Event.of(PostCreated(id=f"p{i}", title="t")) for i in range(5)])
     fake = FakeSubscriber()
     deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=True), batch_size=2, client=fake)
     assert [deliverer.deliver_once() for _ in range(4)] == [2, 2, 1, 0]
@@ -91,7 +91,7 @@ def test_delivery_sends_batches_in_order_and_moves_the_cursor_after_success(log)
 
 
 def test_a_failed_delivery_keeps_the_cursor_so_the_events_come_again(log):
-    log.append([post_created("p1", "t")])
+    log.append([Event.of(PostCreated(id="p1", title="t"))])
     fake = FakeSubscriber(answers=[503, Unreachable("refused")])
     deliverer = Deliverer(log, Subscriber("posts", "http://p/events"), client=fake)
     for _ in range(2):
@@ -108,7 +108,7 @@ def test_the_delivery_thread_retries_until_the_subscriber_takes_the_event(log):
     deliverer = Deliverer(log, Subscriber("query", "http://q/events"), max_backoff=0.05, client=fake)
     deliverer.start()
     try:
-        log.append([post_created("p1", "t")])
+        log.append([Event.of(PostCreated(id="p1", title="t"))])
         done = threading.Event()
         for _ in range(200):
             if log.cursor("query") == 1:
@@ -153,7 +153,7 @@ def drain(deliverer, limit=100):
 
 @pytest.mark.parametrize("batch", [True, False])
 def test_an_event_rejected_again_and_again_is_parked_and_the_rest_flow_on(log, batch):
-    log.append([post_created(f"p{i}", "t") for i in range(1, 8)])
+    log.append([Event.of(PostCreated(id=f"p{i}", title="t")) for i in range(1, 8)])
     fake = PoisonSubscriber("p4")
     deliverer = Deliverer(log, Subscriber("query", "http://q/events", batch=batch), batch_size=3, attempts=3, client=fake)
     drain(deliverer)
@@ -165,7 +165,7 @@ def test_an_event_rejected_again_and_again_is_parked_and_the_rest_flow_on(log, b
 
 
 def test_a_parked_event_is_redelivered_on_request(log):
-    log.append([post_created("p1", "t")])
+    log.append([Event.of(PostCreated(id="p1", title="t"))])
     fake = PoisonSubscriber("p1")
     deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, client=fake)
     drain(deliverer)
@@ -182,7 +182,7 @@ def test_a_parked_event_is_redelivered_on_request(log):
 
 
 def test_an_unreachable_subscriber_is_retried_not_parked(log):
-    log.append([post_created("p1", "t")])
+    log.append([Event.of(PostCreated(id="p1", title="t"))])
     fake = FakeSubscriber(answers=[Unreachable("refused")] * 20)
     deliverer = Deliverer(log, Subscriber("query", "http://q/events"), attempts=2, client=fake)
     for _ in range(20):
@@ -190,3 +190,16 @@ def test_an_unreachable_subscriber_is_retried_not_parked(log):
             deliverer.deliver_once()
     assert log.dead_letters() == [] and log.cursor("query") == 0
     assert deliverer.deliver_once() == 1
+
+
+def test_a_log_made_before_sent_source_and_time_existed_gains_them(tmp_path):
+    old_schema = SCHEMA.replace("    sent_source TEXT,", "").replace(
+        "    data   TEXT NOT NULL,\n", "    data   TEXT NOT NULL\n").split("    sent_time   TEXT\n")
+    db = Database(tmp_path / "bus.db", "".join(old_schema))
+    assert "sent_source" not in {row["name"] for row in db.connection().execute("PRAGMA table_info(events)")}
+    db.close()
+    reopened = Database(tmp_path / "bus.db", SCHEMA)
+    log = EventLog(reopened)
+    log.append([post_created("p1", "a")])
+    assert json.loads(row_to_json(next(log.read_after(0))))["data"] == {"id": "p1", "title": "a"}
+    reopened.close()

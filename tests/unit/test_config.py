@@ -2,7 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from services.shared.config import DEFAULT_PORTS, ConfigError, Subscriber, load
+from services.shared.config import (
+    DEFAULT_PORTS, DEFAULT_SUBSCRIBERS, SERVICE_TABLE, SERVICES, ConfigError, Subscriber, load, spec,
+)
+from services.shared.events import SCHEMAS
 
 
 def test_defaults_match_the_course():
@@ -41,6 +44,35 @@ def test_bad_settings_are_named(env):
     with pytest.raises(ConfigError) as info:
         load(env)
     assert list(env)[0] in str(info.value)
+
+
+def test_the_procfile_runs_exactly_the_services_in_the_table():
+    from honcho.environ import parse_procfile
+
+    procfile = parse_procfile((Path(__file__).resolve().parents[2] / "Procfile").read_text())
+    assert sorted(procfile.processes) == sorted(SERVICES)
+    for name, command in procfile.processes.items():
+        assert command == f"exec python -m services.{name}"
+
+
+def test_every_event_type_in_the_table_is_declared():
+    for row in SERVICE_TABLE:
+        assert set(row.consumes) | set(row.emits) <= set(SCHEMAS), row.name
+
+
+def test_each_service_subscribes_to_exactly_what_its_handlers_take(tmp_path):
+    from services.shared.components import components
+    from services.shared.transport import InMemoryBus
+    from tests.in_process import create_apps
+
+    apps = create_apps(load({"BLOG_DATA_DIR": str(tmp_path)}), InMemoryBus())
+    assert set(apps) == set(DEFAULT_SUBSCRIBERS)
+    for name, app in apps.items():
+        if not spec(name).consumes:
+            assert "consumer" not in components(app), name
+            continue
+        consumer = components(app)["consumer"]
+        assert set(consumer.handled) == set(consumer.types) == set(spec(name).consumes), name
 
 
 def test_a_broker_cluster_is_several_addresses_tried_in_turn():

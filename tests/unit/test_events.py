@@ -4,7 +4,7 @@ import unicodedata
 
 import pytest
 
-from services.shared.events import NOT_BLANK, Event, InvalidEvent, comment_created, post_created
+from services.shared.events import NOT_BLANK, CommentCreated, Event, InvalidEvent, PostCreated
 
 
 def test_bare_course_event_gets_an_envelope():
@@ -14,7 +14,7 @@ def test_bare_course_event_gets_an_envelope():
 
 
 def test_round_trip_keeps_every_field():
-    event = comment_created("c1", "nice", "p1")
+    event = Event.of(CommentCreated(id="c1", content="nice", postId="p1"))
     again = Event.from_dict(event.to_dict())
     assert again == event
 
@@ -41,15 +41,25 @@ def test_invalid_events_are_refused_with_a_reason(raw, fragment):
 
 
 def test_unknown_types_are_carried_with_any_data():
-    event = Event.from_dict({"type": "CommentModerated", "data": [1, 2]})
+    event = Event.from_dict({"type": "PostDeleted", "data": [1, 2]})
     assert event.payload() is None
 
 
 def test_titles_are_kept_exactly_as_given():
     title = "  <script>alert(1)</script> [red]x[/red] \x1b[31m ü  "
-    assert Event.from_dict(post_created("p1", title).to_dict()).payload().title == title
+    assert Event.from_dict(Event.of(PostCreated(id="p1", title=title)).to_dict()).payload().title == title
 
 
+def test_a_declaration_gives_the_wire_model_the_factory_and_the_summary():
+    from services.shared.events import SCHEMAS, WireEvent, summary
+    from typing import get_args
+
+    assert {"PostCreated", "CommentCreated"} <= set(SCHEMAS)
+    assert set(get_args(WireEvent)) >= set(SCHEMAS.values())
+    event = Event.of(PostCreated(id="p1", title="hi"), source="posts")
+    assert event.to_dict()["data"] == {"id": "p1", "title": "hi"} and event.type == "PostCreated"
+    assert summary("PostCreated", event.data) == "post p1: 'hi'"
+    assert summary("PostCreated", {"id": "p1"}) is None and summary("Nope", {}) is None and summary(["x"], {}) is None
 BLANKS = [chr(c) for c in range(sys.maxunicode + 1)
           if chr(c).isspace() or unicodedata.category(chr(c)) == "Cf"]
 

@@ -4,7 +4,7 @@ import pytest
 
 from services.query.view import SCHEMA, QueryView
 from services.shared.db import Database
-from services.shared.events import Event, comment_created, post_created
+from services.shared.events import CommentCreated, Event, PostCreated
 
 
 def logged(event: Event, seq: int) -> Event:
@@ -21,10 +21,10 @@ def view(tmp_path):
 @pytest.fixture
 def history():
     return [
-        logged(post_created("p1", "first"), 1),
-        logged(comment_created("c1", "a", "p1"), 2),
-        logged(post_created("p2", "second"), 3),
-        logged(comment_created("c2", "b", "p1"), 4),
+        logged(Event.of(PostCreated(id="p1", title="first")), 1),
+        logged(Event.of(CommentCreated(id="c1", content="a", postId="p1")), 2),
+        logged(Event.of(PostCreated(id="p2", title="second")), 3),
+        logged(Event.of(CommentCreated(id="c2", content="b", postId="p1")), 4),
         logged(Event("CommentModerated", {"id": "c1"}), 5),
     ]
 
@@ -59,9 +59,9 @@ def test_out_of_order_events_give_the_same_view(view, history):
 
 
 def test_a_comment_before_its_post_waits_for_the_post(view):
-    view.apply([logged(comment_created("c1", "early", "p9"), 2)])
+    view.apply([logged(Event.of(CommentCreated(id="c1", content="early", postId="p9")), 2)])
     assert view.as_dict() == {}
-    view.apply([logged(post_created("p9", "late"), 1)])
+    view.apply([logged(Event.of(PostCreated(id="p9", title="late")), 1)])
     assert view.as_dict()["p9"]["comments"] == [{"id": "c1", "content": "early"}]
 
 
@@ -105,5 +105,5 @@ def test_pages_are_cut_from_the_same_version_and_cached(view, history):
     assert json.loads(page.body) == {"p1": EXPECTED["p1"]} and page.total == 2
     assert view.render(0, 1) is page
     assert json.loads(view.render(1, 1).body) == {"p2": EXPECTED["p2"]}
-    view.apply([logged(post_created("p3", "third"), 6)])
+    view.apply([logged(Event.of(PostCreated(id="p3", title="third")), 6)])
     assert view.render(0, 1) is not page and view.render(0, 1).total == 3

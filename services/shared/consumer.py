@@ -1,0 +1,173 @@
+"""How a service takes events: the ones pushed to it, and the log itself when it is new or behind.
+
+Pushed events arrive through the transport (the bus's `POST /events`, a broker's queue, the
+in-memory bus). Every consuming service also keeps its position in the log (`applied_seq`:
+up to there it has every event) and a catch-up that reads the log from that position: at
+start, and whenever a pushed event shows a gap. So a service that was down, or whose queue
+was declared only after earlier events were published, still gets every event it missed.
+Applying is idempotent, so an event that comes both ways changes nothing the second time.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from flask import Flask
+
+from .components import components
+from .config import service_of, spec
+from .db import Database
+from .events import Event
+from .transport import Transport, TransportError
+from .web import events_blueprint
+from .worker import Worker
+
+POSITION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS position (
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    applied_seq INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
+"""
+
+
+class Store(Protocol):
+    """What a consuming service's store offers: apply a batch (True when a gap was seen), and its position."""
+
+    def apply(self, events: list[Event], *, from_log: bool = False) -> bool: ...
+
+    @property
+    def applied_seq(self) -> int: ...
+
+
+Apply = Callable[..., bool]  # (events, *, from_log=False) -> whether a gap was seen
+
+
+def applied_seq(db: Database) -> int:
+    return db.connection().execute("SELECT applied_seq FROM position").fetchone()[0]
+
+
+def apply_batch(
+    db: Database, events: list[Event], handle: Callable[[sqlite3.Connection, list[Event]], None], *, from_log: bool
+) -> bool:
+    """In one transaction: `handle(conn, events)` in log order, then move the position past them.
+
+    `from_log`: the events are a contiguous read of the log, so the position moves to the last
+    one. Pushed events move it only while they follow on without a gap; an event pushed without
+    a position (a broker's queue carries none) leaves it where it is. Returns True on a gap.
+    """
+    events = sorted(events, key=lambda e: e.seq or 0)
+    with db.transaction() as conn:
+        handle(conn, events)
+        applied = conn.execute("SELECT applied_seq FROM position").fetchone()[0]
+        gap = False
+        for event in events:
+            if event.seq is None:
+                continue
+            if from_log or event.seq == applied + 1:
+                applied = max(applied, event.seq)
+            elif event.seq > applied + 1:
+                gap = True
+        conn.execute("UPDATE position SET applied_seq = ?", (applied,))
+    return gap
+
+
+class CatchUp(Worker):
+    """Reads the log after the service's position: once at start, then whenever `request()` is called."""
+
+    what = "catching up from the event log"
+    retry_on = TransportError
+    idle_wait = None  # caught up: sleep until a gap is seen
+
+    def __init__(self, name: str, apply: Apply, position: Callable[[], int], transport: Transport, *,
+                 page: int = 5000) -> None:
+        super().__init__()
+        self.thread_name = f"{name}-catch-up"
+        self.apply = apply
+        self.position = position
+        self.transport = transport
+        self.page = page
+        self.running = False
+        self.last_run: dict | None = None  # events read and seconds taken by the last catch-up
+
+    def catch_up_once(self) -> int:
+        """Apply the log after `applied_seq` until its end; return how many events were read.
+
+        The next page is fetched while this one is applied: reading (bus, network, parsing)
+        and applying (SQLite) then overlap instead of taking turns.
+        """
+        read = 0
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catch-up-read") as reader:
+            pending = reader.submit(self.transport.read_log, after=self.position(), limit=self.page)
+            while True:
+                events = pending.result()
+                full = len(events) == self.page
+                if full:
+                    pending = reader.submit(self.transport.read_log, after=events[-1].seq, limit=self.page)
+                if events:
+                    self.apply(events, from_log=True)
+                    read += len(events)
+                if not full:
+                    self.last_error = None
+                    if read:
+                        self.last_run = {"events": read, "seconds": round(time.perf_counter() - started, 3)}
+                    return read
+
+    def step(self) -> int:
+        self.running = True
+        try:
+            return self.catch_up_once()
+        finally:
+            self.running = False
+
+    request = Worker.notify  # a gap was seen: catch up soon, in the background
+
+    def health(self) -> dict:
+        return dict(catching_up=self.running, catch_up_error=self.last_error, last_catch_up=self.last_run)
+
+
+class Subscription:
+    """The transport delivering a service's event types into its consumer, from `start()` on."""
+
+    def __init__(self, name: str, transport: Transport, consume: Callable[[list[Event]], None],
+                 types: Iterable[str], handled: Iterable[str]) -> None:
+        self.name = name
+        self.transport = transport
+        self.consume = consume
+        self.types = tuple(types)  # what it subscribes to: its row in the service table
+        self.handled = tuple(handled)  # what its handler table takes (a test checks the two agree)
+
+    def start(self) -> None:
+        self.transport.start_consuming(self.name, self.consume, types=self.types)
+
+    def stop(self) -> None:
+        """Nothing here: closing the transport (stopped after this) ends its consumers."""
+
+
+def register_consumer(app: Flask, name: str, store: Store, transport: Transport, handlers: Iterable[str], *,
+                      then: Callable[[], None] = lambda: None) -> CatchUp:
+    """Make `name` (a service, or a replica of one: `query.2`) a consumer of the event types
+    its service's row in the service table lists: its
+    `POST /events` route, its subscription and its catch-up, all applying through `store.apply`,
+    each applied batch followed by `then()` (wake the outbox relay, for a service that emits)."""
+
+    def apply(events: list[Event], *, from_log: bool = False) -> bool:
+        gap = store.apply(events, from_log=from_log)
+        then()
+        return gap
+
+    catch_up = CatchUp(name, apply, lambda: store.applied_seq, transport)
+
+    def consume(events: list[Event]) -> None:
+        if apply(events):
+            catch_up.request()
+
+    parts = components(app)
+    parts.add("consumer", Subscription(name, transport, consume, spec(service_of(name)).consumes, handlers))
+    parts.add("catch-up", catch_up)
+    app.register_blueprint(events_blueprint(consume))
+    return catch_up
