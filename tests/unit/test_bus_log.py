@@ -200,6 +200,6 @@ def test_a_log_made_before_sent_source_and_time_existed_gains_them(tmp_path):
     db.close()
     reopened = Database(tmp_path / "bus.db", SCHEMA)
     log = EventLog(reopened)
-    log.append([post_created("p1", "a")])
+    log.append([Event.of(PostCreated(id="p1", title="a"))])
     assert json.loads(row_to_json(next(log.read_after(0))))["data"] == {"id": "p1", "title": "a"}
     reopened.close()
