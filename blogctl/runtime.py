@@ -172,8 +172,10 @@ class Runtime:
         if not isinstance(service, str) or not isinstance(pid, int):
             return Listener(holder="another program (its /health names no service and pid)")
         process = health.get("instance") or service  # a replica answers as `query.2`
-        ours = process == name and data_dir == str(self.config.data_dir)
-        holder = f"{process} (pid {pid})" + ("" if data_dir == str(self.config.data_dir) else f" of {data_dir}")
+        # The formation's data directory, unless this process was given one of its own.
+        expected = self.formation.service_env.get(name, {}).get("BLOG_DATA_DIR") or str(self.config.data_dir)
+        ours = process == name and data_dir == expected
+        holder = f"{process} (pid {pid})" + ("" if data_dir == expected else f" of {data_dir}")
         return Listener(health=health, holder=holder, ours=ours, problem=problem)
 
     def is_healthy(self, name: str) -> bool:

@@ -95,6 +95,7 @@ class FakeFormation:
         self.names = list(SERVICES)
         self.pids = {name: 1000 + i for i, name in enumerate(self.names)}
         self.broken: set[str] = set()  # services that will not come up
+        self.service_env: dict[str, dict[str, str]] = {}  # as the supervisor's: per-process environment
         run_dir.mkdir(parents=True, exist_ok=True)
 
     def check(self, names):
