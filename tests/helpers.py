@@ -24,7 +24,7 @@ import requests
 from blogctl import polling
 from blogctl.bench.load import LoadGenerator, worker_client
 from blogctl.client import BlogClient, ServiceError
-from blogctl.lifecycle import bring_up
+from blogctl.steps import bring_up
 from blogctl.runtime import Runtime, Wiring
 from services.shared import transport as transport_module
 from services.shared.config import SERVICE_TABLE, SERVICES, load

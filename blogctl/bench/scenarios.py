@@ -31,7 +31,7 @@ from services.shared.http import Answer
 from .. import render
 from ..client import JSON, BlogClient
 from ..errors import BlogctlError
-from ..lifecycle import bring_up
+from ..steps import bring_up
 from ..polling import wait_until
 from ..runtime import Runtime
 from .bare import bare_endpoint
