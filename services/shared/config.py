@@ -25,8 +25,9 @@ class ServiceSpec:
 
 SERVICE_TABLE: tuple[ServiceSpec, ...] = (
     ServiceSpec("posts", 4000, emits=("PostCreated",)),
-    ServiceSpec("comments", 4001, consumes=("PostCreated",), emits=("CommentCreated",)),
-    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated"), replicable=True),
+    ServiceSpec("comments", 4001, consumes=("PostCreated", "CommentModerated"), emits=("CommentCreated", "CommentUpdated")),
+    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated", "CommentUpdated"), replicable=True),
+    ServiceSpec("moderation", 4003, consumes=("CommentCreated",), emits=("CommentModerated",)),
     ServiceSpec("bus", 4005, bus=True),
 )
 SERVICES = tuple(spec.name for spec in SERVICE_TABLE)
@@ -86,6 +87,8 @@ class Config:
     # the URL's scheme. Several nodes of a cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
     broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
+    # BLOG_MODERATION_REJECT: Moderation rejects a comment containing any of these words (any case), as the course does
+    moderation_reject: tuple[str, ...] = ("orange",)
 
     @property
     def transport(self) -> str:
@@ -225,6 +228,13 @@ def _instance_ports(env: dict[str, str], replicas: dict[str, int]) -> dict[str, 
     return ports
 
 
+def _words(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of words, lower-cased (an empty setting is an empty list)."""
+    if raw is None:
+        return default
+    return tuple(word.strip().lower() for word in raw.split(",") if word.strip())
+
+
 def load(env: dict[str, str] | None = None) -> Config:
     """Read the configuration from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
@@ -257,4 +267,5 @@ def load(env: dict[str, str] | None = None) -> Config:
         fsync=_flag(env, "BLOG_FSYNC", Config.fsync),
         broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
+        moderation_reject=_words(env.get("BLOG_MODERATION_REJECT"), Config.moderation_reject),
     )
