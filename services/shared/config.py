@@ -54,6 +54,10 @@ def service_of(instance: str) -> str:
 REPLICA_PORT_STEP = 100  # replica k of a service listens on its port + 100 x (k - 1), as honcho numbers them
 
 
+# The course's React client runs from its dev server here: allowed by default, as the course's `cors()` allows it.
+COURSE_CLIENT_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
+
+
 class ConfigError(ValueError):
     """A BLOG_* setting holds a value the system cannot use."""
 
@@ -87,6 +91,9 @@ class Config:
     # the URL's scheme. Several nodes of a cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
     broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
+    # BLOG_CORS_ORIGINS: the web origins allowed to call the services from a browser ("*": any);
+    # None: the page's own origins and the course client's dev server (`cors_origins()`)
+    cors: tuple[str, ...] | None = None
     # BLOG_MODERATION_REJECT: Moderation rejects a comment containing any of these words (any case), as the course does
     moderation_reject: tuple[str, ...] = ("orange",)
 
@@ -116,6 +123,10 @@ class Config:
     def replicas(self, service: str) -> list[str]:
         """Every process of `service`: `[query, query.2, ...]`."""
         return [name for name in self.instances if service_of(name) == service]
+
+    def cors_origins(self) -> list[str]:
+        """The origins a browser may call Posts, Comments and Query from."""
+        return list(self.cors) if self.cors is not None else [*self.page_origins(), *COURSE_CLIENT_ORIGINS]
 
     def db_path(self, service: str) -> Path:
         return self.data_dir / f"{service}.db"
@@ -228,6 +239,17 @@ def _instance_ports(env: dict[str, str], replicas: dict[str, int]) -> dict[str, 
     return ports
 
 
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    """BLOG_CORS_ORIGINS: comma-separated origins (`http://host:port`), or `*` for any."""
+    if raw is None:
+        return None
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        if origin != "*" and not (origin.startswith(("http://", "https://")) and "/" not in origin.split("://", 1)[1]):
+            raise ConfigError(f"BLOG_CORS_ORIGINS: {origin!r} is not an origin such as http://localhost:3000 (or *)")
+    return origins
+
+
 def _words(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of words, lower-cased (an empty setting is an empty list)."""
     if raw is None:
@@ -268,4 +290,5 @@ def load(env: dict[str, str] | None = None) -> Config:
         broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
         moderation_reject=_words(env.get("BLOG_MODERATION_REJECT"), Config.moderation_reject),
+        cors=_origins(env.get("BLOG_CORS_ORIGINS")),
     )
