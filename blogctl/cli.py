@@ -88,6 +88,7 @@ app.command("redeliver")(content.redeliver)
 app.command("query")(content.query)
 app.command("open")(lifecycle.open_page)
 app.command("demo-failure")(demo.demo_failure)
+app.command("demo-moderation")(demo.demo_moderation)
 app.command("bench")(bench.bench)
 
 

@@ -141,7 +141,8 @@ def test_events_shows_the_log_and_subscriber_cursors(cli):
     assert "PostCreated" in out and "CommentCreated" in out and "'Evented'" in out
     assert "Bus subscribers" in out and "query" in out
     data = cli.json("events")
-    assert [e["type"] for e in data["events"]] == ["PostCreated", "CommentCreated", "CommentModerated", "CommentUpdated"]
+    assert [e["type"] for e in data["events"]] == [
+        "PostCreated", "CommentCreated", "CommentModerated", "CommentUpdated"]
     assert {s["name"] for s in data["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
     only = cli.json("events", "--type", "CommentCreated")["events"]
     assert [e["type"] for e in only] == ["CommentCreated"]
@@ -423,3 +424,36 @@ def test_a_relative_data_directory_is_taken_from_the_current_directory_either_wa
     by_default = data_dir(env={"BLOG_DATA_DIR": ""})
     assert by_option == by_variable == str(tmp_path / "here")
     assert by_default == str(tmp_path / ".blog")
+
+
+# Moderation
+
+def test_comment_list_and_query_show_each_comments_status(cli, blog):
+    post = cli.json("post", "create", "statuses")
+    cli.ok("comment", "create", post["id"], "lovely")
+    cli.ok("comment", "create", post["id"], "an orange")
+    listed = cli.json("comment", "list", post["id"])
+    assert [(c["content"], c["status"]) for c in listed] == [("lovely", "approved"), ("an orange", "rejected")]
+    table = cli.ok("comment", "list", post["id"]).stdout
+    assert "status" in table and "approved" in table and "rejected" in table
+    tree = [line for line in cli.ok("query").stdout.splitlines() if "lovely" in line or "an orange" in line]
+    assert "approved" in tree[0] and "rejected" in tree[1]
+
+
+def test_demo_moderation_holds_and_leaves_the_formation_as_found(cli, blog):
+    out = cli.ok("demo-moderation").stdout
+    assert out.count("✓") == 5 and "✗" not in out
+    assert "pending" in out and "approved" in out and "rejected" in out
+    assert "Verdict: every step held" in out
+    assert blog.running == set(SERVICES)
+    blog.running.discard("moderation")
+    assert cli.ok("demo-moderation").stdout.count("✓") == 5
+    assert blog.running == set(SERVICES) - {"moderation"}  # left stopped, as it was found
+
+
+def test_demo_moderation_fails_when_nothing_gets_decided(cli, blog):
+    blog.bus.subscribe("moderation", lambda events: None)  # a Moderation that never hears of comments
+    result = cli("demo-moderation", "--wait", "1")
+    assert result.exit_code == 1
+    assert "✗ the comments were not decided as the rule says" in result.stdout and "Verdict: FAILED" in result.stdout
+    assert blog.running == set(SERVICES)
