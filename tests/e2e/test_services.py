@@ -45,7 +45,8 @@ def test_query_serves_everything_with_posts_and_comments_killed(formation):
 def all_published(formation) -> bool:
     """Every outbox is empty, and every comment decided: nothing more is coming."""
     decided = all(c["status"] != "pending" for post in view_of_writers(formation) for c in post)
-    return decided and all(formation.health(name)["outbox_pending"] == 0 for name in ("posts", "comments", "moderation"))
+    outboxes = [formation.health(name)["outbox_pending"] for name in ("posts", "comments", "moderation")]
+    return decided and outboxes == [0, 0, 0]
 
 
 def view_of_writers(formation) -> list[list[dict]]:
