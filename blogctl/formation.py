@@ -92,13 +92,23 @@ class Formation:
         self, procfile: Path, *, run_dir: Path, env: Mapping[str, str],
         addresses: Mapping[str, tuple[str, int]] | None = None, skipped: Mapping[str, str] | None = None,
         cwd: Path | None = None, identify: Callable[[str], str | None] | None = None,
+        replicas: Mapping[str, str] | None = None,
     ) -> None:
         try:
-            self.commands: dict[str, str] = dict(parse_procfile(procfile.read_text()).processes)
+            entries = dict(parse_procfile(procfile.read_text()).processes)
         except OSError as exc:
             raise FormationError(
                 f"cannot read the Procfile at {procfile} ({exc.strerror}) — pass one with --procfile"
             ) from None
+        # A replica (`query.2` of `query`) runs its entry's command, told which replica it is.
+        self.commands: dict[str, str] = {}
+        self.replica_env: dict[str, dict[str, str]] = {}
+        for entry, command in entries.items():
+            self.commands[entry] = command
+            for replica, of in (replicas or {}).items():
+                if of == entry:
+                    self.commands[replica] = command
+                    self.replica_env[replica] = {"BLOG_INSTANCE": replica}
         self.procfile = procfile
         self.cwd = cwd or procfile.parent  # where the processes run: honcho's rule unless told otherwise
         self.run_dir = run_dir
@@ -113,11 +123,17 @@ class Formation:
     def names(self) -> list[str]:
         return [name for name in self.commands if name not in self.skipped]
 
+    def strays(self) -> list[str]:
+        """Processes recorded in the run directory, still running, that this formation does not name (a
+        replica left from a formation started with more of them, say)."""
+        recorded = sorted(path.name.removesuffix(".pid") for path in self.run_dir.glob("*.pid"))
+        return [name for name in recorded if name not in self.names and self.state(name).running]
+
     def check(self, names: list[str]) -> None:
         skipped = [n for n in names if n in self.skipped]
         if skipped:
             raise FormationError(f"{skipped[0]} is not run in this mode: {self.skipped[skipped[0]]}")
-        unknown = [n for n in names if n not in self.commands]
+        unknown = [n for n in names if n not in self.commands and self._record(n) is None]
         if unknown:
             raise FormationError(
                 f"{', '.join(unknown)} not in {self.procfile} — it defines {', '.join(self.commands) or 'nothing'}"
@@ -164,8 +180,8 @@ class Formation:
 
     # Starting
 
-    def child_env(self) -> dict[str, str]:
-        return {**self.env, "PYTHONUNBUFFERED": self.env.get("PYTHONUNBUFFERED", "1")}
+    def child_env(self, name: str | None = None) -> dict[str, str]:
+        return {**self.env, "PYTHONUNBUFFERED": self.env.get("PYTHONUNBUFFERED", "1"), **self.replica_env.get(name, {})}
 
     def start(self, name: str) -> ProcessState:
         """Start `name` unless it is running; return its state either way."""
@@ -179,7 +195,7 @@ class Formation:
             log.write(_marker(f"starting {name}: {self.commands[name]}"))
             log.flush()
             child = subprocess.Popen(
-                self.commands[name], shell=True, cwd=self.cwd, env=self.child_env(),
+                self.commands[name], shell=True, cwd=self.cwd, env=self.child_env(name),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._children[name] = child

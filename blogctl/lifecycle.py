@@ -20,7 +20,7 @@ from . import render
 from .errors import BlogctlError
 from .formation import HEALTH_TIMEOUT, Formation, describe_exit
 from .render import console, text
-from .runtime import Runtime, Service, runtime
+from .runtime import Runtime, runtime
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON and nothing else.")]
 TimeoutOption = Annotated[
@@ -114,10 +114,28 @@ def show_services(rt: Runtime, names: list[str] | None = None) -> None:
     console.print(render.services_table(rows))
 
 
-def _names(services: list[Service] | None, formation: Formation) -> list[str]:
-    names = [s.value for s in services] if services else formation.names
+def _names(services: list[str] | None, formation: Formation) -> list[str]:
+    names = services or formation.names
     formation.check(names)
     return list(dict.fromkeys(names))
+
+
+def _processes(ctx: typer.Context, names: list[str] | str | None):
+    """Arguments naming processes of the formation: a service, or a replica such as `query.2`."""
+    known = runtime(ctx).config.instances
+    for name in [names] if isinstance(names, str) else names or []:
+        if name not in known:
+            raise typer.BadParameter(f"{name!r} is not one of {', '.join(known)}")
+    return names
+
+
+def _complete_processes(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [name for name in runtime(ctx).config.instances if name.startswith(incomplete)]
+
+
+def _process_argument(help: str, *, required: bool = True):
+    return typer.Argument(help=help, metavar="SERVICE..." if required else "[SERVICE]", callback=_processes,
+                          autocompletion=_complete_processes, show_default=False)
 
 
 # Commands
@@ -130,6 +148,11 @@ def up(
         help="Carry events through the broker at URL instead of the HTTP bus, which is then not started "
         f"(default: BLOG_BROKER_URL; the schemes known: {', '.join(REGISTRY)}).",
     )] = None,
+    replicas: Annotated[list[str] | None, typer.Option(
+        "--replicas", metavar="SERVICE=N",
+        help="Run N processes of a service that can have replicas, e.g. query=2: query and query.2, each with its "
+        "own port (100 above the last), database and subscription (default: BLOG_REPLICAS). Repeatable.",
+    )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
     """Start every service in the Procfile and wait until each answers /health.
@@ -141,8 +164,13 @@ def up(
     with rt.exclusive("up"):
         if broker is not None:
             _check_same_transport(rt, broker)
-            rt.use_broker(broker)
+            rt.use("BLOG_BROKER_URL", broker)
+        if replicas:
+            rt.use("BLOG_REPLICAS", ",".join(replicas))
         formation = rt.formation
+        if strays := formation.strays():
+            raise BlogctlError(f"{', '.join(strays)} still running but not part of this formation "
+                               f"({', '.join(formation.names)}) — stop the formation first (`blogctl down`)")
         recover(rt)
         states = formation.states()
         missing = [s.name for s in states if not s.running]
@@ -154,7 +182,7 @@ def up(
         if running:
             console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
         offsets = {name: _size(formation.log_path(name)) for name in formation.names}
-        rt.record_broker()
+        rt.record()
         bring_up(rt, missing, timeout)
         show_services(rt)
         console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
@@ -217,7 +245,7 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
                 before = formation.stop(name)
                 if before.running:
                     console.print(text(f"stopped {name} (pid {before.pid})"))
-            rt.forget_broker()
+            rt.forget()
         follower.print_new()
     finally:
         for sig, handler in previous.items():
@@ -230,8 +258,9 @@ def down(ctx: typer.Context) -> None:
     with rt.exclusive("down"):
         formation = rt.formation
         recover(rt)
-        stopped = [before for name in reversed(formation.names) if (before := formation.stop(name)).running]
-        rt.forget_broker()
+        everything = [*formation.names, *formation.strays()]
+        stopped = [before for name in reversed(everything) if (before := formation.stop(name)).running]
+        rt.forget()
         left = [listener for name in formation.names if name in rt.config.ports
                 and (listener := rt.listener(name)).ours]
     for before in reversed(stopped):
@@ -296,7 +325,8 @@ def open_page(ctx: typer.Context) -> None:
 
 def logs(
     ctx: typer.Context,
-    service: Annotated[Service | None, typer.Argument(help="One service; all of them if left out.")] = None,
+    service: Annotated[str | None, _process_argument("One service (or replica); all of them if left out.",
+                                                     required=False)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many recent lines to show per service.")] = 20,
     json_output: JsonOption = False,
@@ -329,7 +359,7 @@ def logs(
 
 def kill(
     ctx: typer.Context,
-    services: Annotated[list[Service], typer.Argument(help="The services to kill.")],
+    services: Annotated[list[str], _process_argument("The services (or replicas, e.g. query.2) to kill.")],
     sig: Annotated[Signal, typer.Option("--signal", "-s", help="The signal to send to the process group.")] = Signal.KILL,
 ) -> None:
     """Kill services with a real signal (SIGKILL by default, as a crash would) and verify they are gone.
@@ -353,7 +383,7 @@ def kill(
 
 def start(
     ctx: typer.Context,
-    services: Annotated[list[Service], typer.Argument(help="The services to start.")],
+    services: Annotated[list[str], _process_argument("The services (or replicas, e.g. query.2) to start.")],
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
     """Start single services and wait until they answer /health."""

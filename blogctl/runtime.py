@@ -5,7 +5,6 @@ become `BLOG_*` variables and go through `config.load()` like everything else.
 """
 from __future__ import annotations
 
-import enum
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -18,7 +17,7 @@ import typer
 
 from services.shared import config as config_module
 from services.shared import transport as transport_module
-from services.shared.config import SERVICE_TABLE, SERVICES, Config
+from services.shared.config import SERVICE_TABLE, SERVICES, Config, service_of
 from services.shared.transport import Inspection
 
 from .client import BlogClient, ServiceError
@@ -30,13 +29,10 @@ from .render import err_console, text
 # (in the source tree a link to it; in a built package a copy), so an installed blogctl runs anywhere.
 PROCFILE = Path(__file__).with_name("Procfile")
 
-# The services as a choice for arguments (validation and shell completion come with it).
-Service = enum.Enum("Service", {name: name for name in SERVICES}, type=str)
-
-
-# Where `up --broker` records the broker, so later commands on the same data directory use it too.
-BROKER_RECORD = "broker.json"
-BROKER_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE")
+# Where `up` records the settings that shape the formation (`--broker`, `--replicas`), so later
+# commands on the same data directory (status, kill, start, down) see the same formation.
+FORMATION_RECORD = "formation.json"
+RECORDED_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE", "BLOG_REPLICAS")
 
 
 def make_formation(config: Config, procfile: Path, env: Mapping[str, str]) -> Formation:
@@ -48,7 +44,9 @@ def make_formation(config: Config, procfile: Path, env: Mapping[str, str]) -> Fo
     }
     # The packaged Procfile's services run in the data directory; another Procfile's in its own directory.
     cwd = config.data_dir if procfile == PROCFILE else None
-    return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped, cwd=cwd)
+    replicas = {name: service_of(name) for name in config.instances if name != service_of(name)}  # query.2: query
+    return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped, cwd=cwd,
+                     replicas=replicas)
 
 
 @dataclass(frozen=True)
@@ -92,38 +90,44 @@ class Runtime:
         env = child_environment(Path.cwd(), self.overrides)
         # One rule for --data-dir and BLOG_DATA_DIR: relative to the current directory; the services get it absolute.
         env["BLOG_DATA_DIR"] = os.path.abspath(env.get("BLOG_DATA_DIR") or ".blog")
-        if not env.get("BLOG_BROKER_URL"):  # a formation started with `up --broker` keeps its broker
-            env.update(self._recorded_broker(Path(env["BLOG_DATA_DIR"]) / "run"))
+        # A formation started with `up --broker` or `--replicas` keeps them; the environment says otherwise only
+        # for what it sets itself.
+        recorded = self._recorded(Path(env["BLOG_DATA_DIR"]) / "run")
+        if env.get("BLOG_BROKER_URL"):
+            recorded = {k: v for k, v in recorded.items() if not k.startswith("BLOG_BROKER_")}
+        env.update({k: v for k, v in recorded.items() if not env.get(k)})
         return env
 
     @staticmethod
-    def _recorded_broker(run_dir: Path) -> dict[str, str]:
+    def _recorded(run_dir: Path) -> dict[str, str]:
         try:
-            recorded = json.loads((run_dir / BROKER_RECORD).read_text())
+            recorded = json.loads((run_dir / FORMATION_RECORD).read_text())
         except (OSError, ValueError):
             return {}
-        return {k: v for k, v in recorded.items() if k in BROKER_SETTINGS and isinstance(v, str)} if isinstance(
+        return {k: v for k, v in recorded.items() if k in RECORDED_SETTINGS and isinstance(v, str)} if isinstance(
             recorded, dict) else {}
 
-    def use_broker(self, url: str) -> None:
-        """Carry events through the broker at `url` (`up --broker`): the services get it as BLOG_BROKER_URL."""
-        self.overrides["BLOG_BROKER_URL"] = url
+    def use(self, setting: str, value: str) -> None:
+        """Run the formation with `setting` (`up --broker` sets BLOG_BROKER_URL, `--replicas` BLOG_REPLICAS)."""
+        self.overrides[setting] = value
         for name in ("env", "config", "client", "formation", "inspection"):
             self.__dict__.pop(name, None)
 
-    def record_broker(self) -> None:
-        """Remember this formation's broker for later commands (the file holds the URL: owner-only)."""
-        path = self.config.run_dir / BROKER_RECORD
-        if not self.config.broker_url:
+    def record(self) -> None:
+        """Remember the settings that shape this formation for later commands (it may hold a broker's
+        password: owner-only)."""
+        path = self.config.run_dir / FORMATION_RECORD
+        settings = {k: self.env[k] for k in RECORDED_SETTINGS if self.env.get(k)}
+        if not settings:
             path.unlink(missing_ok=True)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump({k: self.env[k] for k in BROKER_SETTINGS if self.env.get(k)}, out)
+            json.dump(settings, out)
 
-    def forget_broker(self) -> None:
-        (self.config.run_dir / BROKER_RECORD).unlink(missing_ok=True)
+    def forget(self) -> None:
+        (self.config.run_dir / FORMATION_RECORD).unlink(missing_ok=True)
 
     @cached_property
     def config(self) -> Config:

@@ -1,6 +1,7 @@
 """Event bus (:4005): logs every event durably, then delivers it to every subscriber's `POST /events`."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask, Response, jsonify, request, stream_with_context
@@ -9,13 +10,14 @@ from services.shared import config as config_module
 from services.shared.components import components
 from services.shared.config import Config
 from services.shared.db import Database
-from services.shared.events import SEQ_MAX, WireEvent
+from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
 from services.shared.openapi import Error, Operation, Param, register_openapi
-from services.shared.signing import HEADER, SignatureError, verify
+from services.shared.signing import HEADER, SOURCE_HEADER, SignatureError, verify
+from services.shared.transport import UNKNOWN_SOURCE
 from services.shared.web import ApiError, create_base_app, int_arg, json_body, parse_events, register_health
 
 from .delivery import Delivery, DeliveryFailed
-from .log import SCHEMA, EventLog, row_to_event
+from .log import SCHEMA, EventLog, Sent, row_to_event
 
 NAME = Param("name", "path", {"type": "string"})
 SUBSCRIBER = Param("subscriber", "query", {"type": "string"})
@@ -37,6 +39,20 @@ OPERATIONS = [
 ]
 
 
+PUBLISHER = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+
+
+def publisher() -> str:
+    """Who sent this request, as it named itself in X-Blog-Source (covered by the signature when
+    the formation signs); "unknown" when it did not say."""
+    name = request.headers.get(SOURCE_HEADER)
+    if name is None:
+        return UNKNOWN_SOURCE
+    if not PUBLISHER.fullmatch(name):
+        raise ApiError(400, f"{SOURCE_HEADER} must be 1-100 letters, digits or '_.:-', not {name[:120]!r}")
+    return name
+
+
 def create_app(config: Config | None = None, **delivery_options) -> Flask:
     config = config or config_module.load()
     event_log = EventLog(Database(config.db_path("bus"), SCHEMA, durable=config.fsync))
@@ -48,8 +64,16 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
 
     @app.post("/events")
     def publish():
-        appended = event_log.append(parse_events())
-        if isinstance(json_body(), list):  # parsed once, cached
+        events = parse_events()
+        body = json_body()  # parsed once, cached
+        raw = body if isinstance(body, list) else [body]
+        # The bus, not the publisher, says who published and when: what an event carried is kept beside.
+        source, received = publisher(), utc_now()
+        appended = event_log.append(
+            [Event(e.type, e.data, e.id, source, received, typed=e.typed) for e in events],
+            [Sent(r.get("source"), r.get("time")) for r in raw],
+        )
+        if isinstance(body, list):
             return jsonify(status="OK", events=[vars(a) for a in appended])
         return jsonify(status="OK", **vars(appended[0]))
 

@@ -19,9 +19,11 @@ CREATE TABLE IF NOT EXISTS events (
     seq    INTEGER PRIMARY KEY,
     id     TEXT NOT NULL UNIQUE,
     type   TEXT NOT NULL,
-    source TEXT,
-    time   TEXT NOT NULL,
-    data   TEXT NOT NULL
+    source TEXT,              -- who published it, as the publisher named itself to the bus ("unknown" if not)
+    time   TEXT NOT NULL,     -- when the bus received it
+    data   TEXT NOT NULL,
+    sent_source TEXT,         -- the event's own `source` and `time` as the publisher sent them, if any
+    sent_time   TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_type ON events (type, seq);
 CREATE TABLE IF NOT EXISTS cursors (
@@ -40,7 +42,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 PAGE = 1000
 # An event as wire JSON, written by SQLite itself from the stored columns (the data is stored as JSON).
-WIRE_JSON = "json_object('seq', seq, 'id', id, 'type', type, 'source', source, 'time', time, 'data', json(data))"
+# What the publisher sent as the event's own source and time follows, when it sent any.
+_WIRE = "'seq', seq, 'id', id, 'type', type, 'source', source, 'time', time, 'data', json(data)"
+WIRE_JSON = (
+    f"CASE WHEN sent_source IS NULL AND sent_time IS NULL THEN json_object({_WIRE}) "
+    f"ELSE json_object({_WIRE}, 'sent_source', sent_source, 'sent_time', sent_time) END"
+)
+# Columns added since the first release, added to a log made before them.
+ADDED_COLUMNS = {"sent_source": "TEXT", "sent_time": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -50,10 +59,23 @@ class Appended:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What a publisher put in an event's own `source` and `time` (kept beside what the bus records)."""
+
+    source: str | None = None
+    time: str | None = None
+
+
 class EventLog:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._wakeups: list[threading.Event] = []
+        have = {row["name"] for row in db.connection().execute("PRAGMA table_info(events)")}
+        with db.transaction() as conn:
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
 
     def wakeup(self) -> threading.Event:
         """An event set after every commit that adds events: delivery waits on it instead of polling."""
@@ -61,14 +83,16 @@ class EventLog:
         self._wakeups.append(flag)
         return flag
 
-    def append(self, events: Sequence[Event]) -> list[Appended]:
+    def append(self, events: Sequence[Event], sent: Sequence[Sent] | None = None) -> list[Appended]:
         """Log events in one transaction; an id already in the log is acknowledged, not logged again."""
         results = []
         with self.db.transaction() as conn:
-            for event in events:
+            for event, as_sent in zip(events, sent or [Sent()] * len(events), strict=True):
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO events (id, type, source, time, data) VALUES (?, ?, ?, ?, ?)",
-                    (event.id, event.type, event.source, event.time, json.dumps(event.data, ensure_ascii=False)),
+                    "INSERT OR IGNORE INTO events (id, type, source, time, data, sent_source, sent_time) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (event.id, event.type, event.source, event.time, json.dumps(event.data, ensure_ascii=False),
+                     as_sent.source, as_sent.time),
                 )
                 if cursor.rowcount:
                     results.append(Appended(event.id, cursor.lastrowid, False))

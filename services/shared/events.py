@@ -190,7 +190,7 @@ class Event:
         return out
 
     @classmethod
-    def from_dict(cls, raw: Any, *, source: str | None = None) -> Event:
+    def from_dict(cls, raw: Any) -> Event:
         """Validate a wire event; bare `{"type","data"}` events get an id and a time here."""
         if not isinstance(raw, dict):
             raise InvalidEvent("an event must be a JSON object with 'type' and 'data'")
@@ -204,7 +204,7 @@ class Event:
             type=wire.type,
             data=raw.get("data"),
             id=wire.id or new_id(),
-            source=wire.source or source,
+            source=wire.source,
             time=wire.time or utc_now(),
             seq=wire.seq,
             typed=wire.data if schema is not OtherEvent else None,

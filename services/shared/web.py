@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .events import SEQ_MAX, Event, InvalidEvent, describe
-from .signing import HEADER, SignatureError, verify
+from .signing import HEADER, SOURCE_HEADER, SignatureError, verify
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ def parse_events() -> list[Event]:
     secret = current_app.config["BLOG"].secret
     if secret:
         try:
-            verify(secret, request.get_data(cache=True), request.headers.get(HEADER))
+            verify(secret, request.get_data(cache=True), request.headers.get(HEADER),
+                   source=request.headers.get(SOURCE_HEADER))
         except SignatureError as exc:
             raise ApiError(401, f"unauthorised event: {exc}") from None
     body = json_body()

@@ -9,7 +9,7 @@ consumer's backlog and can be reset.
 from __future__ import annotations
 
 from services.shared.events import Event
-from services.shared.transport import REGISTRY, TransportError
+from services.shared.transport import REGISTRY, UNKNOWN_SOURCE, TransportError
 from tests.contract.conftest import NAMES
 from tests.helpers import wait_until
 
@@ -105,6 +105,12 @@ class TestTransportContract:
         back, _ = carrier.consume(FIRST)
         wait_until(lambda: len(back.ids()) == 3, timeout=TIMEOUT, message="the backlog delivered")
         wait_until(lambda: waiting() == 0, timeout=TIMEOUT, message="an empty backlog")
+
+    def test_the_log_names_who_published_each_event_not_what_the_event_claims(self, carrier):
+        claimed = Event("PostCreated", {"id": "p1", "title": "t"}, source="someone-else")
+        carrier.transport("posts").publish([claimed])
+        carrier.transport().publish([post(2)])  # a publisher that does not name itself
+        assert [e.source for e in carrier.transport().read_log(after=0, limit=10)] == ["posts", UNKNOWN_SOURCE]
 
     def test_it_describes_itself_without_secrets(self, carrier):
         described = carrier.transport().describe()

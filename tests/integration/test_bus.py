@@ -78,3 +78,26 @@ def test_dead_letter_routes_name_unknown_subscribers_and_letters(bus_client):
     assert missing.status_code == 404 and "nobody" in missing.json["error"]
     absent = bus_client.post("/dead-letters/query/7/redeliver")
     assert absent.status_code == 404 and "no dead letter 7" in absent.json["error"]
+
+
+def test_the_bus_records_who_published_and_when_and_keeps_what_the_event_claimed(bus_client):
+    claimed = {**EVENT, "source": "someone-else", "time": "2001-01-01T00:00:00.000Z"}
+    bus_client.post("/events", json=claimed, headers={"X-Blog-Source": "posts"})
+    bus_client.post("/events", json=[{"type": "T", "data": 1}])  # a publisher that does not name itself
+    named, anonymous = bus_client.get("/events").json
+    assert named["source"] == "posts" and named["time"] > "2026"  # the bus's own receive time
+    assert (named["sent_source"], named["sent_time"]) == ("someone-else", "2001-01-01T00:00:00.000Z")
+    assert anonymous["source"] == "unknown" and "sent_source" not in anonymous and "sent_time" not in anonymous
+
+
+def test_a_malformed_publisher_name_is_refused_and_nothing_is_logged(bus_client):
+    response = bus_client.post("/events", json=EVENT, headers={"X-Blog-Source": "no spaces please"})
+    assert response.status_code == 400 and "X-Blog-Source" in response.json["error"]
+    assert bus_client.get("/events").json == []
+
+
+def test_reset_empties_the_log_and_numbering_starts_again(bus_client):
+    bus_client.post("/events", json=[EVENT, EVENT])
+    assert bus_client.delete("/events").json == {"status": "OK"}
+    assert bus_client.get("/events").json == []
+    assert bus_client.post("/events", json=EVENT).json["seq"] == 1

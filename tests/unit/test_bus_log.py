@@ -190,3 +190,16 @@ def test_an_unreachable_subscriber_is_retried_not_parked(log):
             deliverer.deliver_once()
     assert log.dead_letters() == [] and log.cursor("query") == 0
     assert deliverer.deliver_once() == 1
+
+
+def test_a_log_made_before_sent_source_and_time_existed_gains_them(tmp_path):
+    old_schema = SCHEMA.replace("    sent_source TEXT,", "").replace(
+        "    data   TEXT NOT NULL,\n", "    data   TEXT NOT NULL\n").split("    sent_time   TEXT\n")
+    db = Database(tmp_path / "bus.db", "".join(old_schema))
+    assert "sent_source" not in {row["name"] for row in db.connection().execute("PRAGMA table_info(events)")}
+    db.close()
+    reopened = Database(tmp_path / "bus.db", SCHEMA)
+    log = EventLog(reopened)
+    log.append([Event.of(PostCreated(id="p1", title="a"))])
+    assert json.loads(row_to_json(next(log.read_after(0))))["data"] == {"id": "p1", "title": "a"}
+    reopened.close()

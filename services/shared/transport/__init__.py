@@ -14,6 +14,7 @@ a `from_url(url, config, source)` constructor, and one line in `REGISTRY`.
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,23 @@ Consumer = Callable[[list[Event]], None]
 
 # What the log names as an event's source when its publisher did not say who it is.
 UNKNOWN_SOURCE = "unknown"
+
+
+class RecentIds:
+    """The last `size` event ids seen, oldest forgotten first: what a transport remembers to send
+    or apply an event once when a batch is retried."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
 
 
 class TransportError(Exception):
@@ -131,6 +149,6 @@ def kind(config) -> str:
 from .memory import InMemoryBus  # noqa: E402 - the test double, importable from the seam itself
 
 __all__ = [
-    "REGISTRY", "UNKNOWN_SOURCE", "Consumer", "Description", "InMemoryBus", "Inspection", "Transport",
+    "REGISTRY", "UNKNOWN_SOURCE", "Consumer", "RecentIds", "Description", "InMemoryBus", "Inspection", "Transport",
     "TransportError", "from_config", "kind", "printable", "transport_class", "url_of",
 ]

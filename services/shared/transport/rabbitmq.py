@@ -11,13 +11,14 @@
   (ids are keys), so a duplicate changes nothing.
 - The event log: a RabbitMQ stream bound to every event, read from any offset by
   `read_log` (an event's `seq` is its stream offset + 1), so Query rebuilds as with the bus.
+- Who published: each message's `app_id` property is the publishing transport's `source`;
+  read back, it is the event's `source` (as the bus's `X-Blog-Source` is on HTTP).
 """
 from __future__ import annotations
 
 import logging
 import socket
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
@@ -26,32 +27,15 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.exceptions import KombuError
 from kombu.mixins import ConsumerMixin
 
-from ..config import CONSUMERS, SERVICES
+from ..config import CONSUMERS, SERVICES, service_of
 from ..events import Event, InvalidEvent
 from ..retry import POLICY
 from . import Consumer as EventConsumer
-from . import Description, TransportError, printable
+from . import UNKNOWN_SOURCE, Description, RecentIds, TransportError, printable
 
 log = logging.getLogger(__name__)
 
 PREFETCH = 100
-RECENT_IDS = 10_000  # event ids remembered to skip a republished duplicate (publisher and consumer)
-
-
-class RecentIds:
-    """The last `size` event ids seen, oldest forgotten first."""
-
-    def __init__(self, size: int = RECENT_IDS) -> None:
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, event_id: object) -> bool:
-        return event_id in self._ids
-
-    def add(self, event_id: str) -> None:
-        self._ids[event_id] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
 
 
 class Names:
@@ -82,9 +66,11 @@ class Names:
 class RabbitTransport:
     kind = "rabbitmq"
 
-    def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0,
+                 consumers: Iterable[str] = CONSUMERS) -> None:
         self.url = url
         self.source = source
+        self.consumers = tuple(consumers)  # whose queues `backlog` and `reset` look for (replicas included)
         self.names = Names(namespace)
         self.timeout = timeout
         self._publisher: Connection | None = None
@@ -99,7 +85,10 @@ class RabbitTransport:
 
     @classmethod
     def from_url(cls, url: str, config=None, source: str | None = None) -> RabbitTransport:
-        return cls(url, source=source, namespace=getattr(config, "broker_namespace", "blog"))
+        if config is None:
+            return cls(url, source=source)
+        consumers = [name for name in config.instances if service_of(name) in CONSUMERS]
+        return cls(url, source=source, namespace=config.broker_namespace, consumers=consumers)
 
     def _connection(self) -> Connection:
         return Connection(
@@ -122,7 +111,7 @@ class RabbitTransport:
                         continue
                     # With confirm_publish, py-amqp's basic_publish waits for the broker's ack (or nack).
                     publish(
-                        event.to_dict(), exchange=self.names.exchange, routing_key=event.type,
+                        event.to_dict(), exchange=self.names.exchange, routing_key=event.type, app_id=self.source,
                         delivery_mode=2, message_id=event.id, declare=[self.names.exchange, self.names.log],
                         timeout=self.timeout,
                     )
@@ -150,7 +139,7 @@ class RabbitTransport:
         def on_message(body, message) -> None:
             message.ack()  # streams need acks for credit, not for state
             if len(events) < wanted:
-                events.append(_event(body, seq=message.headers["x-stream-offset"] + 1))
+                events.append(_event(body, message, seq=message.headers["x-stream-offset"] + 1))
 
         try:
             with self._connection() as conn:
@@ -211,11 +200,12 @@ class RabbitTransport:
         self._workers.append(worker)
         worker.start()
 
-    def _consumer_names(self, services: Iterable[str] = CONSUMERS) -> list[str]:
-        """The consuming services of the table, and any other consumer this transport started."""
-        return list(dict.fromkeys([*services, *(worker.name for worker in self._workers)]))
+    def _consumer_names(self, services: Iterable[str] | None = None) -> list[str]:
+        """The formation's consumers (or `services`), and any other consumer this transport started."""
+        names = self.consumers if services is None else services
+        return list(dict.fromkeys([*names, *(worker.name for worker in self._workers)]))
 
-    def queues(self, services: Iterable[str] = CONSUMERS) -> list[dict]:
+    def queues(self, services: Iterable[str] | None = None) -> list[dict]:
         """Each consumer's queue and the stream: messages ready in it and consumers on it (None: no such queue).
 
         A stream keeps what it holds, and the broker does not count it reliably: read it with `read_log`.
@@ -256,7 +246,7 @@ class RabbitTransport:
         """Remove this namespace's queues, stream and exchange from the broker."""
         try:
             with self._connection() as conn:
-                for queue in self.queues(SERVICES):
+                for queue in self.queues([*SERVICES, *self.consumers]):
                     if queue["exists"]:
                         with conn.channel() as channel:
                             channel.queue_delete(queue["name"])
@@ -274,11 +264,14 @@ class RabbitTransport:
             self._drop_publisher()
 
 
-def _event(body, seq: int | None = None) -> Event:
+def _event(body, message, seq: int | None = None) -> Event:
+    """The event a message carries. Its source is the publisher that sent the message (the
+    message's `app_id`, set from the transport's `source`), "unknown" without one; the body keeps
+    what the publisher wrote in the event. The broker stamps no receive time: `time` is the publisher's."""
     event = Event.from_dict(body)
-    if seq is not None:
-        event = Event(event.type, event.data, event.id, event.source, event.time, seq, event.typed)
-    return event
+    source = message.properties.get("app_id") or UNKNOWN_SOURCE
+    return Event(event.type, event.data, event.id, source, event.time, seq if seq is not None else event.seq,
+                 event.typed)
 
 
 class _QueueConsumer(ConsumerMixin):
@@ -316,7 +309,7 @@ class _QueueConsumer(ConsumerMixin):
 
     def on_message(self, body, message) -> None:
         try:
-            event = _event(body)
+            event = _event(body, message)
         except InvalidEvent as exc:
             log.error("dropping an invalid event from %s: %s", self.queue.name, exc)
             message.reject(requeue=False)
