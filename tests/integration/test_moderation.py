@@ -27,7 +27,8 @@ def test_query_shows_the_decision_in_the_course_shape(blog, content, status):
     post = blog.create_post("p")
     [comment] = blog.create_comment(post["id"], content)
     assert blog.query.get("/posts").json == {
-        post["id"]: {"id": post["id"], "title": "p", "comments": [{"id": comment["id"], "content": content, "status": status}]}
+        post["id"]: {"id": post["id"], "title": "p",
+                     "comments": [{"id": comment["id"], "content": content, "status": status}]},
     }
     types = [event.type for event in blog.bus.log]
     assert types == ["PostCreated", "CommentCreated", "CommentModerated", "CommentUpdated"]
