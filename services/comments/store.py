@@ -8,9 +8,9 @@ from __future__ import annotations
 import sqlite3
 
 from services.shared import outbox
-from services.shared.consumer import POSITION_SCHEMA, apply_batch, applied_seq
+from services.shared.consumer import POSITION_SCHEMA, ConsumingStore
 from services.shared.db import Database, ensure_column, insert_with_new_id
-from services.shared.events import CommentCreated, CommentModerated, CommentUpdated, Event, PostCreated, dispatch
+from services.shared.events import CommentCreated, CommentModerated, CommentUpdated, Event, PostCreated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known_posts (
@@ -31,9 +31,9 @@ class UnknownPost(LookupError):
     """A comment names a post this service has never heard of."""
 
 
-class CommentStore:
+class CommentStore(ConsumingStore):
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, HANDLERS)
         ensure_column(db, "comments", "status", "TEXT NOT NULL DEFAULT 'pending'")
 
     def create(self, post_id: str, content: str) -> list[dict]:
@@ -62,18 +62,6 @@ class CommentStore:
         posts = conn.execute("SELECT count(*) FROM known_posts").fetchone()[0]
         comments = conn.execute("SELECT count(*) FROM comments").fetchone()[0]
         return posts, comments
-
-    @property
-    def applied_seq(self) -> int:
-        return applied_seq(self.db)
-
-    def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
-        """Apply delivered events in one transaction; a redelivered one changes nothing."""
-        def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
-            for event in ordered:
-                dispatch(HANDLERS, event, conn)
-
-        return apply_batch(self.db, events, handle, from_log=from_log)
 
 
 def remember_post(post: PostCreated, event: Event, conn: sqlite3.Connection) -> None:

@@ -11,9 +11,9 @@ import sqlite3
 from collections.abc import Iterable
 
 from services.shared import outbox
-from services.shared.consumer import POSITION_SCHEMA, apply_batch, applied_seq
+from services.shared.consumer import POSITION_SCHEMA, ConsumingStore
 from services.shared.db import Database
-from services.shared.events import CommentCreated, CommentModerated, Decision, Event, dispatch
+from services.shared.events import CommentCreated, CommentModerated, Decision, Event
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -35,21 +35,10 @@ class Rule:
         return "rejected" if any(word in lowered for word in self.words) else "approved"
 
 
-class ModerationStore:
+class ModerationStore(ConsumingStore):
     def __init__(self, db: Database, rule: Rule) -> None:
-        self.db = db
+        super().__init__(db, HANDLERS, context=(rule,))
         self.rule = rule
-
-    @property
-    def applied_seq(self) -> int:
-        return applied_seq(self.db)
-
-    def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
-        def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
-            for event in ordered:
-                dispatch(HANDLERS, event, conn, self.rule)
-
-        return apply_batch(self.db, events, handle, from_log=from_log)
 
     def decided(self) -> dict[str, int]:
         rows = self.db.connection().execute("SELECT status, count(*) AS n FROM decisions GROUP BY status")
