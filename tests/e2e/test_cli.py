@@ -205,7 +205,7 @@ def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
         post = blogctl.json("post", "create", "through the broker")
         comments = blogctl.json("comment", "create", post["id"], "so is this")
         decided = [{**c, "status": "approved"} for c in comments]  # once Moderation has decided
-    wait_until(lambda: blogctl.json("query")[post["id"]]["comments"] == decided, timeout=10)
+        wait_until(lambda: blogctl.json("query")[post["id"]]["comments"] == decided, timeout=10)
 
         status = blogctl.json("status")  # knows the broker from `up --broker`, without being told again
         assert status["mode"]["transport"] == "rabbitmq"
