@@ -21,7 +21,8 @@ def test_a_post_and_a_comment_reach_query(formation):
     formation.start()
     post = create_post(formation, "over HTTP")
     comments = create_comment(formation, post["id"], "a comment")
-    expected = {post["id"]: {**post, "comments": comments}}
+    assert comments[0]["status"] == "pending"
+    expected = {post["id"]: {**post, "comments": [{**comments[0], "status": "approved"}]}}
     wait_until(lambda: view(formation) == expected, message="the view to show the post and its comment")
 
 
@@ -31,7 +32,8 @@ def test_query_serves_everything_with_posts_and_comments_killed(formation):
     posts = [create_post(formation, f"post {i}") for i in range(5)]
     for post in posts:
         create_comment(formation, post["id"], f"on {post['title']}")
-    wait_until(lambda: sum(len(p["comments"]) for p in view(formation).values()) == 5)
+    wait_until(lambda: all_published(formation), message="every comment decided and published")
+    wait_until(lambda: [c["status"] for p in view(formation).values() for c in p["comments"]] == ["approved"] * 5)
     before = view(formation)
 
     formation.kill("posts")
