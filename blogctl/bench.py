@@ -39,8 +39,8 @@ from services.shared.http import Answer, HttpClient
 
 from . import render
 from .errors import BlogctlError
-from .formation import _listening
-from .lifecycle import bring_up
+from .formation import listening
+from .steps import bring_up
 from .polling import wait_for
 from .render import console
 from .runtime import Runtime
@@ -552,7 +552,7 @@ def bare_endpoint(port: int) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)], start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        until(lambda: _listening("127.0.0.1", port), timeout=20, what="the bare endpoint to listen")
+        until(lambda: listening("127.0.0.1", port), timeout=20, what="the bare endpoint to listen")
         yield f"http://127.0.0.1:{port}/"
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -1,6 +1,8 @@
 """`blogctl`: run the blog's services, write to them, and watch the Query view survive a failure.
 
-This module is the command table; the commands live in lifecycle.py, content.py and demo.py.
+This module is the command table; the commands live in a module per group: lifecycle.py (up, down,
+status, logs, kill, start), content.py (post, comment), events.py (events, redeliver), query.py
+(query, open), demo.py (demo-failure) and bench.py; options.py holds the options they share.
 Expected failures (a service down, a 4xx, a bad setting) are caught here, at the edge, and
 printed as one line on stderr with exit code 1.
 """
@@ -12,7 +14,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from . import __version__, bench, content, demo, lifecycle
+from . import __version__, bench, content, demo, events, lifecycle, query
 from .errors import BlogctlError
 from .render import error
 from .runtime import Runtime, Wiring, port_overrides
@@ -83,10 +85,10 @@ app.command("kill")(lifecycle.kill)
 app.command("start")(lifecycle.start)
 app.add_typer(content.post_app, name="post")
 app.add_typer(content.comment_app, name="comment")
-app.command("events")(content.events)
-app.command("redeliver")(content.redeliver)
-app.command("query")(content.query)
-app.command("open")(lifecycle.open_page)
+app.command("events")(events.events)
+app.command("redeliver")(events.redeliver)
+app.command("query")(query.query)
+app.command("open")(query.open_page)
 app.command("demo-failure")(demo.demo_failure)
 app.command("bench")(bench.bench)
 

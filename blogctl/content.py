@@ -1,24 +1,15 @@
-"""Commands that write and read the blog: post, comment, events, query."""
+"""Commands that write and read the blog's content: post and comment (the Posts and Comments services)."""
 from __future__ import annotations
 
-import time
-from collections import deque
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from services.shared.transport import Description, Inspection, TransportError
-
 from . import render
-from .errors import BlogctlError
-from .lifecycle import JsonOption
+from .options import JsonOption
 from .render import console, safe
 from .runtime import runtime
-
-T = TypeVar("T")
-PAGE = 1000  # events per read of the log
 
 post_app = typer.Typer(help="Create and list posts (the Posts service).", no_args_is_help=True)
 comment_app = typer.Typer(help="Create and list comments (the Comments service).", no_args_is_help=True)
@@ -83,133 +74,3 @@ def list_comments(
         render.print_json(comments)
     else:
         console.print(render.comments_table(post_id, comments))
-
-
-def events(
-    ctx: typer.Context,
-    event_type: Annotated[str | None, typer.Option("--type", "-t", help="Only events of this type.")] = None,
-    after: Annotated[int | None, typer.Option(
-        "--after", min=0, help="Only events with a sequence number above this.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many events.")] = None,
-    last: Annotated[int | None, typer.Option("--last", min=0, help="Only the latest N events.")] = None,
-    follow: Annotated[bool, typer.Option(
-        "--follow", "-f", help="Keep printing new events until Ctrl-C; from the end of the log unless --after or "
-        "--last says otherwise.")] = False,
-    dead: Annotated[bool, typer.Option(
-        "--dead", help="Show the dead letters instead: events a subscriber kept rejecting, parked by the bus.",
-    )] = False,
-    subscriber: Annotated[str | None, typer.Option("--subscriber", "-s", help="With --dead: only this subscriber's.")] = None,
-    json_output: JsonOption = False,
-) -> None:
-    """The event log, oldest first, and what still waits for each consumer.
-
-    On the HTTP bus: its log and each subscriber's cursor; on a broker: its log (seq = offset + 1)
-    and each consumer's queue depth.
-    """
-    rt = runtime(ctx)
-    if last is not None and limit is not None:
-        raise typer.BadParameter("--last and --limit cannot be used together: --limit counts from the oldest")
-    carrier = rt.inspection.describe()
-    if dead:
-        _dead_letters(rt, carrier, subscriber, json_output)
-        return
-    logged, position = read_events(rt.inspection, after=after or 0, limit=limit, last=last, event_type=event_type)
-    if follow and after is None and last is None:
-        logged = []  # from the end of the log
-    if follow:
-        _follow_events(rt.inspection, logged, position, event_type, json_output, what=carrier.log)
-        return
-    backlog = _carried(rt.inspection, rt.inspection.backlog)
-    if json_output:
-        render.print_json({"events": logged, carrier.backlog_of: backlog})
-        return
-    console.print(render.events_table(logged, title=f"Events in {carrier.log}"))
-    console.print(render.backlog_table(carrier, backlog))
-
-
-def _dead_letters(rt, carrier: Description, subscriber: str | None, json_output: bool) -> None:
-    if not carrier.dead_letters:
-        raise BlogctlError(f"there are no dead letters on {carrier.name}: it keeps an event a consumer could not "
-                           f"apply for that consumer and retries it (see the {carrier.backlog_of} in `blogctl status`)")
-    letters = rt.client.dead_letters(subscriber)
-    if json_output:
-        render.print_json(letters)
-    elif not letters:
-        console.print("No dead letters: every subscriber took every event.")
-    else:
-        console.print(render.dead_letters_table(letters))
-        console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
-
-
-def _carried(log: Inspection, call: Callable[[], T]) -> T:
-    """A call on the transport, its failure as one line for a person."""
-    try:
-        return call()
-    except TransportError as exc:
-        carrier = log.describe()
-        hint = "is it running? try `blogctl up`" if carrier.process else f"is {carrier.name} running?"
-        raise BlogctlError(f"{exc} — {hint}") from None
-
-
-def read_events(log: Inspection, *, after: int = 0, limit: int | None = None, last: int | None = None,
-                event_type: str | None = None) -> tuple[list[dict], int]:
-    """The log after `after`, oldest first, read a page at a time: at most `limit` events of
-    `event_type`, or only the latest `last` of them (kept as they come: memory stays bounded);
-    and the position read up to."""
-    found: deque[dict] | list[dict] = deque(maxlen=last) if last is not None else []
-    while limit is None or len(found) < limit:
-        page = _carried(log, lambda: log.read_log(after=after, limit=PAGE))
-        found.extend(event.to_dict() for event in page if event_type is None or event.type == event_type)
-        if page:
-            after = page[-1].seq
-        if len(page) < PAGE:
-            break
-    found = list(found)
-    if limit is not None and len(found) > limit:
-        found = found[:limit]
-        after = found[-1]["seq"]
-    return found, after
-
-
-def _follow_events(log: Inspection, logged: list[dict], after: int, event_type: str | None, json_output: bool,
-                   what: str) -> None:
-    def show(event: dict) -> None:
-        if json_output:
-            render.print_json_line(event)
-        else:
-            console.print(render.event_line(event), soft_wrap=True)
-
-    if not json_output:
-        console.print(f"Following {what}; press Ctrl-C to stop.", style="dim")
-    position = after
-    try:
-        while True:  # until Ctrl-C, like `tail -f`
-            for event in logged:
-                show(event)
-            time.sleep(0.5)
-            logged, position = read_events(log, after=position, event_type=event_type)
-    except KeyboardInterrupt:
-        pass
-
-
-def redeliver(
-    ctx: typer.Context,
-    subscriber: Annotated[str, typer.Argument(help="The subscriber the event was parked for (see `events --dead`).")],
-    seq: Annotated[int, typer.Argument(min=1, help="The event's sequence number in the log.")],
-    json_output: JsonOption = False,
-) -> None:
-    """Send a dead letter to its subscriber again; it leaves the dead letters only if taken."""
-    answer = runtime(ctx).client.redeliver(subscriber, seq)
-    if json_output:
-        render.print_json(answer)
-    else:
-        console.print(render.text(f"{subscriber} took event {seq}; it is no longer a dead letter"))
-
-
-def query(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """The Query service's view: every post with its comments, built from events alone."""
-    view = runtime(ctx).client.view()
-    if json_output:
-        render.print_json(view)
-    else:
-        console.print(render.view_tree(view))

@@ -16,10 +16,10 @@ from rich.text import Text
 from . import render
 from .client import ServiceError
 from .errors import BlogctlError
-from .lifecycle import bring_up
 from .polling import wait_for
 from .render import console, safe
 from .runtime import Runtime, runtime
+from .steps import bring_up
 
 WRITERS = ("posts", "comments")
 

@@ -236,7 +236,7 @@ class Formation:
         address = self.addresses.get(name)
         if not address:
             return
-        holder = self.identify(name) if self.identify else ("a process blogctl did not start" if _listening(*address)
+        holder = self.identify(name) if self.identify else ("a process blogctl did not start" if listening(*address)
                                                             else None)
         if holder:
             raise PortTaken(name, address[1], holder)
@@ -365,7 +365,7 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def _listening(host: str, port: int) -> bool:
+def listening(host: str, port: int) -> bool:
     host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     try:
         with socket.create_connection((host, port), timeout=0.3):

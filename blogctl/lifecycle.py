@@ -1,117 +1,23 @@
 """Commands that run the formation: up, down, status, logs, kill, start."""
 from __future__ import annotations
 
-import enum
-import os
 import signal
 import time
-import webbrowser
-from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from services.shared.config import service_of, spec
 from services.shared.transport import REGISTRY, TransportError
 
 from . import render
 from .errors import BlogctlError
+from .follow import LogFollower, log_size
 from .formation import HEALTH_TIMEOUT, Formation, describe_exit
+from .options import JsonOption, Signal, TimeoutOption, process_argument
 from .render import console, text
 from .runtime import Runtime, runtime
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON and nothing else.")]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", min=1, help="Seconds to wait for each service to answer /health.")
-]
-
-
-class Signal(str, enum.Enum):
-    KILL = "KILL"
-    TERM = "TERM"
-    INT = "INT"
-
-
-# Shared steps (demo-failure uses them too)
-
-def start_order(names: list[str]) -> list[list[str]]:
-    """`names` in the phases they start in, from the service table: the bus before its clients (so
-    nobody's first call finds it missing), then the consumers before the rest (on a broker their
-    queues must exist before anything is published); Procfile entries outside the table last."""
-    def phase(name: str) -> int:
-        try:
-            service = spec(service_of(name))  # a replica (`query.2`) starts with its service
-        except KeyError:
-            return 2
-        return 0 if service.bus else 1 if service.consumes else 2
-
-    phases = [[name for name in names if phase(name) == number] for number in range(3)]
-    return [names for names in phases if names]
-
-
-def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> None:
-    """Start `names`, a phase at a time (`start_order`), and wait until each answers /health as
-    itself; on failure stop what this call started."""
-    formation = rt.formation
-    started = []
-    try:
-        for phase in start_order(names):
-            for name in phase:
-                formation.start(name)
-                started.append(name)
-            with console.status(f"Waiting for {', '.join(phase)} to answer /health…"):
-                formation.wait_healthy(phase, rt.is_healthy, timeout)
-    except BaseException:
-        for name in started:
-            formation.stop(name)
-        raise
-
-
-def recover(rt: Runtime) -> list[str]:
-    """Record again the services of this data directory that answer on their ports without a pid
-    file (the run state was deleted under them), so that `down`, `kill` and `up` see them."""
-    found = []
-    for state in rt.formation.states():
-        if not state.running and state.name in rt.config.ports:
-            listener = rt.listener(state.name)
-            if listener.ours and rt.formation.adopt(state.name, listener.pid).running:
-                found.append(f"{state.name} (pid {listener.pid})")
-    if found:
-        console.print(text(f"Found {', '.join(found)} running without a pid file; recorded again."), soft_wrap=True)
-    return found
-
-
-def service_rows(rt: Runtime) -> list[dict]:
-    """Each Procfile process: its port, pid, process state, and whether its port answers /health as itself."""
-    rows = []
-    for state in rt.formation.states():
-        port = rt.config.ports.get(state.name)
-        pid, process, health, problem = state.pid, state.state, None, None
-        if port is not None:
-            listener = rt.listener(state.name)
-            if listener.ours:
-                health, problem = (listener.health, None) if listener.problem is None else (None, listener.problem)
-                if not state.running:  # its pid file is gone, but the service says who it is
-                    pid, process = listener.pid, "untracked"
-            elif listener.holder is not None:
-                problem = f"port taken by {listener.holder}"
-                if not state.running:
-                    process = "external"
-            else:
-                problem = "unreachable"
-        rows.append({
-            "service": state.name, "port": port, "pid": pid, "process": process,
-            "healthy": health is not None if port is not None else state.running,
-            "uptime": state.uptime, "health": health, "error": problem,
-        })
-    return rows
-
-
-def show_services(rt: Runtime, names: list[str] | None = None) -> None:
-    rows = [row for row in service_rows(rt) if names is None or row["service"] in names]
-    console.print(render.services_table(rows))
+from .steps import bring_up, recover, service_rows, show_services
 
 
 def _names(services: list[str] | None, formation: Formation) -> list[str]:
@@ -119,26 +25,6 @@ def _names(services: list[str] | None, formation: Formation) -> list[str]:
     formation.check(names)
     return list(dict.fromkeys(names))
 
-
-def _processes(ctx: typer.Context, names: list[str] | str | None):
-    """Arguments naming processes of the formation: a service, or a replica such as `query.2`."""
-    known = runtime(ctx).config.instances
-    for name in [names] if isinstance(names, str) else names or []:
-        if name not in known:
-            raise typer.BadParameter(f"{name!r} is not one of {', '.join(known)}")
-    return names
-
-
-def _complete_processes(ctx: typer.Context, incomplete: str) -> list[str]:
-    return [name for name in runtime(ctx).config.instances if name.startswith(incomplete)]
-
-
-def _process_argument(help: str, *, required: bool = True):
-    return typer.Argument(help=help, metavar="SERVICE..." if required else "[SERVICE]", callback=_processes,
-                          autocompletion=_complete_processes, show_default=False)
-
-
-# Commands
 
 def up(
     ctx: typer.Context,
@@ -181,7 +67,7 @@ def up(
         running = [s.name for s in states if s.running]
         if running:
             console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
-        offsets = {name: _size(formation.log_path(name)) for name in formation.names}
+        offsets = {name: log_size(formation.log_path(name)) for name in formation.names}
         rt.record()
         bring_up(rt, missing, timeout)
         show_services(rt)
@@ -312,20 +198,9 @@ def _mode(rt: Runtime) -> dict:
     return {"transport": rt.inspection.describe().kind, "signed": bool(rt.config.secret)}
 
 
-def open_page(ctx: typer.Context) -> None:
-    """Open the blog page (served by Query) in your web browser."""
-    rt = runtime(ctx)
-    rt.client.health("query")  # a clear error if Query is not running
-    url = rt.client.page_url()
-    if webbrowser.open(url):
-        console.print(Text.assemble("Opened ", (url, "bold"), " in your browser."), soft_wrap=True)
-    else:
-        console.print(Text.assemble("No browser found here; open ", (url, "bold"), " yourself."), soft_wrap=True)
-
-
 def logs(
     ctx: typer.Context,
-    service: Annotated[str | None, _process_argument("One service (or replica); all of them if left out.",
+    service: Annotated[str | None, process_argument("One service (or replica); all of them if left out.",
                                                      required=False)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many recent lines to show per service.")] = 20,
@@ -343,7 +218,7 @@ def logs(
     if json_output and not follow:
         render.print_json(tails)
         return
-    follower = LogFollower(formation, {name: _size(formation.log_path(name)) for name in names}, as_json=json_output)
+    follower = LogFollower(formation, {name: log_size(formation.log_path(name)) for name in names}, as_json=json_output)
     for name, tail in tails.items():
         for line in tail:
             follower.emit(name, line, when=None)
@@ -359,7 +234,7 @@ def logs(
 
 def kill(
     ctx: typer.Context,
-    services: Annotated[list[str], _process_argument("The services (or replicas, e.g. query.2) to kill.")],
+    services: Annotated[list[str], process_argument("The services (or replicas, e.g. query.2) to kill.")],
     sig: Annotated[Signal, typer.Option("--signal", "-s", help="The signal to send to the process group.")] = Signal.KILL,
 ) -> None:
     """Kill services with a real signal (SIGKILL by default, as a crash would) and verify they are gone.
@@ -383,7 +258,7 @@ def kill(
 
 def start(
     ctx: typer.Context,
-    services: Annotated[list[str], _process_argument("The services (or replicas, e.g. query.2) to start.")],
+    services: Annotated[list[str], process_argument("The services (or replicas, e.g. query.2) to start.")],
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
     """Start single services and wait until they answer /health."""
@@ -401,50 +276,3 @@ def start(
         if missing:
             bring_up(rt, missing, timeout)
     show_services(rt, names)
-
-
-# Following log files
-
-def _size(path: os.PathLike) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-class LogFollower:
-    """Prints the lines appended to each service's log since `offsets`, prefixed and coloured like honcho."""
-
-    def __init__(self, formation: Formation, offsets: dict[str, int], *, as_json: bool = False) -> None:
-        self.formation = formation
-        self.offsets = dict(offsets)
-        self.partial = {name: b"" for name in offsets}
-        self.width = max(map(len, offsets), default=0)
-        self.colours = {name: render.LOG_COLOURS[i % len(render.LOG_COLOURS)] for i, name in enumerate(offsets)}
-        self.as_json = as_json
-
-    def read_new(self) -> Iterator[tuple[str, str]]:
-        for name in self.offsets:
-            try:
-                with open(self.formation.log_path(name), "rb") as log:
-                    if _size(self.formation.log_path(name)) < self.offsets[name]:
-                        self.offsets[name] = 0  # the file was replaced
-                    log.seek(self.offsets[name])
-                    data = log.read(1024 * 1024)
-            except OSError:
-                continue
-            self.offsets[name] += len(data)
-            *complete, self.partial[name] = (self.partial[name] + data).split(b"\n")
-            for line in complete:
-                yield name, line.decode("utf-8", "replace").rstrip("\r")
-
-    def emit(self, name: str, line: str, when: datetime | None) -> None:
-        if self.as_json:
-            render.print_json_line({"service": name, "line": line, "time": when.isoformat() if when else None})
-        else:
-            console.print(render.log_line(name, line, width=self.width, colour=self.colours[name], when=when),
-                          soft_wrap=True)
-
-    def print_new(self) -> None:
-        for name, line in self.read_new():
-            self.emit(name, line, datetime.now())

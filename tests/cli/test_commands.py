@@ -6,7 +6,7 @@ import json
 import pytest
 
 from blogctl import __version__
-from blogctl import content, lifecycle
+from blogctl import events, lifecycle, query
 from services.shared.components import components
 from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
 from tests.cli.conftest import Cli
@@ -170,13 +170,13 @@ def test_events_follow_prints_new_events_until_ctrl_c(cli, blog, monkeypatch, ar
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(content.time, "sleep", sleep)
+    monkeypatch.setattr(events.time, "sleep", sleep)
     lines = cli.ok("events", "--follow", "--json", *args).stdout.splitlines()
     assert [json.loads(line)["data"]["title"] for line in lines] == shown
 
 
 def test_events_last_shows_the_latest_n(cli, monkeypatch):
-    monkeypatch.setattr(content, "PAGE", 2)  # several pages, as a long log would be read
+    monkeypatch.setattr(events, "PAGE", 2)  # several pages, as a long log would be read
     for n in range(5):
         cli.ok("post", "create", f"post {n}")
         cli.ok("comment", "create", cli.json("post", "list").popitem()[0], f"comment {n}")
@@ -353,10 +353,10 @@ def test_status_and_up_say_which_transport_runs_and_whether_events_are_signed(cl
 
 def test_open_opens_the_page_served_by_query(cli, blog, monkeypatch):
     opened = []
-    monkeypatch.setattr(lifecycle.webbrowser, "open", lambda url: opened.append(url) or True)
+    monkeypatch.setattr(query.webbrowser, "open", lambda url: opened.append(url) or True)
     assert "Opened http://127.0.0.1:4002/" in cli.ok("open").stdout
     assert opened == ["http://127.0.0.1:4002/"]
-    monkeypatch.setattr(lifecycle.webbrowser, "open", lambda url: False)
+    monkeypatch.setattr(query.webbrowser, "open", lambda url: False)
     assert "No browser found here; open http://127.0.0.1:4002/ yourself." in cli.ok("open").stdout
     blog.running.discard("query")
     assert "query service is not reachable" in one_error_line(cli("open"))
