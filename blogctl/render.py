@@ -178,12 +178,21 @@ def posts_table(posts: dict) -> Table:
     return table
 
 
+STATUS_STYLES = {"approved": "green", "pending": "yellow", "rejected": "red"}  # a comment's moderation
+
+
+def status_text(comment: dict) -> Text:
+    status = comment.get("status")
+    return text(status or "—", STATUS_STYLES.get(status, "dim"))
+
+
 def comments_table(post_id: str, comments: list[dict]) -> Table:
     table = Table(title=Text.assemble("Comments on ", safe(post_id), f" ({len(comments)})"), title_justify="left")
     table.add_column("id", style="dim")
+    table.add_column("status")
     table.add_column("content", overflow="fold")
     for comment in comments:
-        table.add_row(text(comment.get("id", "")), text(comment.get("content", "")))
+        table.add_row(text(comment.get("id", "")), status_text(comment), text(comment.get("content", "")))
     return table
 
 
@@ -208,7 +217,10 @@ def view_tree(view: dict, title: str = "Query view", limit: int | None = None) -
             (f"  {len(post_comments)} comment{'s' * (len(post_comments) != 1)}", "cyan"),
         ))
         for comment in post_comments:
-            branch.add(Text.assemble(text(comment.get("content", "")), ("  " + safe(comment.get("id", "")), "dim")))
+            branch.add(Text.assemble(
+                text(comment.get("content", "")), "  ", status_text(comment),
+                ("  " + safe(comment.get("id", "")), "dim"),
+            ))
     return tree
 
 

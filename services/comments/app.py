@@ -12,7 +12,7 @@ from services.shared.db import Database
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import Comment, NewComment
 from services.shared.transport import Transport
-from services.shared.web import ApiError, allow_page_origin, create_base_app, parse, register_health
+from services.shared.web import ApiError, allow_origins, create_base_app, parse, register_health
 
 from .store import HANDLERS, SCHEMA, CommentStore, UnknownPost
 
@@ -32,7 +32,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     db = Database(config.db_path("comments"), SCHEMA, durable=config.fsync)
     store = CommentStore(db)
     app = create_base_app("comments", config)
-    allow_page_origin(app, config)
+    allow_origins(app, config)
     components(app).add("transport", Closing(transport))
     relay = outbox.Relay(db, transport)
     catch_up = register_consumer(app, "comments", store, transport, HANDLERS, then=relay.notify)

@@ -1,12 +1,16 @@
-"""Comments, the posts Comments has heard of (from PostCreated), and the outbox, in one SQLite file."""
+"""Comments, the posts Comments has heard of (from PostCreated), and the outbox, in one SQLite file.
+
+A new comment is `pending`; Moderation's decision (CommentModerated) sets its status once and
+is announced as CommentUpdated, in the same transaction. A repeated decision changes nothing.
+"""
 from __future__ import annotations
 
 import sqlite3
 
 from services.shared import outbox
-from services.shared.consumer import POSITION_SCHEMA, apply_batch, applied_seq
-from services.shared.db import Database, insert_with_new_id
-from services.shared.events import CommentCreated, Event, PostCreated, dispatch
+from services.shared.consumer import POSITION_SCHEMA, ConsumingStore
+from services.shared.db import Database, ensure_column, insert_with_new_id
+from services.shared.events import CommentCreated, CommentModerated, CommentUpdated, Event, PostCreated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known_posts (
@@ -16,7 +20,8 @@ CREATE TABLE IF NOT EXISTS comments (
     pos     INTEGER PRIMARY KEY,
     id      TEXT NOT NULL UNIQUE,
     post_id TEXT NOT NULL,
-    content TEXT NOT NULL
+    content TEXT NOT NULL,
+    status  TEXT NOT NULL DEFAULT 'pending'
 );
 CREATE INDEX IF NOT EXISTS comments_by_post ON comments (post_id, pos);
 """ + outbox.SCHEMA + POSITION_SCHEMA
@@ -26,9 +31,10 @@ class UnknownPost(LookupError):
     """A comment names a post this service has never heard of."""
 
 
-class CommentStore:
+class CommentStore(ConsumingStore):
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, HANDLERS)
+        ensure_column(db, "comments", "status", "TEXT NOT NULL DEFAULT 'pending'")
 
     def create(self, post_id: str, content: str) -> list[dict]:
         """Add a comment and its CommentCreated; return all of the post's comments."""
@@ -48,8 +54,8 @@ class CommentStore:
 
     @staticmethod
     def _for_post(conn: sqlite3.Connection, post_id: str) -> list[dict]:
-        rows = conn.execute("SELECT id, content FROM comments WHERE post_id = ? ORDER BY pos", (post_id,))
-        return [{"id": row["id"], "content": row["content"]} for row in rows]
+        rows = conn.execute("SELECT id, content, status FROM comments WHERE post_id = ? ORDER BY pos", (post_id,))
+        return [{"id": row["id"], "content": row["content"], "status": row["status"]} for row in rows]
 
     def count(self) -> tuple[int, int]:
         conn = self.db.connection()
@@ -57,22 +63,21 @@ class CommentStore:
         comments = conn.execute("SELECT count(*) FROM comments").fetchone()[0]
         return posts, comments
 
-    @property
-    def applied_seq(self) -> int:
-        return applied_seq(self.db)
-
-    def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
-        """Apply delivered events in one transaction; a redelivered one changes nothing."""
-        def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
-            for event in ordered:
-                dispatch(HANDLERS, event, conn)
-
-        return apply_batch(self.db, events, handle, from_log=from_log)
-
 
 def remember_post(post: PostCreated, event: Event, conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR IGNORE INTO known_posts (id) VALUES (?)", (post.id,))
 
 
-HANDLERS = {"PostCreated": remember_post}
+def record_decision(decision: CommentModerated, event: Event, conn: sqlite3.Connection) -> None:
+    """Store Moderation's decision on a pending comment and announce it; a comment is decided once."""
+    row = conn.execute(
+        "UPDATE comments SET status = ? WHERE id = ? AND status = 'pending' RETURNING post_id, content",
+        (decision.status, decision.id),
+    ).fetchone()
+    if row is not None:
+        update = CommentUpdated(id=decision.id, postId=row["post_id"], status=decision.status, content=row["content"])
+        outbox.add(conn, Event.of(update, source="comments"))
+
+
+HANDLERS = {"PostCreated": remember_post, "CommentModerated": record_decision}
 

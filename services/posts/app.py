@@ -11,7 +11,7 @@ from services.shared.db import Database
 from services.shared.openapi import EVENTS_IN, Error, Operation, register_openapi
 from services.shared.schemas import NewPost, Post
 from services.shared.transport import Transport
-from services.shared.web import allow_page_origin, create_base_app, events_blueprint, parse, register_health
+from services.shared.web import allow_origins, create_base_app, events_blueprint, parse, register_health
 
 from .store import SCHEMA, PostStore
 
@@ -28,7 +28,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     db = Database(config.db_path("posts"), SCHEMA, durable=config.fsync)
     store = PostStore(db)
     app = create_base_app("posts", config)
-    allow_page_origin(app, config)
+    allow_origins(app, config)
     components(app).add("transport", Closing(transport))
     relay = components(app).add("relay", outbox.Relay(db, transport))  # tests drive relay.relay_once()
 

@@ -18,7 +18,7 @@ from services.shared.events import SEQ_MAX
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import PostWithComments
 from services.shared.transport import Transport
-from services.shared.web import create_base_app, int_arg, register_health
+from services.shared.web import allow_origins, create_base_app, int_arg, register_health
 
 from .view import HANDLERS, SCHEMA, QueryView
 
@@ -44,6 +44,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     me = config.me("query")  # "query", or the replica this process is ("query.2"): its own database and subscription
     view = QueryView(Database(config.db_path(me), SCHEMA, durable=False))  # rebuilt from the log if lost
     app = create_base_app("query", config, import_name=__name__)
+    allow_origins(app, config)
     components(app).add("transport", Closing(transport))
     catch_up = register_consumer(app, me, view, transport, HANDLERS)
 

@@ -1,7 +1,9 @@
 """The read model: posts with their comments, written only by events, read as one JSON document.
 
 Applying is idempotent (ids are keys: a redelivered event changes nothing) and order-tolerant
-(a comment that arrives before its post waits in the table and shows once the post does).
+(a comment that arrives before its post waits in the table and shows once the post does;
+a comment's update that arrives before the comment is kept, and the comment, when it comes,
+does not take it back to `pending`).
 An event pushed without a log position (a broker's queue carries none) goes after every
 positioned one, in arrival order, and takes its position when the log supplies it.
 The view remembers `applied_seq`, the log position up to which it has every event, so a
@@ -21,8 +23,8 @@ import orjson
 
 from services.shared.consumer import POSITION_SCHEMA, apply_batch
 from services.shared.consumer import applied_seq as position_of
-from services.shared.db import Database
-from services.shared.events import SEQ_MAX, CommentCreated, Event, PostCreated, dispatch
+from services.shared.db import Database, ensure_column
+from services.shared.events import SEQ_MAX, CommentCreated, CommentUpdated, Event, PostCreated, dispatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS posts (
@@ -34,7 +36,8 @@ CREATE TABLE IF NOT EXISTS comments (
     id      TEXT PRIMARY KEY,
     seq     INTEGER,
     post_id TEXT NOT NULL,
-    content TEXT NOT NULL
+    content TEXT NOT NULL,
+    status  TEXT NOT NULL DEFAULT 'pending'
 );
 CREATE INDEX IF NOT EXISTS posts_in_order ON posts (seq);
 CREATE INDEX IF NOT EXISTS comments_in_order ON comments (seq);
@@ -45,9 +48,16 @@ ADD_POSTS = (
     "INSERT INTO posts (id, seq, title) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq"
     " WHERE posts.seq IS NULL AND excluded.seq IS NOT NULL"
 )
+# A comment seen again (or after its update) only takes the log position it lacked.
 ADD_COMMENTS = (
-    "INSERT INTO comments (id, seq, post_id, content) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+    "INSERT INTO comments (id, seq, post_id, content, status) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
     " SET seq = excluded.seq WHERE comments.seq IS NULL AND excluded.seq IS NOT NULL"
+)
+# An update before its comment is kept (with no position until the comment comes); none goes back to pending.
+UPDATE_COMMENTS = (
+    "INSERT INTO comments (id, seq, post_id, content, status) VALUES (?, NULL, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+    " SET content = excluded.content, status = excluded.status"
+    " WHERE excluded.status != 'pending' AND (comments.content != excluded.content OR comments.status != excluded.status)"
 )
 
 
@@ -57,11 +67,13 @@ class Changes:
     executemany per statement, then, once committed, to the in-memory mirror from the same rows."""
 
     posts: list[tuple] = field(default_factory=list)  # (id, seq, title)
-    comments: list[tuple] = field(default_factory=list)  # (id, seq, post id, content)
+    comments: list[tuple] = field(default_factory=list)  # (id, seq, post id, content, status)
+    updates: list[tuple] = field(default_factory=list)  # (id, post id, content, status)
 
     def write(self, conn: sqlite3.Connection) -> None:
         conn.executemany(ADD_POSTS, self.posts)
         conn.executemany(ADD_COMMENTS, self.comments)
+        conn.executemany(UPDATE_COMMENTS, self.updates)
 
 
 def add_post(post: PostCreated, event: Event, changes: Changes) -> None:
@@ -69,10 +81,14 @@ def add_post(post: PostCreated, event: Event, changes: Changes) -> None:
 
 
 def add_comment(comment: CommentCreated, event: Event, changes: Changes) -> None:
-    changes.comments.append((comment.id, event.seq, comment.postId, comment.content))
+    changes.comments.append((comment.id, event.seq, comment.postId, comment.content, comment.status))
 
 
-HANDLERS = {"PostCreated": add_post, "CommentCreated": add_comment}
+def update_comment(update: CommentUpdated, event: Event, changes: Changes) -> None:
+    changes.updates.append((update.id, update.postId, update.content, update.status))
+
+
+HANDLERS = {"PostCreated": add_post, "CommentCreated": add_comment, "CommentUpdated": update_comment}
 
 
 @dataclass(frozen=True)
@@ -124,7 +140,7 @@ class QueryView:
         self._posts: dict[str, dict] = {}  # id -> {"id", "title", "comments": [...]}
         self._order = _Ordered()  # post ids in creation order
         self._comments: dict[str, _Ordered] = {}  # post id -> its comments, in order
-        self._comment_ids: set[str] = set()
+        self._comments_by_id: dict[str, dict] = {}  # comment id -> its entry in its post's list
         # Applied without a log position (pushed by a broker's queue): id -> post id, until the log gives one.
         self._unplaced_posts: set[str] = set()
         self._unplaced_comments: dict[str, str] = {}
@@ -134,15 +150,16 @@ class QueryView:
         self._load()
 
     def _load(self) -> None:
+        ensure_column(self.db, "comments", "status", "TEXT NOT NULL DEFAULT 'pending'")
         conn = self.db.connection()
         conn.execute("BEGIN")  # one snapshot for both reads
         try:
             for row in conn.execute("SELECT id, seq, title FROM posts ORDER BY seq IS NULL, seq, rowid"):
                 self._add_post(row["id"], row["seq"], row["title"])
             for row in conn.execute(
-                "SELECT id, seq, post_id, content FROM comments ORDER BY seq IS NULL, seq, rowid"
+                "SELECT id, seq, post_id, content, status FROM comments ORDER BY seq IS NULL, seq, rowid"
             ):
-                self._add_comment(row["id"], row["seq"], row["post_id"], row["content"])
+                self._add_comment(row["id"], row["seq"], row["post_id"], row["content"], row["status"])
         finally:
             conn.execute("COMMIT")
 
@@ -160,16 +177,23 @@ class QueryView:
         self._posts[post_id] = {"id": post_id, "title": title, "comments": self._comments_of(post_id).values}
         self._order.add(self._key(seq), post_id)
 
-    def _add_comment(self, comment_id: str, seq: int | None, post_id: str, content: str) -> None:
-        if comment_id in self._comment_ids:
+    def _add_comment(self, comment_id: str, seq: int | None, post_id: str, content: str, status: str) -> None:
+        if comment_id in self._comments_by_id:
             if seq is not None and comment_id in self._unplaced_comments:
                 self._placed.append((comment_id, seq, self._unplaced_comments.pop(comment_id)))
             return
-        self._comment_ids.add(comment_id)
         if seq is None:
             self._unplaced_comments[comment_id] = post_id
+        comment = self._comments_by_id[comment_id] = {"id": comment_id, "content": content, "status": status}
         # A comment before its post waits here; the post's entry shares this list when it comes.
-        self._comments_of(post_id).add(self._key(seq), {"id": comment_id, "content": content})
+        self._comments_of(post_id).add(self._key(seq), comment)
+
+    def _update_comment(self, comment_id: str, post_id: str, content: str, status: str) -> None:
+        comment = self._comments_by_id.get(comment_id)
+        if comment is None:  # the update came first: the comment takes its position when it comes
+            self._add_comment(comment_id, None, post_id, content, status)
+        elif status != "pending":
+            comment["content"], comment["status"] = content, status
 
     def _comments_of(self, post_id: str) -> _Ordered:
         comments = self._comments.get(post_id)
@@ -182,6 +206,8 @@ class QueryView:
             self._add_post(*row)
         for row in changes.comments:
             self._add_comment(*row)
+        for row in changes.updates:
+            self._update_comment(*row)
 
     def _place(self) -> None:
         """Move what was applied without a log position to the position the log now gave it."""

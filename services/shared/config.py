@@ -25,8 +25,9 @@ class ServiceSpec:
 
 SERVICE_TABLE: tuple[ServiceSpec, ...] = (
     ServiceSpec("posts", 4000, emits=("PostCreated",)),
-    ServiceSpec("comments", 4001, consumes=("PostCreated",), emits=("CommentCreated",)),
-    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated"), replicable=True),
+    ServiceSpec("comments", 4001, consumes=("PostCreated", "CommentModerated"), emits=("CommentCreated", "CommentUpdated")),
+    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated", "CommentUpdated"), replicable=True),
+    ServiceSpec("moderation", 4003, consumes=("CommentCreated",), emits=("CommentModerated",)),
     ServiceSpec("bus", 4005, bus=True),
 )
 SERVICES = tuple(spec.name for spec in SERVICE_TABLE)
@@ -51,6 +52,10 @@ def service_of(instance: str) -> str:
 
 
 REPLICA_PORT_STEP = 100  # replica k of a service listens on its port + 100 x (k - 1), as honcho numbers them
+
+
+# The course's React client runs from its dev server here: allowed by default, as the course's `cors()` allows it.
+COURSE_CLIENT_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
 
 
 class ConfigError(ValueError):
@@ -86,6 +91,11 @@ class Config:
     # the URL's scheme. Several nodes of a cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
     broker_url: str | None = None
     broker_namespace: str = "blog"  # prefix of the broker's exchange, stream and queues
+    # BLOG_CORS_ORIGINS: the web origins allowed to call the services from a browser ("*": any);
+    # None: the page's own origins and the course client's dev server (`cors_origins()`)
+    cors: tuple[str, ...] | None = None
+    # BLOG_MODERATION_REJECT: Moderation rejects a comment containing any of these words (any case), as the course does
+    moderation_reject: tuple[str, ...] = ("orange",)
 
     @property
     def transport(self) -> str:
@@ -113,6 +123,10 @@ class Config:
     def replicas(self, service: str) -> list[str]:
         """Every process of `service`: `[query, query.2, ...]`."""
         return [name for name in self.instances if service_of(name) == service]
+
+    def cors_origins(self) -> list[str]:
+        """The origins a browser may call Posts, Comments and Query from."""
+        return list(self.cors) if self.cors is not None else [*self.page_origins(), *COURSE_CLIENT_ORIGINS]
 
     def db_path(self, service: str) -> Path:
         return self.data_dir / f"{service}.db"
@@ -225,6 +239,24 @@ def _instance_ports(env: dict[str, str], replicas: dict[str, int]) -> dict[str, 
     return ports
 
 
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    """BLOG_CORS_ORIGINS: comma-separated origins (`http://host:port`), or `*` for any."""
+    if raw is None:
+        return None
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        if origin != "*" and not (origin.startswith(("http://", "https://")) and "/" not in origin.split("://", 1)[1]):
+            raise ConfigError(f"BLOG_CORS_ORIGINS: {origin!r} is not an origin such as http://localhost:3000 (or *)")
+    return origins
+
+
+def _words(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of words, lower-cased (an empty setting is an empty list)."""
+    if raw is None:
+        return default
+    return tuple(word.strip().lower() for word in raw.split(",") if word.strip())
+
+
 def load(env: dict[str, str] | None = None) -> Config:
     """Read the configuration from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
@@ -257,4 +289,6 @@ def load(env: dict[str, str] | None = None) -> Config:
         fsync=_flag(env, "BLOG_FSYNC", Config.fsync),
         broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
+        moderation_reject=_words(env.get("BLOG_MODERATION_REJECT"), Config.moderation_reject),
+        cors=_origins(env.get("BLOG_CORS_ORIGINS")),
     )

@@ -20,7 +20,7 @@ from flask import Flask
 from .components import components
 from .config import service_of, spec
 from .db import Database
-from .events import Event
+from .events import Event, dispatch
 from .transport import Transport, TransportError
 from .web import events_blueprint
 from .worker import Worker
@@ -73,6 +73,28 @@ def apply_batch(
                 gap = True
         conn.execute("UPDATE position SET applied_seq = ?", (applied,))
     return gap
+
+
+class ConsumingStore:
+    """A consuming service's store whose events go through its handler table, each handler called
+    with `(data, event, conn, *context)` inside the batch's transaction."""
+
+    def __init__(self, db: Database, handlers: dict[str, Callable], context: tuple = ()) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.context = context
+
+    @property
+    def applied_seq(self) -> int:
+        return applied_seq(self.db)
+
+    def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
+        """Apply delivered events in one transaction; a redelivered one changes nothing."""
+        def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
+            for event in ordered:
+                dispatch(self.handlers, event, conn, *self.context)
+
+        return apply_batch(self.db, events, handle, from_log=from_log)
 
 
 class CatchUp(Worker):

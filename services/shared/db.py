@@ -141,6 +141,14 @@ class Database:
         self._local = threading.local()
 
 
+def ensure_column(db: Database, table: str, column: str, definition: str) -> None:
+    """Add `column` to a `table` made by an older version of the schema (`CREATE TABLE IF NOT
+    EXISTS` leaves an existing table as it was); a no-op once it is there."""
+    with db.transaction() as conn:
+        if column not in {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 def insert_with_new_id(db: Database, write: Callable[[sqlite3.Connection, str], T], attempts: int = 10) -> T:
     """Run `write(conn, id)` in one transaction with a new short id (8 hex digits, as the course's
     `randomBytes(4)`); such an id can collide, and then the write is tried again with another."""

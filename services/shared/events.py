@@ -91,6 +91,8 @@ def declare(summary: str) -> Callable[[type[D]], type[D]]:
 
 
 D = TypeVar("D", bound=EventData)
+Status = Literal["pending", "approved", "rejected"]  # a comment's moderation state
+Decision = Literal["approved", "rejected"]
 
 
 @declare("post {id}: {title!r}")
@@ -103,11 +105,32 @@ class PostCreated(EventData):
 
 @declare("comment {id} on post {postId}: {content!r}")
 class CommentCreated(EventData):
-    """Comments: a comment was written."""
+    """Comments: a comment was written; it waits for moderation (events from before moderation carry no status)."""
 
     id: Identifier
     content: Content
     postId: Identifier
+    status: Status = "pending"
+
+
+@declare("comment {id} on post {postId} {status}: {content!r}")
+class CommentModerated(EventData):
+    """Moderation: a comment was decided."""
+
+    id: Identifier
+    postId: Identifier
+    status: Decision
+    content: Content
+
+
+@declare("comment {id} on post {postId} now {status}: {content!r}")
+class CommentUpdated(EventData):
+    """Comments: a comment's status (and content) changed."""
+
+    id: Identifier
+    postId: Identifier
+    status: Status
+    content: Content
 
 
 class OtherEvent(Envelope):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from flask import Flask
@@ -21,11 +22,7 @@ SWITCH_INTERVAL = 0.0005
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread. A KeyboardInterrupt, so that waitress's loop lets it through."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
+    """SIGTERM, raised in the main thread: a KeyboardInterrupt, on which waitress stops serving."""
 
 
 def run(service: str, create_app: Callable[..., Flask]) -> None:
@@ -36,18 +33,23 @@ def run(service: str, create_app: Callable[..., Flask]) -> None:
     except (config_module.ConfigError, OSError) as exc:
         sys.exit(f"{service}: cannot start: {exc}")
     parts = components(app)
-    signal.signal(signal.SIGTERM, _terminate)
-    terminated = False
+    terminated = threading.Event()  # waitress returns from serve() on the interrupt rather than raising it
+
+    def terminate(signum, frame) -> None:
+        terminated.set()
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         parts.start()
         serve(app, service, config)
     except OSError as exc:
         sys.exit(f"{config.me(service)}: cannot listen on {config.host}:{config.ports[config.me(service)]}: {exc}")
     except Terminated:
-        terminated = True
+        pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping is not interrupted by a second one
         parts.stop()
-    if terminated:  # end as a process SIGTERM stops does, so the supervisor reads the same exit status
+    if terminated.is_set():  # end as SIGTERM ends a process: the same exit status, and no clean-up at exit
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -57,7 +57,8 @@ def document(title: str, operations: list[Operation]) -> dict:
     paths: dict[str, dict] = {}
     for op in [*operations, HEALTH]:
         responses = {}
-        for status, kind in {**COMMON, **op.responses}.items():
+        json_only = {415: Error} if op.body is not None else {}  # a body not sent as application/json
+        for status, kind in {**COMMON, **json_only, **op.responses}.items():
             description = "error" if kind is Error else "success"
             responses[str(status)] = {"description": description}
             if kind is not None:

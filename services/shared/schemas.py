@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .events import Content, Strict, Title
+from .events import Content, Status, Strict, Title
 
 
 class NewPost(Strict):
@@ -22,6 +22,7 @@ class Post(BaseModel):
 class Comment(BaseModel):
     id: str
     content: str
+    status: Status
 
 
 class PostWithComments(Post):

@@ -83,6 +83,11 @@ def json_body() -> Any:
     are refused, so nothing stored can later fail to encode or be served as invalid JSON.
     """
     if "json_body" not in g:
+        if request.mimetype != "application/json":
+            # Only a JSON content type makes a browser ask first (CORS preflight): a text/plain or
+            # form body would let any web page write here.
+            raise ApiError(415, "request body must be JSON sent as Content-Type: application/json, "
+                                f"not {request.mimetype or 'no content type'}")
         try:
             g.json_body = orjson.loads(request.get_data(cache=True))
         except orjson.JSONDecodeError as exc:
@@ -148,11 +153,12 @@ def events_blueprint(consume: Callable[[list[Event]], None]) -> Blueprint:
     return bp
 
 
-def allow_page_origin(app: Flask, config: Config) -> None:
-    """Let the blog page (served by Query) call this service from the browser, and no other page."""
+def allow_origins(app: Flask, config: Config) -> None:
+    """Let the blog page and the course's client (or the origins BLOG_CORS_ORIGINS names) call
+    this service from a browser, and no other page."""
     from flask_cors import CORS
 
-    CORS(app, origins=config.page_origins(), methods=["GET", "POST"], allow_headers=["Content-Type"])
+    CORS(app, origins=config.cors_origins(), methods=["GET", "POST"], allow_headers=["Content-Type"])
 
 
 def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> None:

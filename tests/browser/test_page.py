@@ -1,11 +1,16 @@
 """The blog page in a real browser: forms, live updates, Posts and Comments dying, escaping."""
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.helpers import wait_until
+from tests.helpers import create_comment, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +109,107 @@ def test_the_posts_service_only_lets_the_page_origin_write_from_a_browser(format
         timeout=5,
     )
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_the_page_shows_each_comment_as_the_course_client_does(formation, page, screenshot):
+    formation.start()
+    formation.kill("moderation")  # so that the comments wait for it
+    post = create_post(formation, "moderated on the page")
+    create_comment(formation, post["id"], "a fine comment")
+    create_comment(formation, post["id"], "one about an orange")
+    page.goto(f"{formation.url('query')}/")
+    comments = post_card(page, "moderated on the page").locator(".comments li")
+    expect(comments).to_have_text(["This comment is awaiting moderation"] * 2)
+    screenshot("pending")
+
+    formation.start("moderation")
+    expect(comments).to_have_text(["a fine comment", "This comment has been rejected"])
+    assert [comments.nth(i).get_attribute("data-status") for i in range(2)] == ["approved", "rejected"]
+    screenshot("decided")
+
+
+# A page of another origin, as the course's React client is: it reads Query and writes through
+# Posts and Comments with fetch() and JSON, which makes the browser ask each service first (CORS).
+CLIENT_PAGE = b"""<!doctype html><meta charset="utf-8"><title>another client</title><p>another origin</p>"""
+USE_THE_BLOG = """async ([posts, comments, query, title]) => {
+  const json = {"Content-Type": "application/json"};
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
+  try {
+    const view = await (await fetch(`${query}/posts`)).json();
+    const made = await fetch(`${posts}/posts`, {method: "POST", headers: json, body: JSON.stringify({title})});
+    const post = await made.json();
+    let answer;
+    for (let i = 0; i < 100; i++) {  // Comments learns of the post from its event
+      answer = await fetch(`${comments}/posts/${post.id}/comments`,
+                           {method: "POST", headers: json, body: JSON.stringify({content: "hello from afar"})});
+      if (answer.status !== 404) break;
+      await pause();
+    }
+    return {ok: true, before: Object.keys(view).length, post, status: answer.status, comments: await answer.json()};
+  } catch (error) {
+    return {ok: false, error: String(error)};
+  }
+}"""
+
+
+@contextmanager
+def another_origin() -> Iterator[str]:
+    """A tiny web server on a free port serving one page: a client of the blog from another origin."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(CLIENT_PAGE)))
+            self.end_headers()
+            self.wfile.write(CLIENT_PAGE)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, name="another-origin", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_client_on_an_allowed_origin_reads_and_writes_with_fetch_and_json(formation, page):
+    with another_origin() as origin:
+        formation.env["BLOG_CORS_ORIGINS"] = origin
+        formation.start()
+        page.goto(f"{origin}/")
+        urls = [formation.url(name) for name in ("posts", "comments", "query")]
+        result = page.evaluate(USE_THE_BLOG, [*urls, "written from another origin"])
+    assert result["ok"], result
+    assert result["status"] == 201 and result["comments"][0]["content"] == "hello from afar"
+    wait_until(lambda: requests.get(f"{formation.url('query')}/posts", timeout=5).json()
+               .get(result["post"]["id"], {}).get("comments"), timeout=10, message="the comment to reach Query")
+
+
+def test_a_client_on_another_origin_is_refused_and_writes_nothing(formation, page):
+    with another_origin() as origin:  # not in the (default) list
+        formation.start()
+        page.goto(f"{origin}/")
+        urls = [formation.url(name) for name in ("posts", "comments", "query")]
+        result = page.evaluate(USE_THE_BLOG, [*urls, "written from a stranger"])
+        write = page.evaluate("""async (posts) => {
+          try { await fetch(`${posts}/posts`, {method: "POST", headers: {"Content-Type": "application/json"},
+                                               body: JSON.stringify({title: "a stranger's write"})}); return "sent"; }
+          catch (error) { return String(error); }
+        }""", urls[0])
+        # A text/plain body needs no preflight, so the browser sends it: the service refuses it (415).
+        page.evaluate("""async (posts) => {
+          await fetch(`${posts}/posts`, {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+                                         body: JSON.stringify({title: "a simple request"})});
+        }""", urls[0])
+        sent = requests.post(f"{urls[0]}/posts", data='{"title": "t"}', headers={"Content-Type": "text/plain"},
+                             timeout=5)
+    assert result == {"ok": False, "error": "TypeError: Failed to fetch"}
+    assert write == "TypeError: Failed to fetch"
+    assert sent.status_code == 415 and "application/json" in sent.json()["error"]
+    assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {}  # nothing got through

@@ -141,11 +141,12 @@ def test_events_shows_the_log_and_subscriber_cursors(cli):
     assert "PostCreated" in out and "CommentCreated" in out and "'Evented'" in out
     assert "Bus subscribers" in out and "query" in out
     data = cli.json("events")
-    assert [e["type"] for e in data["events"]] == ["PostCreated", "CommentCreated"]
+    assert [e["type"] for e in data["events"]] == [
+        "PostCreated", "CommentCreated", "CommentModerated", "CommentUpdated"]
     assert {s["name"] for s in data["subscribers"]} == set(DEFAULT_SUBSCRIBERS)
     only = cli.json("events", "--type", "CommentCreated")["events"]
     assert [e["type"] for e in only] == ["CommentCreated"]
-    assert [e["seq"] for e in cli.json("events", "--after", "1")["events"]] == [2]
+    assert [e["seq"] for e in cli.json("events", "--after", "1")["events"]] == [2, 3, 4]
     assert len(cli.json("events", "--limit", "1")["events"]) == 1
 
 
@@ -181,7 +182,7 @@ def test_events_last_shows_the_latest_n(cli, monkeypatch):
         cli.ok("post", "create", f"post {n}")
         cli.ok("comment", "create", cli.json("post", "list").popitem()[0], f"comment {n}")
     logged = cli.json("events", "--last", "3")["events"]
-    assert [e["seq"] for e in logged] == [8, 9, 10]
+    assert [e["seq"] for e in logged] == [18, 19, 20]  # each comment is followed by its decision and update
     posts = cli.json("events", "--last", "2", "--type", "PostCreated")["events"]
     assert [e["data"]["title"] for e in posts] == ["post 3", "post 4"]
     assert cli.json("events", "--last", "0")["events"] == []
@@ -253,7 +254,7 @@ def test_down_stops_everything_and_is_idempotent(cli, blog):
 def test_kill_leaves_the_others_running(cli, blog):
     out = cli.ok("kill", "posts", "comments").stdout
     assert "killed posts" in out and "SIGKILL" in out
-    assert blog.running == {"query", "bus"}
+    assert blog.running == set(SERVICES) - {"posts", "comments"}
     assert "--- stopped with SIGKILL ---" in blog.formation.tail("posts")
     cli.ok("kill", "--signal", "TERM", "query")
     assert "--- stopped with SIGTERM ---" in blog.formation.tail("query")
@@ -274,7 +275,7 @@ def test_start_brings_a_single_service_back(cli, blog):
 def test_logs_show_each_service_prefixed(cli, blog):
     cli.ok("kill", "posts")
     out = cli.ok("logs").stdout
-    assert "posts    | --- stopped with SIGKILL ---" in out
+    assert f"{'posts'.ljust(max(map(len, SERVICES)))} | --- stopped with SIGKILL ---" in out
     assert cli.json("logs", "posts") == {"posts": ["--- stopped with SIGKILL ---"]}
 
 
@@ -314,7 +315,7 @@ def test_demo_failure_holds_and_leaves_the_formation_running(cli, blog):
 def test_demo_failure_starts_a_stopped_formation_and_stops_it_again(cli, blog):
     blog.running.clear()
     out = cli.ok("demo-failure").stdout
-    assert "started posts, comments, query, bus" in out
+    assert f"started {', '.join(SERVICES)}" in out
     assert "Left the formation as it was" in out
     assert blog.running == set()
 
@@ -423,3 +424,36 @@ def test_a_relative_data_directory_is_taken_from_the_current_directory_either_wa
     by_default = data_dir(env={"BLOG_DATA_DIR": ""})
     assert by_option == by_variable == str(tmp_path / "here")
     assert by_default == str(tmp_path / ".blog")
+
+
+# Moderation
+
+def test_comment_list_and_query_show_each_comments_status(cli, blog):
+    post = cli.json("post", "create", "statuses")
+    cli.ok("comment", "create", post["id"], "lovely")
+    cli.ok("comment", "create", post["id"], "an orange")
+    listed = cli.json("comment", "list", post["id"])
+    assert [(c["content"], c["status"]) for c in listed] == [("lovely", "approved"), ("an orange", "rejected")]
+    table = cli.ok("comment", "list", post["id"]).stdout
+    assert "status" in table and "approved" in table and "rejected" in table
+    tree = [line for line in cli.ok("query").stdout.splitlines() if "lovely" in line or "an orange" in line]
+    assert "approved" in tree[0] and "rejected" in tree[1]
+
+
+def test_demo_moderation_holds_and_leaves_the_formation_as_found(cli, blog):
+    out = cli.ok("demo-moderation").stdout
+    assert out.count("✓") == 5 and "✗" not in out
+    assert "pending" in out and "approved" in out and "rejected" in out
+    assert "Verdict: every step held" in out
+    assert blog.running == set(SERVICES)
+    blog.running.discard("moderation")
+    assert cli.ok("demo-moderation").stdout.count("✓") == 5
+    assert blog.running == set(SERVICES) - {"moderation"}  # left stopped, as it was found
+
+
+def test_demo_moderation_fails_when_nothing_gets_decided(cli, blog):
+    blog.bus.subscribe("moderation", lambda events: None)  # a Moderation that never hears of comments
+    result = cli("demo-moderation", "--wait", "1")
+    assert result.exit_code == 1
+    assert "✗ the comments were not decided as the rule says" in result.stdout and "Verdict: FAILED" in result.stdout
+    assert blog.running == set(SERVICES)

@@ -87,9 +87,10 @@ def converged(formation: RunningBlog, say, fault: str, healed_at: float) -> None
     """Every acknowledged write in the view exactly once, equal to the writers' data; say how long it took."""
     expected = len(formation.written["posts"]), len(formation.written["comments"])
 
-    def complete() -> bool:
+    def complete() -> bool:  # every write shown, and every comment decided by Moderation
         current = view(formation)
-        return (len(current), sum(len(p["comments"]) for p in current.values())) == expected
+        shown = [c for p in current.values() for c in p["comments"]]
+        return (len(current), len(shown)) == expected and all(c["status"] != "pending" for c in shown)
 
     wait_until(complete, timeout=90, interval=0.05, message=f"the view to converge after {fault}")
     took = time.monotonic() - healed_at

@@ -68,7 +68,7 @@ def test_health_reports_the_log_position_and_each_subscriber(bus_client):
     health = bus_client.get("/health").json
     assert health["service"] == "bus" and health["last_seq"] == 1
     assert [(s["name"], s["cursor"], s["lag"]) for s in health["subscribers"]] == [
-        ("posts", 0, 1), ("comments", 0, 1), ("query", 0, 1)
+        ("posts", 0, 1), ("comments", 0, 1), ("query", 0, 1), ("moderation", 0, 1)
     ]
 
 

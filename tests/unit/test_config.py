@@ -10,12 +10,14 @@ from services.shared.events import SCHEMAS
 
 def test_defaults_match_the_course():
     config = load({})
-    assert config.ports == {"posts": 4000, "comments": 4001, "query": 4002, "bus": 4005}
+    assert config.ports == {"posts": 4000, "comments": 4001, "query": 4002, "moderation": 4003, "bus": 4005}
     assert config.host == "127.0.0.1"
     assert config.data_dir == Path(".blog")
     assert [s.url for s in config.subscribers] == [
-        "http://127.0.0.1:4000/events", "http://127.0.0.1:4001/events", "http://127.0.0.1:4002/events"
+        "http://127.0.0.1:4000/events", "http://127.0.0.1:4001/events", "http://127.0.0.1:4002/events",
+        "http://127.0.0.1:4003/events",  # the bus delivers to Moderation too, as the course's does
     ]
+    assert config.moderation_reject == ("orange",)
 
 
 def test_environment_overrides_with_one_prefix():
@@ -95,10 +97,10 @@ def test_writes_wait_for_the_disk_unless_told_not_to():
 
 def test_query_replicas_each_have_a_port_and_a_subscription_of_their_own():
     config = load({"BLOG_REPLICAS": "query=3", "BLOG_QUERY_3_PORT": "5999"})
-    assert config.instances == ("posts", "comments", "query", "query.2", "query.3", "bus")
+    assert config.instances == ("posts", "comments", "query", "query.2", "query.3", "moderation", "bus")
     assert config.replicas("query") == ["query", "query.2", "query.3"]
     assert config.ports["query.2"] == 4102 and config.ports["query.3"] == 5999
-    assert [s.name for s in config.subscribers] == ["posts", "comments", "query", "query.2", "query.3"]
+    assert [s.name for s in config.subscribers] == ["posts", "comments", "query", "query.2", "query.3", "moderation"]
     assert config.subscribers[3].url == "http://127.0.0.1:4102/events"
     assert config.me("query") == "query"
     replica = load({"BLOG_REPLICAS": "query=2", "BLOG_INSTANCE": "query.2"})

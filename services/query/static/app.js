@@ -41,8 +41,24 @@ function postElement(post) {
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
+// As the course's client shows a comment: its text once approved, else what Moderation made of it.
+const MODERATION_NOTES = {
+  pending: "This comment is awaiting moderation",
+  rejected: "This comment has been rejected",
+};
+
+function commentElement(comment) {
+  const li = document.createElement("li");
+  const status = comment.status || "approved";
+  li.className = `comment ${status}`;
+  li.dataset.status = status;
+  li.textContent = MODERATION_NOTES[status] ?? comment.content;
+  return li;
+}
+
 function render(posts) {
   // Posts are only ever added: keep existing elements (and anything typed in their forms).
+  // Called only when Query's answer changed (a 200 after an ETag), so redrawing comments is cheap.
   let comments = 0;
   for (const post of Object.values(posts)) {
     let item = shown.get(post.id);
@@ -51,14 +67,8 @@ function render(posts) {
       shown.set(post.id, item);
       list.appendChild(item);
     }
-    const ul = item.querySelector(".comments");
-    if (ul.children.length !== post.comments.length) {
-      ul.replaceChildren(...post.comments.map((comment) => {
-        const li = document.createElement("li");
-        li.textContent = comment.content;
-        return li;
-      }));
-    }
+    // A comment's status changes (pending, then approved or rejected): redraw the post's list.
+    item.querySelector(".comments").replaceChildren(...post.comments.map(commentElement));
     comments += post.comments.length;
   }
   document.getElementById("counts").textContent = `(${plural(shown.size, "post")}, ${plural(comments, "comment")})`;

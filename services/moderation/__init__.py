@@ -1,0 +1,1 @@
+"""Moderation service (:4003): decides each new comment and announces the decision."""

@@ -1,0 +1,61 @@
+"""What Moderation decided, its outbox and its position in the log, in one SQLite file.
+
+The course's rule: a comment containing a rejected word ("orange" by default) is rejected,
+any other approved. Each comment is decided once: the decision is stored with the comment's
+id as key, and a CommentCreated seen again (redelivered, or both pushed and read from the log)
+changes nothing and emits nothing.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from services.shared import outbox
+from services.shared.consumer import POSITION_SCHEMA, ConsumingStore
+from services.shared.db import Database
+from services.shared.events import CommentCreated, CommentModerated, Decision, Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id      TEXT PRIMARY KEY,  -- the comment's id: one decision per comment
+    post_id TEXT NOT NULL,
+    status  TEXT NOT NULL
+);
+""" + outbox.SCHEMA + POSITION_SCHEMA
+
+
+class Rule:
+    """Reject a comment that contains any of `words`, ignoring case; approve any other."""
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self.words = tuple(word.lower() for word in words if word)
+
+    def decide(self, content: str) -> Decision:
+        lowered = content.lower()
+        return "rejected" if any(word in lowered for word in self.words) else "approved"
+
+
+class ModerationStore(ConsumingStore):
+    def __init__(self, db: Database, rule: Rule) -> None:
+        super().__init__(db, HANDLERS, context=(rule,))
+        self.rule = rule
+
+    def decided(self) -> dict[str, int]:
+        rows = self.db.connection().execute("SELECT status, count(*) AS n FROM decisions GROUP BY status")
+        return {"approved": 0, "rejected": 0, **{row["status"]: row["n"] for row in rows}}
+
+
+def moderate(comment: CommentCreated, event: Event, conn: sqlite3.Connection, rule: Rule) -> None:
+    """Decide a pending comment once, and emit the decision through the outbox in the same transaction."""
+    if comment.status != "pending":  # published already decided: nothing to moderate
+        return
+    status = rule.decide(comment.content)
+    inserted = conn.execute(
+        "INSERT OR IGNORE INTO decisions (id, post_id, status) VALUES (?, ?, ?)", (comment.id, comment.postId, status)
+    ).rowcount
+    if inserted:
+        decision = CommentModerated(id=comment.id, postId=comment.postId, status=status, content=comment.content)
+        outbox.add(conn, Event.of(decision, source="moderation"))
+
+
+HANDLERS = {"CommentCreated": moderate}
