@@ -27,7 +27,7 @@ from blogctl.client import BlogClient, ServiceError
 from blogctl.steps import bring_up
 from blogctl.runtime import Runtime, Wiring
 from services.shared import transport as transport_module
-from services.shared.config import SERVICE_TABLE, SERVICES, load
+from services.shared.config import SERVICE_TABLE, SERVICES, host_variable, load
 from services.shared.http import HttpClient, Unreachable
 from services.shared.transport import Inspection
 
@@ -170,7 +170,8 @@ class RunningBlog:
         """blogctl's client, to this formation's ports (and test hosts' addresses, once set)."""
         return BlogClient(load({
             **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
-            **{f"BLOG_{s.upper()}_HOST": address for s, address in self.addresses.items()},
+            **{k: v for k, v in self.env.items() if k == "BLOG_REPLICAS" or k.endswith("_PORT")},  # replicas too
+            **{host_variable(name): address for name, address in self.addresses.items()},
         }), timeout=10)
 
     def new_client(self) -> BlogClient:

@@ -51,6 +51,11 @@ def service_of(instance: str) -> str:
     return instance.partition(".")[0]
 
 
+def host_variable(name: str) -> str:
+    """The setting that says where a process of the formation runs: BLOG_POSTS_HOST, BLOG_QUERY_2_HOST."""
+    return f"BLOG_{name.upper().replace('.', '_')}_HOST"
+
+
 REPLICA_PORT_STEP = 100  # replica k of a service listens on its port + 100 x (k - 1), as honcho numbers them
 
 
@@ -76,7 +81,8 @@ class Config:
     # Every process of the formation by name: the services, and replicas as `query.2`, `query.3`.
     instances: tuple[str, ...] = SERVICES
     instance: str | None = None  # BLOG_INSTANCE: which replica this process is (None: the service itself)
-    # BLOG_<SERVICE>_HOST: where a service runs on another host (default: this host). `host` is
+    # BLOG_<SERVICE>_HOST (a replica's: BLOG_QUERY_2_HOST): where a process runs on another host
+    # (default: this host). `host` is
     # what this process binds; these are what it calls.
     hosts: dict[str, str] = field(default_factory=dict)
     data_dir: Path = Path(".blog")
@@ -270,8 +276,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         ports=ports,
         instances=tuple(ports),
         instance=instance,
-        hosts={service: env[f"BLOG_{service.upper()}_HOST"] for service in SERVICES
-               if env.get(f"BLOG_{service.upper()}_HOST")},
+        hosts={name: env[host_variable(name)] for name in ports if env.get(host_variable(name))},
         data_dir=Path(env.get("BLOG_DATA_DIR", ".blog")),
     )
     return Config(

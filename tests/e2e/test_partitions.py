@@ -1,11 +1,11 @@
 """Hosts that lose each other: each service on a test host of its own (a network namespace),
 the links between them cut and healed while clients write.
 
-Two LANs: `front`, where clients reach Posts, Comments and Query, and `back`, where the services
-and the bus talk. Cutting a host's `back` link partitions it from the bus while clients still
+The bus, Posts, Comments, Moderation and two Query replicas each on a host of its own. Two LANs:
+`front`, where clients reach the services, and `back`, where the services and the bus talk. Cutting a host's `back` link partitions it from the bus while clients still
 reach it, as a broken switch port or a firewall between tiers would. After each fault: every
-acknowledged write is in Query's view exactly once, the view equals Posts' and Comments' own
-data, and the time it took to converge after the link came back is printed.
+acknowledged write is in each Query replica's view exactly once, the views are equal and equal
+Posts' and Comments' own data, and the time it took to converge after the link came back is printed.
 """
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ import threading
 import time
 
 import pytest
+import requests
 
 from blogctl.bench.load import LoadGenerator
 from blogctl.client import BlogClient
-from services.shared.config import DEFAULT_SUBSCRIBERS
+from services.shared.config import DEFAULT_SUBSCRIBERS, host_variable
 from tests.e2e.test_faults import assert_view_is_exactly_the_services_data
-from tests.helpers import RunningBlog, create_post, view, wait_until, writers
+from tests.helpers import RunningBlog, create_post, free_port, view, wait_until, writers
 from tests.netns import Network, netns_missing
 
 pytestmark = pytest.mark.slow
 
-SERVICES_ON_HOSTS = ("bus", *DEFAULT_SUBSCRIBERS)
+QUERIES = ("query", "query.2")  # two replicas of Query, each on its own host
+SERVICES_ON_HOSTS = ("bus", *DEFAULT_SUBSCRIBERS, "query.2")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def network():
     made = Network(lans=("front", "back"))
     try:
         made.add("bus", lans=("back",))  # only the services talk to the bus
-        for name in DEFAULT_SUBSCRIBERS:
+        for name in SERVICES_ON_HOSTS[1:]:
             made.add(name)
         yield made
     finally:
@@ -44,7 +46,8 @@ def network():
 def hosts(network, tmp_path_factory):
     """The formation, each service on its own host, bound to all its links."""
     formation = RunningBlog(tmp_path_factory.mktemp("hosts"), extra_env={
-        f"BLOG_{name.upper()}_HOST": network.address(name, "back") for name in SERVICES_ON_HOSTS
+        "BLOG_REPLICAS": "query=2", "BLOG_QUERY_2_PORT": str(free_port()),
+        **{host_variable(name): network.address(name, "back") for name in SERVICES_ON_HOSTS},
     })
     for name in SERVICES_ON_HOSTS:
         formation.launch_prefix[name] = network.run(name, [])
@@ -87,14 +90,16 @@ def converged(formation: RunningBlog, say, fault: str, healed_at: float) -> None
     """Every acknowledged write in the view exactly once, equal to the writers' data; say how long it took."""
     expected = len(formation.written["posts"]), len(formation.written["comments"])
 
-    def complete() -> bool:  # every write shown, and every comment decided by Moderation
-        current = view(formation)
+    def complete(replica: str) -> bool:  # every write shown, and every comment decided by Moderation
+        current = replica_view(formation, replica)
         shown = [c for p in current.values() for c in p["comments"]]
         return (len(current), len(shown)) == expected and all(c["status"] != "pending" for c in shown)
 
-    wait_until(complete, timeout=90, interval=0.05, message=f"the view to converge after {fault}")
+    wait_until(lambda: all(complete(replica) for replica in QUERIES), timeout=90, interval=0.05,
+               message=f"every replica's view to converge after {fault}")
     took = time.monotonic() - healed_at
     current = assert_view_is_exactly_the_services_data(formation)
+    assert replica_view(formation, "query.2") == current  # all views equal
     assert sorted(current) == sorted(formation.written["posts"])  # each acknowledged post, once
     shown = [c["content"] for p in current.values() for c in p["comments"]]
     assert sorted(shown) == sorted(formation.written["comments"])  # each acknowledged comment, once
@@ -102,17 +107,23 @@ def converged(formation: RunningBlog, say, fault: str, healed_at: float) -> None
         f"converged {took:.1f} s after the link came back")
 
 
-def test_query_cut_off_from_the_bus_for_500_writes(network, hosts, say):
-    network.cut("query", "back")
+def replica_view(formation: RunningBlog, replica: str) -> dict:
+    response = requests.get(f"{formation.url(replica)}/posts", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_a_query_replica_cut_off_from_the_bus_for_500_writes(network, hosts, say):
+    network.cut("query.2", "back")
     try:
         clients = write(hosts, 500)
         clients.join(120)
-        lag = next(s["lag"] for s in hosts.health("bus")["subscribers"] if s["name"] == "query")
-        assert lag > 0, "the bus should have been unable to deliver to query"
-        assert view(hosts) is not None  # clients still read Query over the front LAN
+        lag = next(s["lag"] for s in hosts.health("bus")["subscribers"] if s["name"] == "query.2")
+        assert lag > 0, "the bus should have been unable to deliver to query.2"
+        assert replica_view(hosts, "query.2") != view(hosts)  # behind, and still serving over the front LAN
     finally:
-        network.heal("query", "back")
-    converged(hosts, say, "query cut off from the bus for 500 writes", time.monotonic())
+        network.heal("query.2", "back")
+    converged(hosts, say, "a Query replica cut off from the bus for 500 writes", time.monotonic())
 
 
 def test_posts_cut_off_from_the_bus_keeps_answering_201_from_its_outbox(network, hosts, say):
