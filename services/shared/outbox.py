@@ -34,6 +34,9 @@ def pending(db: Database) -> int:
     return db.connection().execute("SELECT count(*) FROM outbox").fetchone()[0]
 
 
+BATCH = 200  # events a relay publishes at once
+
+
 class Relay(Worker):
     """A background thread that moves outbox rows to the bus, oldest first, in batches."""
 
@@ -41,7 +44,7 @@ class Relay(Worker):
     what = "relaying the outbox"
     retry_on = (TransportError, sqlite3.OperationalError)
 
-    def __init__(self, db: Database, transport: Transport, *, batch: int = 200, idle_wait: float = 1.0) -> None:
+    def __init__(self, db: Database, transport: Transport, *, batch: int = BATCH, idle_wait: float = 1.0) -> None:
         super().__init__()
         self.db = db
         self.transport = transport
