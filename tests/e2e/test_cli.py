@@ -233,7 +233,7 @@ def test_a_session_on_rabbitmq_from_up_to_down(blogctl):
 
         assert "stopped posts" in blogctl("down").stdout
         blogctl.assert_nothing_left()
-        assert not (blogctl.data_dir / "run" / "broker.json").exists()  # the next `up` is on the HTTP bus again
+        assert not (blogctl.data_dir / "run" / "formation.json").exists()  # the next `up` is on the HTTP bus again
     finally:
         RabbitTransport(BROKER_URL, namespace=namespace).reset()
 

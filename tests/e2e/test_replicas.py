@@ -7,6 +7,8 @@ import uuid
 import pytest
 import requests
 
+from services.shared import transport as transport_module
+from services.shared.config import load
 from tests.e2e.test_cli import Blogctl, blogctl  # noqa: F401 - the fixture
 from tests.helpers import BROKER_URL, broker_missing, free_port, port_is_listening, wait_until
 
@@ -65,11 +67,9 @@ def test_two_query_replicas_serve_the_same_view_and_each_catches_up(blogctl, tra
         assert "stopped query.2 (pid" in out and "stopped query (pid" in out
         blogctl.assert_nothing_left()
     finally:
-        if transport == "rabbitmq":
-            from services.shared.transport.rabbitmq import RabbitTransport
-
-            RabbitTransport(BROKER_URL, namespace=blogctl.env["BLOG_BROKER_NAMESPACE"],
-                            consumers=("comments", "query", "query.2")).reset()
+        if transport == "rabbitmq":  # what the formation left on the broker, through the seam
+            transport_module.from_config(load({**blogctl.env, "BLOG_BROKER_URL": BROKER_URL,
+                                               "BLOG_REPLICAS": "query=2"})).reset()
 
 
 def test_a_service_that_owns_its_data_cannot_have_replicas(blogctl):  # noqa: F811
