@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.helpers import Formation, create_comment, create_post, on_both_transports, view, wait_until
+from tests.helpers import RunningBlog, create_comment, create_post, on_both_transports, view, wait_until
 
 pytestmark = pytest.mark.slow
 
 ORANGE_EVERY = 5  # every fifth comment mentions an orange: rejected by the default rule
 
 
-def write_comments(formation: Formation, count: int) -> dict[str, str]:
+def write_comments(formation: RunningBlog, count: int) -> dict[str, str]:
     """`count` comments over a few posts; returns each comment's id -> the status the rule gives it."""
     posts = [create_post(formation, f"moderated post {i}")["id"] for i in range(4)]
     expected = {}
@@ -32,11 +32,11 @@ def write_comments(formation: Formation, count: int) -> dict[str, str]:
     return expected
 
 
-def statuses(formation: Formation) -> dict[str, str]:
+def statuses(formation: RunningBlog) -> dict[str, str]:
     return {c["id"]: c["status"] for post in view(formation).values() for c in post["comments"]}
 
 
-def comments_statuses(formation: Formation) -> dict[str, str]:
+def comments_statuses(formation: RunningBlog) -> dict[str, str]:
     found = {}
     for post_id in view(formation):
         found |= {c["id"]: c["status"] for c in requests.get(
@@ -44,7 +44,7 @@ def comments_statuses(formation: Formation) -> dict[str, str]:
     return found
 
 
-def assert_decided_once(formation: Formation, expected: dict[str, str]) -> None:
+def assert_decided_once(formation: RunningBlog, expected: dict[str, str]) -> None:
     wait_until(lambda: statuses(formation) == expected, timeout=60, interval=0.1,
                message="Query to show every comment decided")
     assert comments_statuses(formation) == expected
