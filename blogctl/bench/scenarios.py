@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from services.shared.config import SERVICES
+from services.shared.config import SERVICE_TABLE, SERVICES
 from services.shared.events import CommentCreated, Event, PostCreated
 from services.shared.http import Answer
 
@@ -121,17 +121,8 @@ class Bench:
     # 1. Publish throughput
     def publish(self) -> None:
         total = self.sizes.publish_events
-        batch, publishers = 100, 4
         start = self.posts_published
-        per = total // publishers
-        batches = [[[post_event() for _ in range(min(batch, per - first))] for first in range(0, per, batch)]
-                   for _ in range(publishers)]  # made before the clock starts: only publishing is timed
-        with self.step(f"publish {total:,} events ({publishers} publishers, batches of {batch})"):
-            started = time.perf_counter()
-            acked = self.publish_posts(batches)
-            accepted = time.perf_counter() - started
-            until(self.settled, timeout=300, interval=0.05, what="every subscriber to take every event")
-            delivered = time.perf_counter() - started
+        acked, accepted, delivered = self.burst(total)
         logged = self.carrier.logged(POST)  # the formation adds events of its own (e.g. decisions on comments)
         self.report.check("publish: every acknowledged event logged once", logged == self.posts_published,
                           f"{acked:,} acknowledged of {total:,}, the log holds {logged - start:,} of them")
@@ -148,6 +139,51 @@ class Bench:
                                ratio=load.rate / self.bare["rate"], ratio_of="bare req/s",
                                reference="301 events/s (Node)"))
         until(self.settled, timeout=300, interval=0.05, what="the formation to settle")
+
+    def burst(self, total: int, batch: int = 100, publishers: int = 4, note: str = "") -> tuple[int, float, float]:
+        """Publish `total` events from `publishers` threads in batches: (acknowledged, seconds until the last
+        was accepted, seconds until every consumer had every one)."""
+        per = total // publishers
+        batches = [[[post_event() for _ in range(min(batch, per - first))] for first in range(0, per, batch)]
+                   for _ in range(publishers)]  # made before the clock starts: only publishing is timed
+        with self.step(f"publish {total:,} events ({publishers} publishers, batches of {batch}){note}"):
+            started = time.perf_counter()
+            acked = self.publish_posts(batches)
+            accepted = time.perf_counter() - started
+            until(self.settled, timeout=300, interval=0.05, what="every subscriber to take every event")
+            return acked, accepted, time.perf_counter() - started
+
+    # What "acknowledged means on disk" costs
+    def durability(self) -> None:
+        """POST /posts and the publish burst again with the fsync turned off (BLOG_FSYNC=0) in Posts,
+        Comments, Moderation and the transport's own process (the bus), against the figures above."""
+        measured = {f.name: f for f in self.report.figures}
+        names = [spec.name for spec in SERVICE_TABLE
+                 if spec.emits or spec.name == self.carrier.description.process]
+        self.restart(names, {"BLOG_FSYNC": "0"})
+        try:
+            with self.step(f"POST /posts with {CLIENTS} clients, without the fsync"):
+                load = self.load(lambda c, *_: self.create_post(c))
+            until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
+            acked, _, delivered = self.burst(self.sizes.publish_events, note=", without the fsync")
+        finally:
+            self.restart(names, {})
+        with_fsync = measured[f"POST /posts, {CLIENTS} clients"].value
+        self.report.add(Figure("durability", f"POST /posts, {CLIENTS} clients, BLOG_FSYNC=0", load.rate, "req/s",
+                               ratio=with_fsync / load.rate, ratio_of="with the fsync (the default) / without"))
+        delivered_with = next(f for f in self.report.figures if f.name.startswith("delivered to every")).value
+        self.report.add(Figure("durability", "delivered to every consumer, BLOG_FSYNC=0", acked / delivered,
+                               "events/s", ratio=delivered_with / (acked / delivered),
+                               ratio_of="with the fsync (the default) / without", target=">= 0.85x",
+                               met=delivered_with / (acked / delivered) >= 0.85))
+
+    def restart(self, names: list[str], env: dict[str, str]) -> None:
+        """Stop `names`, and start them again with `env` added to their environment."""
+        formation = self.rt.formation
+        for name in names:
+            formation.stop(name)
+            formation.service_env[name] = env
+        bring_up(self.rt, names)
 
     def load(self, call: Callable[..., Any]) -> Load:
         """`call(client)` from CLIENTS workers for the timed load's seconds."""
@@ -397,6 +433,7 @@ def run_bench(*, quick: bool, broker: str | None = None) -> Report:
             bench.reads()  # first, so the view holds exactly the posts and comments it names
             bench.publish()
             bench.end_to_end()
+            bench.durability()
             bench.rebuild_and_memory()
     memory_ratio(report)
     return report
