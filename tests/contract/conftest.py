@@ -104,8 +104,11 @@ def serve(app: Flask) -> tuple[int, callable]:
     thread.start()
 
     def stop() -> None:
-        server.close()
+        # Closed from inside the server's own loop (its trigger runs the call there): closing the
+        # listening socket from here would pull it from under the loop's select() (EBADF).
+        server.trigger.pull_trigger(lambda: [channel.close() for channel in list(server._map.values())])
         thread.join(5)
+        server.task_dispatcher.shutdown()
 
     return server.effective_port, stop
 
