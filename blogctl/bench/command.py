@@ -12,7 +12,7 @@ from .. import render
 from ..errors import BlogctlError
 from ..render import console
 from .report import figures_table
-from .scenarios import run_bench
+from .scenarios import SCENARIOS, run_bench
 
 
 def bench(
@@ -22,9 +22,13 @@ def bench(
     broker: Annotated[str | None, typer.Option(
         "--broker", metavar="URL", help="Run the formation on RabbitMQ at URL instead of the HTTP bus.",
     )] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", metavar="SCENARIO",
+        help=f"Run only this scenario (repeatable; besides the bare endpoint): {', '.join(SCENARIOS)}.",
+    )] = None,
 ) -> None:
     """Benchmark a fresh formation (free ports, temporary data) against a bare endpoint of the same server."""
-    report = run_bench(quick=quick, broker=broker)
+    report = run_bench(quick=quick, broker=broker, only=only or ())
     data = {**asdict(report), "lost_nothing": report.lost_nothing}
     output.write_text(json.dumps(data, indent=2))
     if json_output:

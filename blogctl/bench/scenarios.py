@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,7 +418,25 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def run_bench(*, quick: bool, broker: str | None = None) -> Report:
+# The scenarios `--only` may name, in the order a run takes them; durability compares with the
+# figures of publish and end to end, so it brings them along.
+SCENARIOS = ("read", "publish", "end-to-end", "durability", "rebuild")
+NEEDS = {"durability": ("publish", "end-to-end")}
+
+
+def chosen(only: Iterable[str] = ()) -> list[str]:
+    """The scenarios to run: every one, or those named in `only` with what they need."""
+    wanted = set(only) or set(SCENARIOS)
+    unknown = wanted - set(SCENARIOS)
+    if unknown:
+        raise BlogctlError(f"no bench scenario {', '.join(sorted(unknown))} (known: {', '.join(SCENARIOS)})")
+    for name in list(wanted):
+        wanted.update(NEEDS.get(name, ()))
+    return [name for name in SCENARIOS if name in wanted]
+
+
+def run_bench(*, quick: bool, broker: str | None = None, only: Iterable[str] = ()) -> Report:
+    scenarios = chosen(only)
     sizes = Sizes.pick(quick)
     env = {"BLOG_BROKER_URL": broker, "BLOG_BROKER_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}"} if broker else {}
     report = Report(quick=quick, transport="", machine=machine())
@@ -430,10 +448,10 @@ def run_bench(*, quick: bool, broker: str | None = None) -> Report:
             bench.measure_bare(bare_url)
             bench.seed_view(167, sizes.comments_per_post)  # ~1,000 events
             bench.report_memory(f"after {bench.events_published:,} events")
-            bench.reads()  # first, so the view holds exactly the posts and comments it names
-            bench.publish()
-            bench.end_to_end()
-            bench.durability()
-            bench.rebuild_and_memory()
+            run = {"read": bench.reads,  # first, so the view holds exactly the posts and comments it names
+                   "publish": bench.publish, "end-to-end": bench.end_to_end, "durability": bench.durability,
+                   "rebuild": bench.rebuild_and_memory}
+            for name in scenarios:
+                run[name]()
     memory_ratio(report)
     return report

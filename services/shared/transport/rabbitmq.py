@@ -35,6 +35,7 @@ from ..events import Event, InvalidEvent
 from ..retry import POLICY
 from . import Consumer as EventConsumer
 from . import UNKNOWN_SOURCE, Description, RecentIds, TransportError, printable
+from .amqp_wire import KombuTransport, coalesced_writes
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class RabbitTransport:
         # kombu's ensure() gives up with OperationalError; a nacked publish raises MessageNacked.
         self._errors = (OSError, KombuError, MessageNacked, *probe.connection_errors, *probe.channel_errors)
         self.safe_url = printable(url)
+        # Plain AMQP reads ahead (amqp_wire); TLS keeps py-amqp's own transport.
+        self._kombu_transport = None if "amqps:" in url.lower() else KombuTransport
 
     @classmethod
     def from_url(cls, url: str, config=None, source: str | None = None) -> RabbitTransport:
@@ -97,7 +100,7 @@ class RabbitTransport:
         # One retry inside kombu for a dropped channel; beyond it `publish` and the one retry policy decide.
         # The publisher reads its confirms itself (_ConfirmingPublisher): py-amqp must not wait for each.
         return Connection(
-            self.url, connect_timeout=self.timeout, heartbeat=30,
+            self.url, connect_timeout=self.timeout, heartbeat=30, transport=self._kombu_transport,
             transport_options={"confirm_publish": not publishing, "max_retries": 1},
         )
 
@@ -299,15 +302,16 @@ class _ConfirmingPublisher:
             self._declared = True
         self._confirmed, self._refused = [], []
         exchange = self.names.exchange.name
-        for event in events:
-            # The message as kombu's consumers read it (JSON, UTF-8), built here: kombu's Producer
-            # costs most of a millisecond of CPU per message, which was the limit of a batch.
-            message = amqp.Message(orjson.dumps(event.to_dict()), content_type="application/json",
-                                   content_encoding="utf-8", delivery_mode=2, message_id=event.id,
-                                   **({"app_id": source} if source else {}))
-            self.channel.basic_publish(message, exchange=exchange, routing_key=event.type)
-            self._last_tag += 1
-            self._pending[self._last_tag] = event.id
+        with coalesced_writes(self.connection.connection):  # the batch in one write, not one per message
+            for event in events:
+                # The message as kombu's consumers read it (JSON, UTF-8), built here: kombu's Producer
+                # costs most of a millisecond of CPU per message, which was the limit of a batch.
+                message = amqp.Message(orjson.dumps(event.to_dict()), content_type="application/json",
+                                       content_encoding="utf-8", delivery_mode=2, message_id=event.id,
+                                       **({"app_id": source} if source else {}))
+                self.channel.basic_publish(message, exchange=exchange, routing_key=event.type)
+                self._last_tag += 1
+                self._pending[self._last_tag] = event.id
         deadline = time.monotonic() + timeout
         try:
             while self._pending:
@@ -339,6 +343,16 @@ def _event(body, message, seq: int | None = None) -> Event:
                  event.typed)
 
 
+def _raw_event(message) -> Event:
+    """The event a kombu message carries, its body parsed here (orjson) rather than by kombu's JSON
+    decoder; InvalidEvent when the body is not an event."""
+    try:
+        body = orjson.loads(message.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"the message is not JSON: {exc}") from None
+    return _event(body, message)
+
+
 class _QueueConsumer(ConsumerMixin):
     """One service's queue: apply what arrived as one batch, then acknowledge it; reconnect when the broker goes."""
 
@@ -360,7 +374,7 @@ class _QueueConsumer(ConsumerMixin):
             self.queue(channel).declare()
 
     def get_consumers(self, Consumer, channel):  # noqa: N803 - kombu's signature
-        return [Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"], prefetch_count=PREFETCH)]
+        return [Consumer(queues=[self.queue], on_message=self.on_message, accept=["json"], prefetch_count=PREFETCH)]
 
     @contextmanager
     def establish_connection(self):
@@ -373,10 +387,10 @@ class _QueueConsumer(ConsumerMixin):
             )
             yield conn
 
-    def on_message(self, body, message) -> None:
+    def on_message(self, message) -> None:
         """Take one message into the batch being gathered (applied and acknowledged by `_apply_batch`)."""
         try:
-            event = _event(body, message)
+            event = _raw_event(message)
         except InvalidEvent as exc:
             log.error("dropping an invalid event from %s: %s", self.queue.name, exc)
             message.reject(requeue=False)
@@ -421,9 +435,11 @@ class _QueueConsumer(ConsumerMixin):
             self._stopping.wait(POLICY.delay(self._failures))  # the store is failing: do not spin on them
             return
         self._failures = 0
-        for event, message in batch:
+        for event, _ in batch:
             self._applied.add(event.id)
-            message.ack()
+        # One acknowledgement for the whole batch: every delivery up to the last one's tag (what this
+        # consumer skipped or rejected on the way was settled already).
+        batch[-1][1].ack(multiple=True)
 
     def on_connection_error(self, exc, interval) -> None:
         self.last_error = f"broker connection lost: {exc}"
