@@ -129,7 +129,8 @@ def queues_table(queues: list[dict], title: str = "Broker queues") -> Table:
         if not queue.get("exists", True):
             shown = Text("not declared yet", "yellow")
         elif queue.get("type") == "stream":
-            shown = Text("the log: `blogctl events`", "dim")
+            over = queue.get("read_over", "").split(" (")[0]
+            shown = Text("the log: `blogctl events`" + (f", read over {over}" if over else ""), "dim")
         else:
             shown = Text(str(messages), "green" if messages == 0 else "yellow")
         table.add_row(

@@ -290,8 +290,7 @@ class QueryView:
         return orjson.loads(self.render().body)
 
     def counts(self) -> tuple[int, int]:
-        conn = self.db.connection()
-        return (
-            conn.execute("SELECT count(*) FROM posts").fetchone()[0],
-            conn.execute("SELECT count(*) FROM comments").fetchone()[0],
-        )
+        """Posts and comments in the view, from the memory copy: /health answers it on every poll, and
+        SQLite's count(*) reads the whole table (13% of Query's CPU in a rebuild polled every 20 ms)."""
+        with self._lock:
+            return len(self._posts), len(self._comments_by_id)

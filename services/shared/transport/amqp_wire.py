@@ -9,8 +9,9 @@ publishers showed as their largest cost.
 - Writing: `coalesced_writes` collects what py-amqp writes (one `sendall` per message) while a
   batch is published, and sends it in one call.
 
-`KombuTransport` is kombu's py-amqp transport with the reading connection; give it to
-`kombu.Connection(transport=...)` for plain `amqp://` addresses (TLS keeps py-amqp's own).
+`KombuTransport` is kombu's py-amqp transport with the reading connection, registered with kombu
+as `TRANSPORT` ("read-ahead-amqp"): give that name to `kombu.Connection(transport=...)` for plain
+`amqp://` addresses (TLS keeps py-amqp's own).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from struct import unpack_from
 
 import amqp.transport
-from kombu.transport import pyamqp
+from kombu.transport import TRANSPORT_ALIASES, pyamqp
 
 READ_AHEAD = 64 * 1024
 _HEADER = 7  # a frame: type (1), channel (2), size (4), payload (size), end byte (1)
@@ -102,3 +103,7 @@ def coalesced_writes(connection: amqp.Connection) -> Iterator[None]:
         transport._write = send
     if pending:
         transport.write(b"".join(pending))
+
+
+TRANSPORT = "read-ahead-amqp"  # kombu names a connection by its transport (in its logs too)
+TRANSPORT_ALIASES.setdefault(TRANSPORT, f"{__name__}:KombuTransport")
