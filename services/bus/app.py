@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Any
 
 from flask import Flask, Response, jsonify, request, stream_with_context
@@ -12,7 +11,7 @@ from services.shared import tracing
 from services.shared.components import components
 from services.shared.config import Config
 from services.shared.db import Database
-from services.shared.events import SEQ_MAX, WireEvent, utc_now
+from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
 from services.shared.openapi import Error, Operation, Param, register_openapi
 from services.shared.signing import HEADER, SOURCE_HEADER, SignatureError, verify
 from services.shared.transport import UNKNOWN_SOURCE
@@ -73,7 +72,10 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
         source, received = publisher(), utc_now()
         # Each sampled event's `append` span is what the log keeps as its trace context (deliveries follow
         # it); an event published without one may start a trace here.
-        with tracing.appending([replace(e, source=source, time=received) for e in events]) as traced:
+        def stamp(e: Event, traceparent: str | None, tracestate: str | None) -> Event:
+            return Event(e.type, e.data, e.id, source, received, None, e.typed, traceparent, tracestate)
+
+        with tracing.appending(events, stamp) as traced:
             appended = event_log.append(traced, [Sent(r.get("source"), r.get("time")) for r in raw])
         if isinstance(body, list):
             return jsonify(status="OK", events=[vars(a) for a in appended])

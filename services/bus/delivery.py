@@ -93,7 +93,7 @@ class Deliverer(Worker):
         `deliver` span goes with it, as its trace context."""
         items = [row_to_json(row) for row in rows]
         traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
-        if not traced:
+        if not traced or tracing.active() is None:
             return self._send(items)
         with tracing.delivering([row_to_event(rows[i]) for i in traced], self.subscriber.name) as carried:
             for i, event in zip(traced, carried, strict=True):

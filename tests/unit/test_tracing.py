@@ -114,7 +114,7 @@ def test_an_event_not_sampled_or_without_context_makes_no_span_at_any_hop(spans)
 def test_the_bus_starts_a_trace_for_an_event_without_one_within_its_rate():
     exporter = traced(rate=1)
     try:
-        with tracing.appending([post(None), post(None), post(NOT_SAMPLED)]) as (first, second, third):
+        with tracing.appending([post(None), post(None), post(NOT_SAMPLED)], tracing.carrying) as (first, second, third):
             pass
     finally:
         tracing.shutdown()
@@ -128,7 +128,7 @@ def test_the_bus_starts_a_trace_for_an_event_without_one_within_its_rate():
 def test_tracing_off_changes_nothing():
     config = config_module.load({"OTEL_SDK_DISABLED": "true", "BLOG_BROKER_URL": "memory://tracing-test"})
     assert tracing.setup(config, "posts") is None and tracing.active() is None
-    with tracing.appending([post(None)]) as (event,):
+    with tracing.appending([post(None)], tracing.carrying) as (event,):
         assert event.traceparent is None
     assert tracing.consuming(post(SAMPLED)) is tracing.NOTHING
 
@@ -173,3 +173,15 @@ def test_the_json_log_lines_name_the_trace(spans):
     assert line["message"] == "hello you" and line["service"] == "posts"
     assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     assert "trace_id" not in json.loads(JsonLines("posts").format(record))
+
+
+def test_a_rabbitmq_message_s_headers_carry_the_trace_context():
+    from types import SimpleNamespace
+
+    from services.shared.transport.rabbitmq import _event
+
+    event = post(SAMPLED)
+    assert tracing.trace_headers(event) == {"traceparent": SAMPLED}
+    body = {"type": "PostCreated", "data": {"id": "p1", "title": "a"}}  # another publisher's: context in headers only
+    message = SimpleNamespace(properties={"app_id": "posts"}, headers={"traceparent": SAMPLED, "tracestate": "k=v"})
+    assert (_event(body, message).traceparent, _event(body, message).tracestate) == (SAMPLED, "k=v")
