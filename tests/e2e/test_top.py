@@ -56,3 +56,13 @@ def test_top_once_shows_every_process_its_consumers_and_the_latest_events(format
     assert all(row["waiting"] == 0 for row in frame["consumers"])
     assert [e["type"] for e in frame["events"]][-4:] == [
         "PostCreated", "CommentCreated", "CommentModerated", "CommentUpdated"]
+
+
+def test_query_at_replays_the_log_of_either_transport(formation):
+    view = json.loads(blogctl(formation, "query", "--json").stdout)
+    [post_id] = view
+    at_two = json.loads(blogctl(formation, "query", "--at", "2", "--json").stdout)
+    assert at_two[post_id]["comments"][0]["status"] == "pending"
+    assert json.loads(blogctl(formation, "query", "--at", "4", "--json").stdout) == view
+    changes = json.loads(blogctl(formation, "query", "--diff", "2", "4", "--json").stdout)
+    assert [(c["from"], c["to"]) for c in changes["statuses_changed"]] == [("pending", "approved")]
