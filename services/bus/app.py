@@ -12,6 +12,7 @@ from services.shared.components import components
 from services.shared.config import Config
 from services.shared.db import Database
 from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
+from services.shared.metrics import Subscribers, metrics_of
 from services.shared.openapi import Error, Operation, Param, register_openapi
 from services.shared.signing import HEADER, SOURCE_HEADER, SignatureError, verify
 from services.shared.transport import UNKNOWN_SOURCE
@@ -62,6 +63,7 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
 
     app = create_base_app("bus", config)
     components(app).add("delivery", delivery)
+    metrics_of(app).add(Subscribers(event_log.last_seq, delivery.statuses))
 
     @app.post("/events")
     def publish():

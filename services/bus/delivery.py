@@ -53,6 +53,8 @@ class DeliveryStatus:
     last_error_at: float | None = None
     last_delivered_at: float | None = None
     dead_letters: int = 0
+    delivered: int = 0  # events taken, ever (its metrics' counter)
+    failed: int = 0  # attempts that failed, ever
 
 
 class Deliverer(Worker):
@@ -105,8 +107,10 @@ class Deliverer(Worker):
         try:
             response = self.client.post(self.subscriber.url, body, signing.headers(self.secret, body))
         except Unreachable as exc:
+            self.status.failed += 1
             raise DeliveryFailed(str(exc)) from None
         if not 200 <= response.status_code < 300:
+            self.status.failed += 1
             raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
 
     def deliver_once(self) -> int:
@@ -130,6 +134,7 @@ class Deliverer(Worker):
             return 1
         self.log.advance(self.subscriber.name, rows[-1]["seq"])
         self._moved_to(rows[-1]["seq"])
+        self.status.delivered += len(rows)
         self.status.last_delivered_at = time.time()
         return len(rows)
 

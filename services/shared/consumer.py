@@ -22,6 +22,7 @@ from .components import components
 from .config import service_of, spec
 from .db import Database
 from .events import Event, dispatch
+from .metrics import metrics_of
 from .transport import Transport, TransportError
 from .web import events_blueprint
 from .worker import Worker
@@ -187,8 +188,11 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
     `POST /events` route, its subscription and its catch-up, all applying through `store.apply`,
     each applied batch followed by `then()` (wake the outbox relay, for a service that emits)."""
 
+    applied = metrics_of(app).applied
+
     def apply(events: list[Event], *, from_log: bool = False) -> bool:
         gap = store.apply(events, from_log=from_log)
+        applied(events)
         then()
         return gap
 

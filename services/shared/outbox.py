@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 
 from . import tracing
 from .db import Database
@@ -46,10 +47,12 @@ class Relay(Worker):
     what = "relaying the outbox"
     retry_on = (TransportError, sqlite3.OperationalError)
 
-    def __init__(self, db: Database, transport: Transport, *, batch: int = BATCH, idle_wait: float = 1.0) -> None:
+    def __init__(self, db: Database, transport: Transport, *, batch: int = BATCH, idle_wait: float = 1.0,
+                 published: Callable[[list[Event]], None] = lambda events: None) -> None:
         super().__init__()
         self.db = db
         self.transport = transport
+        self.published = published  # told what the transport took (the service's metrics count them)
         self.batch = batch
         self.idle_wait = idle_wait
 
@@ -64,6 +67,7 @@ class Relay(Worker):
             return 0
         with tracing.publishing([Event.from_dict(json.loads(row["event"])) for row in rows]) as events:
             self.transport.publish(events)
+        self.published(events)
         # Not fsynced: a delete lost in a power cut only sends those events again, and the bus
         # acknowledges an id it holds without logging it twice.
         with self.db.transaction(durable=False) as conn:

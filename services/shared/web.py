@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .events import SEQ_MAX, Event, InvalidEvent, describe
+from .metrics import register_metrics
 from .signing import HEADER, SOURCE_HEADER, SignatureError, verify
 from . import tracing
 
@@ -49,6 +50,7 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
     app.config["BLOG"] = config
     app.json.sort_keys = False  # keep creation order in JSON objects
     app.json.ensure_ascii = False
+    register_metrics(app, name, config.me(name))
 
     if tracing.active() is not None:
         trace_writes(app, config, name)
