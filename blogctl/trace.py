@@ -20,7 +20,8 @@ from .options import JsonOption
 from .render import console
 from .runtime import runtime
 
-BAR_WIDTH = 24
+BAR_WIDTH = 20
+OPERATION_WIDTH = 46  # with the other columns, a waterfall fits 100 columns
 SERVICE_COLOURS = {"posts": "cyan", "comments": "yellow", "query": "green", "moderation": "magenta", "bus": "blue"}
 
 
@@ -108,7 +109,7 @@ def waterfall_table(found: dict, ident: str) -> Table:
     table = Table(title=f"Trace {found['trace_id']} ({ident}): {len(found['spans'])} spans, "
                         f"{len(found['services'])} services, {found['duration_ms']:.1f} ms",
                   title_justify="left", show_edge=False)
-    table.add_column("operation", no_wrap=True, overflow="ellipsis")
+    table.add_column("operation", no_wrap=True, overflow="ellipsis", max_width=OPERATION_WIDTH)
     table.add_column("service", no_wrap=True, min_width=10)
     table.add_column("at ms", justify="right", no_wrap=True, min_width=6)
     table.add_column("ms", justify="right", no_wrap=True, min_width=5)

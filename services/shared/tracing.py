@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -216,7 +217,9 @@ def with_current_context(event: Event) -> Event:
         return event
     traceparent, tracestate = current_traceparent()
     if traceparent is None:
-        return event
+        traceparent = _carried.get()  # made while applying an event that is not traced
+        if traceparent is None:
+            return event
     return carrying(event, traceparent, tracestate)
 
 
@@ -243,14 +246,42 @@ def event_attributes(event: Event, operation: str, operation_type: str) -> dict[
 
 # The hooks
 
+class _Carrying:
+    """While a handler applies an event that is not traced: the events it emits carry the same
+    not-kept context, so no later hop starts a trace of its own for them."""
+
+    __slots__ = ("traceparent", "token")
+
+    def __init__(self, traceparent: str) -> None:
+        self.traceparent = traceparent
+
+    def __enter__(self) -> None:
+        self.token = _carried.set(self.traceparent)
+
+    def __exit__(self, *exc_info) -> None:
+        _carried.reset(self.token)
+
+
+_carried: ContextVar[str | None] = ContextVar("blog_untraced_context", default=None)
+
+
 def consuming(event: Event):
     """Around a handler's apply of `event`: a CONSUMER span, current while the handler runs (what it
-    emits continues the trace). Nothing at all for an event that is not sampled."""
-    if _active is None or not sampled(event.traceparent):
+    emits continues the trace). No span object for an event that is not sampled; an event without
+    trace context (the course's bare shape, on a broker) may start a trace here."""
+    if _active is None:
         return NOTHING
-    parent = parent_context(event.traceparent, event.tracestate)
-    if parent is None:
-        return NOTHING
+    traceparent = event.traceparent
+    if traceparent is None:
+        if not _active.may_start():
+            return NOTHING
+        parent = otel_context.Context()  # a new trace
+    elif not sampled(traceparent):
+        return _Carrying(traceparent)
+    else:
+        parent = parent_context(traceparent, event.tracestate)
+        if parent is None:
+            return NOTHING
     return _active.tracer.start_as_current_span(
         f"process {event.type}", context=parent, kind=SpanKind.CONSUMER,
         attributes=event_attributes(event, "process", "process"),

@@ -98,17 +98,36 @@ def test_publish_and_process_spans_continue_the_events_trace(spans):
     assert seen == [tracing.traceparent_of(handled.context)]  # what the handler emits continues it
 
 
-def test_an_event_not_sampled_or_without_context_makes_no_span_at_any_hop(spans):
-    events = [post(NOT_SAMPLED), post(None)]
-    assert tracing.consuming(events[0]) is tracing.NOTHING and tracing.consuming(events[1]) is tracing.NOTHING
+def test_an_event_not_sampled_makes_no_span_at_any_hop_nor_do_the_events_it_causes(spans, tmp_path):
+    events = [post(NOT_SAMPLED), post(NOT_SAMPLED)]
     with tracing.publishing(events) as published:
         pass
     with tracing.delivering(published, "query") as delivered:
         pass
+    db = Database(tmp_path / "o.db", outbox.SCHEMA)
+
+    def emit(data, event):
+        with db.transaction() as conn:
+            outbox.add(conn, post())
+
     for event in delivered:
-        process({"PostCreated": lambda data, event: None}, event)
+        process({"PostCreated": emit}, event)
     assert published == delivered == events  # passed on untouched
     assert spans.get_finished_spans() == ()
+    emitted = [json.loads(row["event"]) for row in db.connection().execute("SELECT event FROM outbox")]
+    assert [e["traceparent"] for e in emitted] == [NOT_SAMPLED] * 2  # decided once: not kept, downstream too
+    db.close()
+
+
+def test_an_event_without_context_may_start_a_trace_where_it_is_consumed():
+    exporter = traced(rate=1)
+    try:
+        for _ in range(3):
+            process({"PostCreated": lambda data, event: None}, post(None))
+    finally:
+        tracing.shutdown()
+    (root,) = exporter.get_finished_spans()  # the rate allowed one
+    assert root.name == "process PostCreated" and root.parent is None
 
 
 def test_the_bus_starts_a_trace_for_an_event_without_one_within_its_rate():
