@@ -31,6 +31,7 @@ UNREADABLE = "Unreadable"  # the type given to an entry of another bus's log tha
 
 class HttpTransport:
     kind = "http"
+    between_processes = True
 
     def __init__(
         self, bus_url: str, *, timeout: float = 5.0, source: str | None = None, secret: str | None = None,

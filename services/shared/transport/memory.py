@@ -123,6 +123,7 @@ _NAMED_LOCK = threading.Lock()
 
 class InMemoryTransport:
     kind = "memory"
+    between_processes = False
 
     def __init__(self, bus: InMemoryBus, source: str | None = None) -> None:
         self.bus = bus

@@ -68,6 +68,7 @@ class Names:
 
 class RabbitTransport:
     kind = "rabbitmq"
+    between_processes = True
 
     def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0,
                  consumers: Iterable[str] = CONSUMERS) -> None:
