@@ -49,13 +49,16 @@ class Samples:
     def __init__(self, exposition: str) -> None:
         self.by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
         for family in text_string_to_metric_families(exposition):
+            for name in (family.name, f"{family.name}_total"):  # declared, if nothing counted yet: zero
+                self.by_name.setdefault(name, [])
             for sample in family.samples:
                 self.by_name.setdefault(sample.name, []).append((sample.labels, sample.value))
 
     def total(self, name: str, skip: Callable[[dict], bool] = lambda labels: False) -> float | None:
-        """The sum of `name`'s samples (those `skip` does not leave out); None when it has none."""
-        found = [value for labels, value in self.by_name.get(name, ()) if not skip(labels)]
-        return sum(found) if found else None
+        """The sum of `name`'s samples (those `skip` does not leave out); None when the service has no such metric."""
+        if name not in self.by_name:
+            return None
+        return sum(value for labels, value in self.by_name[name] if not skip(labels))
 
     def by(self, name: str, label: str) -> dict[str, float]:
         """`name`'s samples summed by the value of `label`."""
@@ -241,15 +244,26 @@ class Watcher:
 
     def _read_log(self, now: dict[str, Scrape]) -> None:
         """The newest events: from just before the log's end the first time, then what came since."""
-        if self.position is None:
-            self.position = max(0, _log_end(now) - LATEST)
+        if self.position is not None:
+            self._read_on()
+            return
+        self.position = max(0, _log_end(now) - LATEST)
+        if not self._read_on() and self.position:
+            # A consumer's position past this log's end (its data directory kept from another log): read it all.
+            self.position = 0
+            self._read_on()
+
+    def _read_on(self) -> int:
+        """Read the log after `position` to its end, keeping the latest events; how many were read."""
+        read = 0
         while True:
             page = self.rt.inspection.read_log(after=self.position, limit=PAGE)
             if page:
                 self.position = page[-1].seq
                 self.latest = (self.latest + [event.to_dict() for event in page])[-LATEST:]
+                read += len(page)
             if len(page) < PAGE:
-                return
+                return read
 
 
 def _log_end(now: dict[str, Scrape]) -> int:

@@ -63,6 +63,8 @@ def test_events_are_counted_when_published_and_when_applied(blog):
     query = scrape(blog.query)
     assert value(query, "blog_events_applied_total", type="PostCreated") == 2
     assert ("blog_outbox_pending", ()) not in query  # Query emits nothing
+    assert "blog_events_published" not in blog.query.get("/metrics").get_data(as_text=True)
+    assert "blog_events_applied" not in blog.posts.get("/metrics").get_data(as_text=True)  # Posts consumes nothing
 
 
 def test_the_bus_counts_deliveries_failures_lag_and_dead_letters(config):

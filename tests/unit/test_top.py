@@ -110,3 +110,11 @@ def test_a_frame_renders_services_consumers_and_events():
     assert "comments" in out and "down" in out and "comments service is not reachable" in out
     assert "199.5" in out and "200.0" in out
     assert "[red]hello[/red]" in out  # user text shown literally
+
+
+def test_a_counter_declared_but_not_yet_counted_moves_at_zero():
+    quiet = '# TYPE blog_events_applied_total counter\n# TYPE blog_http_requests_total counter\n' \
+            'blog_http_requests_total{route="/health",method="GET",status="200"} 3\n'
+    row = service_row(scraped("query", 100.0, quiet), scraped("query", 101.0, quiet))
+    assert row["requests_per_s"] == 0 and row["applied_per_s"] == 0
+    assert row["published_per_s"] is None  # Query publishes nothing: no such metric
