@@ -13,13 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.shared import signing
+import orjson
+
+from services.shared import signing, tracing
 from services.shared.config import Subscriber
 from services.shared.events import utc_now
 from services.shared.http import Answer, HttpClient, Unreachable
+from services.shared.tracing import trace_headers
 from services.shared.worker import Worker
 
-from .log import EventLog, row_to_json
+from .log import EventLog, row_to_event, row_to_json
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,18 @@ class Deliverer(Worker):
         self.client = client or HttpClient(timeout=(min(1.0, timeout), timeout), connections=2)
 
     def post(self, rows: list) -> None:
-        """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx."""
+        """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx. A sampled event's
+        `deliver` span goes with it, as its trace context."""
         items = [row_to_json(row) for row in rows]
+        traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
+        if not traced or tracing.active() is None:
+            return self._send(items)
+        with tracing.delivering([row_to_event(rows[i]) for i in traced], self.subscriber.name) as carried:
+            for i, event in zip(traced, carried, strict=True):
+                items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
+            self._send(items)
+
+    def _send(self, items: list[str]) -> None:
         body = (f"[{','.join(items)}]" if self.subscriber.batch else items[0]).encode()
         try:
             response = self.client.post(self.subscriber.url, body, signing.headers(self.secret, body))

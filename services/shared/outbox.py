@@ -11,6 +11,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
+from . import tracing
 from .db import Database
 from .events import Event
 from .transport import Transport, TransportError
@@ -27,8 +28,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 
 def add(conn: sqlite3.Connection, event: Event) -> None:
-    """Queue `event` inside the caller's transaction."""
-    conn.execute("INSERT INTO outbox (event) VALUES (?)", (json.dumps(event.to_dict()),))
+    """Queue `event` inside the caller's transaction, carrying the trace of the request or
+    handler that made it (the relay's publish continues that trace)."""
+    conn.execute("INSERT INTO outbox (event) VALUES (?)", (json.dumps(tracing.with_current_context(event).to_dict()),))
 
 
 def pending(db: Database) -> int:
@@ -63,8 +65,8 @@ class Relay(Worker):
         )
         if not rows:
             return 0
-        events = [Event.from_dict(json.loads(row["event"])) for row in rows]
-        self.transport.publish(events)
+        with tracing.publishing([Event.from_dict(json.loads(row["event"])) for row in rows]) as events:
+            self.transport.publish(events)
         self.published(events)
         # Not fsynced: a delete lost in a power cut only sends those events again, and the bus
         # acknowledges an id it holds without logging it twice.
