@@ -79,7 +79,7 @@ class SpanStore(SpanExporter):
                         f"INSERT INTO spans ({COLUMNS}, post_id, comment_id, message_id) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                     conn.execute("DELETE FROM spans WHERE pos <= (SELECT max(pos) FROM spans) - ?", (self.keep,))
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):  # a full or read-only disk: the spans are dropped, the service goes on
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 

@@ -214,3 +214,21 @@ def test_the_settings_tracing_reads():
     for bad in ({"BLOG_TRACE_RATE": "-1"}, {"BLOG_TRACE_RATE": "fast"}, {"BLOG_LOG_FORMAT": "xml"}):
         with pytest.raises(config_module.ConfigError):
             load(bad)
+
+
+def test_the_span_store_keeps_the_newest_spans_and_finds_them_by_id(tmp_path):
+    from services.shared.span_store import SpanStore, find_traces, kept, read_spans
+
+    store = SpanStore(tmp_path / "traces" / "posts.db", keep=5)
+    config = config_module.load({"BLOG_BROKER_URL": "memory://tracing-test"})
+    tracing.setup(config, "posts", processors=[SimpleSpanProcessor(store)], env={})
+    try:
+        for n in range(8):
+            with tracing.publishing([Event("PostCreated", {"id": f"p{n}", "title": "a"}, traceparent=SAMPLED)]):
+                pass
+    finally:
+        tracing.shutdown()
+    assert kept(tmp_path)[0] == 5
+    assert find_traces(tmp_path, "p2") == [] and find_traces(tmp_path, "p7") == [SAMPLED.split("-")[1]]
+    assert [s["attributes"]["blog.post.id"] for s in read_spans(tmp_path, SAMPLED.split("-")[1])] == [
+        f"p{n}" for n in range(3, 8)]
