@@ -105,6 +105,8 @@ class Config:
     # OTEL_SDK_DISABLED=true: no traces at all (services/shared/tracing.py)
     tracing: bool = True
     trace_rate: float = 20.0  # BLOG_TRACE_RATE: traces a service may start a second (every hop after follows)
+    trace_sampler: str | None = None  # OTEL_TRACES_SAMPLER: the SDK's sampler instead of the rate (it reads _ARG too)
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT: also export to that collector
     log_format: str = "text"  # BLOG_LOG_FORMAT=json: one JSON object per log line, with trace and span ids
 
     @property
@@ -313,5 +315,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         cors=_origins(env.get("BLOG_CORS_ORIGINS")),
         tracing=env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true",  # only "true" disables, as the SDK reads it
         trace_rate=_number(env, "BLOG_TRACE_RATE", Config.trace_rate, float, zero=True),
+        trace_sampler=env.get("OTEL_TRACES_SAMPLER") or None,
+        otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         log_format=_choice(env, "BLOG_LOG_FORMAT", ("text", "json")),
     )

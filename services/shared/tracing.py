@@ -111,36 +111,33 @@ def active() -> Tracing | None:
     return _active
 
 
-def setup(config, instance: str, *, processors: Iterable[SpanProcessor] | None = None,
-          env: dict[str, str] | None = None) -> Tracing | None:
+def setup(config, instance: str, *, processors: Iterable[SpanProcessor] | None = None) -> Tracing | None:
     """Trace this process as `instance` (`query.2`), unless OTEL_SDK_DISABLED=true. `processors`
     replace the exports (tests hand in an in-memory one)."""
     global _active
-    import os
-
-    env = os.environ if env is None else env
     shutdown()
     if not config.tracing:
         return None
     limiter = None
-    if env.get("OTEL_TRACES_SAMPLER"):
+    if config.trace_sampler:
         sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself
     else:
         limiter = RateLimited(config.trace_rate)
         sampler = ParentBased(root=limiter)
     provider = TracerProvider(sampler=sampler, resource=Resource.create({"service.name": instance}),
                               shutdown_on_exit=False)
-    for processor in processors if processors is not None else default_processors(config, instance, env):
+    for processor in processors if processors is not None else default_processors(config, instance):
         provider.add_span_processor(processor)
     _active = Tracing(provider, limiter, MESSAGING_SYSTEM.get(config.transport, config.transport))
     return _active
 
 
-def default_processors(config, instance: str, env) -> list[SpanProcessor]:
+def default_processors(config, instance: str) -> list[SpanProcessor]:
+    """The local span store, and OTLP/HTTP when a collector is named; each batched in a thread of its own."""
     from .span_store import SpanStore
 
     exporters: list[SpanExporter] = [SpanStore(config.data_dir / "traces" / f"{instance}.db")]
-    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if config.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporters.append(OTLPSpanExporter())  # reads the endpoint, headers and timeout from OTEL_* itself

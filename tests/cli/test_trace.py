@@ -16,8 +16,7 @@ from services.shared.span_store import SpanStore
 
 def record(data_dir, instance: str, work):
     config = config_module.load({"BLOG_BROKER_URL": "memory://trace-cli", "BLOG_DATA_DIR": str(data_dir)})
-    tracing.setup(config, instance, processors=[SimpleSpanProcessor(SpanStore(data_dir / "traces" / f"{instance}.db"))],
-                  env={})
+    tracing.setup(config, instance, processors=[SimpleSpanProcessor(SpanStore(data_dir / "traces" / f"{instance}.db"))])
     try:
         return work()
     finally:

@@ -20,7 +20,7 @@ NOT_SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 def traced(rate: float = 20.0, **env):
     config = config_module.load({"BLOG_BROKER_URL": "memory://tracing-test", "BLOG_TRACE_RATE": str(rate), **env})
     exporter = InMemorySpanExporter()
-    tracing.setup(config, "posts", processors=[SimpleSpanProcessor(exporter)], env=env)
+    tracing.setup(config, "posts", processors=[SimpleSpanProcessor(exporter)])
     return exporter
 
 
@@ -221,7 +221,7 @@ def test_the_span_store_keeps_the_newest_spans_and_finds_them_by_id(tmp_path):
 
     store = SpanStore(tmp_path / "traces" / "posts.db", keep=5)
     config = config_module.load({"BLOG_BROKER_URL": "memory://tracing-test"})
-    tracing.setup(config, "posts", processors=[SimpleSpanProcessor(store)], env={})
+    tracing.setup(config, "posts", processors=[SimpleSpanProcessor(store)])
     try:
         for n in range(8):
             with tracing.publishing([Event("PostCreated", {"id": f"p{n}", "title": "a"}, traceparent=SAMPLED)]):
@@ -232,3 +232,13 @@ def test_the_span_store_keeps_the_newest_spans_and_finds_them_by_id(tmp_path):
     assert find_traces(tmp_path, "p2") == [] and find_traces(tmp_path, "p7") == [SAMPLED.split("-")[1]]
     assert [s["attributes"]["blog.post.id"] for s in read_spans(tmp_path, SAMPLED.split("-")[1])] == [
         f"p{n}" for n in range(3, 8)]
+
+
+def test_the_standard_sampler_setting_replaces_the_rate():
+    exporter = traced(rate=0, OTEL_TRACES_SAMPLER="always_on")
+    try:
+        assert tracing.active().limiter is None
+        tracing.active().tracer.start_span("POST /posts").end()
+    finally:
+        tracing.shutdown()
+    assert len(exporter.get_finished_spans()) == 1
