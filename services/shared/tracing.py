@@ -303,15 +303,13 @@ def _spans_for(events: Sequence[Event], operation: str, operation_type: str, kin
     for event in events:
         traceparent = event.traceparent
         parent = None
-        if traceparent is None and may_start:
-            may_start = tracing.may_start()  # once refused, not asked again for the rest of the batch
-            parent = otel_context.Context() if may_start else None  # a new trace
-            if parent is None:
+        if traceparent is None and roots:
+            if may_start:
+                may_start = tracing.may_start()  # once refused, not asked again for the rest of the batch
+            if not may_start:
                 out.append((stamp or carrying)(event, unsampled_traceparent(), None))
                 continue
-        elif traceparent is None and roots:
-            out.append((stamp or carrying)(event, unsampled_traceparent(), None))
-            continue
+            parent = otel_context.Context()  # a new trace
         elif sampled(traceparent):
             parent = parent_context(traceparent, event.tracestate)
         if parent is None:
