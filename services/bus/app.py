@@ -9,7 +9,7 @@ from flask import Flask, Response, jsonify, request, stream_with_context
 from services.shared import config as config_module
 from services.shared.components import components
 from services.shared.config import Config
-from services.shared.db import Database
+from services.shared.db import Checkpointer, Database
 from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
 from services.shared.openapi import Error, Operation, Param, register_openapi
 from services.shared.signing import HEADER, SOURCE_HEADER, SignatureError, verify
@@ -60,6 +60,7 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
 
     app = create_base_app("bus", config)
+    components(app).add("checkpoints", Checkpointer(event_log.db))
     components(app).add("delivery", delivery)
 
     @app.post("/events")
