@@ -57,7 +57,9 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     config = config or config_module.load()
     event_log = EventLog(Database(config.db_path("bus"), SCHEMA, durable=config.fsync))
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
-    delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
+    # Query first: its view is what a reader waits for (its replicas "query.2"... too).
+    first = tuple(s.name for s in config.subscribers if s.name.partition(".")[0] == "query")
+    delivery = Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options})
 
     app = create_base_app("bus", config)
     components(app).add("checkpoints", Checkpointer(event_log.db))
