@@ -183,6 +183,27 @@ class Bench:
                                ratio_of="with the fsync (the default) / without", target=">= 0.85x",
                                met=delivered_with / (acked / delivered) >= 0.85))
 
+    # What tracing costs
+    def tracing_cost(self) -> None:
+        """POST /posts and the publish burst with tracing on (the default sampler), then again with it
+        off (OTEL_SDK_DISABLED=true) in every service, back to back."""
+        rates = {}
+        names = list(self.rt.formation.names)
+        for mode, env in (("on", {}), ("off", {"OTEL_SDK_DISABLED": "true"})):
+            self.restart(names, env)
+            with self.step(f"POST /posts with {CLIENTS} clients, tracing {mode}"):
+                load = self.load(lambda c, *_: self.create_post(c))
+            until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
+            acked, _, delivered = self.burst(self.sizes.publish_events, note=f", tracing {mode}")
+            rates[mode] = load.rate, acked / delivered
+        self.restart(names, {})
+        (posts_on, delivered_on), (posts_off, delivered_off) = rates["on"], rates["off"]
+        for what, on, off, unit in ((f"POST /posts, {CLIENTS} clients", posts_on, posts_off, "req/s"),
+                                    ("delivered to every consumer", delivered_on, delivered_off, "events/s")):
+            self.report.add(Figure("tracing", f"{what}, tracing on", on, unit, ratio=on / off,
+                                   ratio_of="tracing on / off", target=">= 0.9x", met=on / off >= 0.9))
+            self.report.add(Figure("tracing", f"{what}, tracing off (OTEL_SDK_DISABLED=true)", off, unit))
+
     def restart(self, names: list[str], env: dict[str, str]) -> None:
         """Stop `names`, and start them again with `env` added to their environment."""
         formation = self.rt.formation
@@ -453,6 +474,7 @@ def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False) 
             bench.end_to_end()
             Tails(bench).measure(sizes.tail_rounds)
             bench.durability()
+            bench.tracing_cost()
             bench.rebuild_and_memory()
             if servers:
                 with bench.step(f"servers: {', '.join(SERVERS)} on the bare endpoint and POST /posts"):

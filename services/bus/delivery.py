@@ -14,13 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.shared import signing
+import orjson
+
+from services.shared import signing, tracing
 from services.shared.config import Subscriber
 from services.shared.events import utc_now
 from services.shared.http import Answer, HttpClient, Unreachable
+from services.shared.tracing import trace_headers
 from services.shared.worker import Worker
 
-from .log import EventLog, row_to_json
+from .log import EventLog, row_to_event, row_to_json
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class DeliveryStatus:
     last_error_at: float | None = None
     last_delivered_at: float | None = None
     dead_letters: int = 0
+    delivered: int = 0  # events taken, ever (its metrics' counter)
+    failed: int = 0  # attempts that failed, ever
 
 
 class Deliverer(Worker):
@@ -89,14 +94,26 @@ class Deliverer(Worker):
         self.client = client or HttpClient(timeout=(min(1.0, timeout), timeout), connections=2)
 
     def post(self, rows: list) -> None:
-        """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx."""
+        """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx. A sampled event's
+        `deliver` span goes with it, as its trace context."""
         items = [row_to_json(row) for row in rows]
+        traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
+        if not traced or tracing.active() is None:
+            return self._send(items)
+        with tracing.delivering([row_to_event(rows[i]) for i in traced], self.subscriber.name) as carried:
+            for i, event in zip(traced, carried, strict=True):
+                items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
+            self._send(items)
+
+    def _send(self, items: list[str]) -> None:
         body = (f"[{','.join(items)}]" if self.subscriber.batch else items[0]).encode()
         try:
             response = self.client.post(self.subscriber.url, body, signing.headers(self.secret, body))
         except Unreachable as exc:
+            self.status.failed += 1
             raise DeliveryFailed(str(exc)) from None
         if not 200 <= response.status_code < 300:
+            self.status.failed += 1
             raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
 
     def deliver_once(self) -> int:
@@ -120,6 +137,7 @@ class Deliverer(Worker):
             return 1
         self.log.advance(self.subscriber.name, rows[-1]["seq"])
         self._moved_to(rows[-1]["seq"])
+        self.status.delivered += len(rows)
         self.status.last_delivered_at = time.time()
         return len(rows)
 

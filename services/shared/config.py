@@ -102,6 +102,10 @@ class Config:
     cors: tuple[str, ...] | None = None
     # BLOG_MODERATION_REJECT: Moderation rejects a comment containing any of these words (any case), as the course does
     moderation_reject: tuple[str, ...] = ("orange",)
+    # OTEL_SDK_DISABLED=true: no traces at all (services/shared/tracing.py)
+    tracing: bool = True
+    trace_rate: float = 20.0  # BLOG_TRACE_RATE: traces a service may start a second (every hop after follows)
+    log_format: str = "text"  # BLOG_LOG_FORMAT=json: one JSON object per log line, with trace and span ids
 
     @property
     def transport(self) -> str:
@@ -196,6 +200,30 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     if raw.strip().lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is neither 1 nor 0")
+
+
+def _rate(env: dict[str, str], name: str, default: float) -> float:
+    """A rate that may be 0 (none)."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name}={raw!r} must be 0 or more")
+    return value
+
+
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed` (the first is the default), any case."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return allowed[0]
+    if raw.strip().lower() not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw.strip().lower()
 
 
 def _broker_addresses(raw: str) -> str | None:
@@ -296,4 +324,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
         moderation_reject=_words(env.get("BLOG_MODERATION_REJECT"), Config.moderation_reject),
         cors=_origins(env.get("BLOG_CORS_ORIGINS")),
+        tracing=env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true",  # only "true" disables, as the SDK reads it
+        trace_rate=_rate(env, "BLOG_TRACE_RATE", Config.trace_rate),
+        log_format=_choice(env, "BLOG_LOG_FORMAT", ("text", "json")),
     )

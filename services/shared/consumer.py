@@ -17,10 +17,12 @@ from typing import Protocol
 
 from flask import Flask
 
+from . import tracing
 from .components import components
 from .config import service_of, spec
 from .db import Database
 from .events import Event, dispatch
+from .metrics import metrics_of
 from .transport import Transport, TransportError
 from .web import events_blueprint
 from .worker import Worker
@@ -32,6 +34,15 @@ CREATE TABLE IF NOT EXISTS position (
 );
 INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
 """
+
+
+def process(handlers: dict[str, Callable], event: Event, *context) -> bool:
+    """`dispatch` inside the event's trace: a `process <type>` span when the event is sampled and
+    handled here (a type nobody here handles is acknowledged without one)."""
+    if event.type not in handlers:
+        return False
+    with tracing.consuming(event):
+        return dispatch(handlers, event, *context)
 
 
 class Store(Protocol):
@@ -92,7 +103,7 @@ class ConsumingStore:
         """Apply delivered events in one transaction; a redelivered one changes nothing."""
         def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
             for event in ordered:
-                dispatch(self.handlers, event, conn, *self.context)
+                process(self.handlers, event, conn, *self.context)
 
         return apply_batch(self.db, events, handle, from_log=from_log)
 
@@ -177,8 +188,11 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
     `POST /events` route, its subscription and its catch-up, all applying through `store.apply`,
     each applied batch followed by `then()` (wake the outbox relay, for a service that emits)."""
 
+    applied = metrics_of(app).applied
+
     def apply(events: list[Event], *, from_log: bool = False) -> bool:
         gap = store.apply(events, from_log=from_log)
+        applied(events)
         then()
         return gap
 

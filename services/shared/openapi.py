@@ -36,6 +36,7 @@ class Operation:
 # Answers any route can give besides its own.
 COMMON = {404: Error, 405: Error, 413: Error, 500: Error, 503: Error}
 HEALTH = Operation("get", "/health", "What the service is and how it is doing", {200: dict[str, Any]})
+METRICS = Operation("get", "/metrics", "What the service has done, in Prometheus' text format", {200: None})
 EVENTS_IN = Operation(
     "post", "/events", "Deliver one event, or an array of events, to this service",
     {200: dict[str, Any], 400: Error, 401: Error}, body=WireEvent | list[WireEvent],
@@ -55,7 +56,7 @@ def _schema(kind: Any, defs: dict) -> dict:
 def document(title: str, operations: list[Operation]) -> dict:
     defs: dict[str, Any] = {}
     paths: dict[str, dict] = {}
-    for op in [*operations, HEALTH]:
+    for op in [*operations, HEALTH, METRICS]:
         responses = {}
         json_only = {415: Error} if op.body is not None else {}  # a body not sent as application/json
         for status, kind in {**COMMON, **json_only, **op.responses}.items():

@@ -13,6 +13,7 @@ refused as too large (413) is split in halves until it passes, down to one event
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ UNREADABLE = "Unreadable"  # the type given to an entry of another bus's log tha
 
 class HttpTransport:
     kind = "http"
+    between_processes = True
 
     def __init__(
         self, bus_url: str, *, timeout: float = 5.0, source: str | None = None, secret: str | None = None,
@@ -170,5 +172,5 @@ def _by_position(whole: object, after: int, limit: int) -> list[Event]:
         except InvalidEvent as exc:
             log.warning("entry %d of the event log is not an event (%s); passed over", seq, exc)
             event = Event(UNREADABLE, None)
-        events.append(Event(event.type, event.data, event.id, event.source, event.time, seq, event.typed))
+        events.append(replace(event, seq=seq))
     return events

@@ -20,6 +20,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import replace
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
@@ -33,6 +34,7 @@ from kombu.mixins import ConsumerMixin
 from ..config import CONSUMERS, SERVICES, service_of
 from ..events import Event, InvalidEvent
 from ..retry import POLICY
+from ..tracing import TRACEPARENT, TRACESTATE, trace_headers
 from . import Consumer as EventConsumer
 from . import UNKNOWN_SOURCE, Description, RecentIds, TransportError, printable
 
@@ -68,6 +70,7 @@ class Names:
 
 class RabbitTransport:
     kind = "rabbitmq"
+    between_processes = True
 
     def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0,
                  consumers: Iterable[str] = CONSUMERS) -> None:
@@ -304,6 +307,7 @@ class _ConfirmingPublisher:
             # costs most of a millisecond of CPU per message, which was the limit of a batch.
             message = amqp.Message(orjson.dumps(event.to_dict()), content_type="application/json",
                                    content_encoding="utf-8", delivery_mode=2, message_id=event.id,
+                                   application_headers=trace_headers(event),
                                    **({"app_id": source} if source else {}))
             self.channel.basic_publish(message, exchange=exchange, routing_key=event.type)
             self._last_tag += 1
@@ -335,8 +339,11 @@ def _event(body, message, seq: int | None = None) -> Event:
     what the publisher wrote in the event. The broker stamps no receive time: `time` is the publisher's."""
     event = Event.from_dict(body)
     source = message.properties.get("app_id") or UNKNOWN_SOURCE
-    return Event(event.type, event.data, event.id, source, event.time, seq if seq is not None else event.seq,
-                 event.typed)
+    headers = message.headers or {}
+    return replace(event, source=source, seq=seq if seq is not None else event.seq,
+                   # the trace context as the message's headers carry it (any AMQP tool reads them there)
+                   traceparent=headers.get(TRACEPARENT, event.traceparent),
+                   tracestate=headers.get(TRACESTATE, event.tracestate))
 
 
 class _QueueConsumer(ConsumerMixin):
