@@ -358,7 +358,7 @@ def top(
 ) -> None:
     """The formation live: each service's health, memory, CPU and rates, each consumer's backlog, the latest events.
 
-    Refreshed every second from the services' /metrics; q or Ctrl-C quits.
+    Refreshed every second from the services' /metrics; q or Ctrl-C quits. --json prints one frame's figures.
     """
     watcher = Watcher(runtime(ctx))
     if once or json_output:

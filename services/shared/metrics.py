@@ -117,9 +117,11 @@ def register_metrics(app: Flask, service: str, instance: str) -> Metrics:
 
     @app.after_request
     def answered(response: Response) -> Response:
-        rule = request.url_rule
-        metrics.request_done(rule.rule if rule is not None else UNMATCHED, request.method, response.status_code,
-                             clock() - request.environ[STARTED])
+        started = request.environ.get(STARTED)
+        if started is not None:  # None: a request made inside the app, not through its WSGI entry
+            rule = request.url_rule
+            metrics.request_done(rule.rule if rule is not None else UNMATCHED, request.method,
+                                 response.status_code, clock() - started)
         return response
 
     @app.get("/metrics")

@@ -2,6 +2,7 @@
 that validate its requests and describe its answers, so the document cannot drift from the code."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +83,10 @@ def document(title: str, operations: list[Operation]) -> dict:
 
 
 def register_openapi(app: Flask, title: str, operations: list[Operation]) -> None:
-    spec = document(title, operations)
+    """`GET /openapi.json`, built at its first request: building it takes longer than the rest of
+    a service's start-up together, and most runs never ask for it."""
+    spec = functools.cache(lambda: document(title, operations))
 
     @app.get("/openapi.json")
     def openapi():
-        return jsonify(spec)
+        return jsonify(spec())
