@@ -184,25 +184,29 @@ class Bench:
                                met=delivered_with / (acked / delivered) >= 0.85))
 
     # What tracing costs
-    def tracing_cost(self) -> None:
-        """POST /posts and the publish burst with tracing on (the default sampler), then again with it
-        off (OTEL_SDK_DISABLED=true) in every service, back to back."""
-        rates = {}
+    def tracing_cost(self, rounds: int = 1) -> None:
+        """POST /posts and the publish burst with tracing on (the default sampler), then with it off
+        (OTEL_SDK_DISABLED=true) in every service, back to back, `rounds` times: the best of each
+        (on a shared machine, the run least disturbed by others)."""
+        rates: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
         names = list(self.rt.formation.names)
-        for mode, env in (("on", {}), ("off", {"OTEL_SDK_DISABLED": "true"})):
-            self.restart(names, env)
-            with self.step(f"POST /posts with {CLIENTS} clients, tracing {mode}"):
-                load = self.load(lambda c, *_: self.create_post(c))
-            until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
-            acked, _, delivered = self.burst(self.sizes.publish_events, note=f", tracing {mode}")
-            rates[mode] = load.rate, acked / delivered
+        for _ in range(rounds):
+            for mode, env in (("on", {}), ("off", {"OTEL_SDK_DISABLED": "true"})):
+                self.restart(names, env)
+                with self.step(f"POST /posts with {CLIENTS} clients, tracing {mode}"):
+                    load = self.load(lambda c, *_: self.create_post(c))
+                until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
+                acked, _, delivered = self.burst(self.sizes.publish_events, note=f", tracing {mode}")
+                rates[mode].append((load.rate, acked / delivered))
         self.restart(names, {})
-        (posts_on, delivered_on), (posts_off, delivered_off) = rates["on"], rates["off"]
+        best = {mode: (max(r[0] for r in runs), max(r[1] for r in runs)) for mode, runs in rates.items()}
+        (posts_on, delivered_on), (posts_off, delivered_off) = best["on"], best["off"]
+        of = f" (best of {rounds})" if rounds > 1 else ""
         for what, on, off, unit in ((f"POST /posts, {CLIENTS} clients", posts_on, posts_off, "req/s"),
                                     ("delivered to every consumer", delivered_on, delivered_off, "events/s")):
-            self.report.add(Figure("tracing", f"{what}, tracing on", on, unit, ratio=on / off,
+            self.report.add(Figure("tracing", f"{what}, tracing on{of}", on, unit, ratio=on / off,
                                    ratio_of="tracing on / off", target=">= 0.9x", met=on / off >= 0.9))
-            self.report.add(Figure("tracing", f"{what}, tracing off (OTEL_SDK_DISABLED=true)", off, unit))
+            self.report.add(Figure("tracing", f"{what}, tracing off (OTEL_SDK_DISABLED=true){of}", off, unit))
 
     def restart(self, names: list[str], env: dict[str, str]) -> None:
         """Stop `names`, and start them again with `env` added to their environment."""
@@ -474,7 +478,7 @@ def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False) 
             bench.end_to_end()
             Tails(bench).measure(sizes.tail_rounds)
             bench.durability()
-            bench.tracing_cost()
+            bench.tracing_cost(rounds=1 if quick else 3)
             bench.rebuild_and_memory()
             if servers:
                 with bench.step(f"servers: {', '.join(SERVERS)} on the bare endpoint and POST /posts"):

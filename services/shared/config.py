@@ -160,7 +160,8 @@ def _port(env: dict[str, str], service: str, *, variable: str | None = None, def
     return port
 
 
-def _number(env: dict[str, str], name: str, default: float, kind: type = int) -> float:
+def _number(env: dict[str, str], name: str, default: float, kind: type = int, *, zero: bool = False) -> float:
+    """A number above 0 (`zero`: or 0)."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -168,8 +169,8 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = int) ->
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be above 0")
+    if value < 0 or (value == 0 and not zero) or value != value:  # value != value: NaN
+        raise ConfigError(f"{name}={raw!r} must be {'0 or more' if zero else 'above 0'}")
     return value
 
 
@@ -200,20 +201,6 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     if raw.strip().lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is neither 1 nor 0")
-
-
-def _rate(env: dict[str, str], name: str, default: float) -> float:
-    """A rate that may be 0 (none)."""
-    raw = env.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{name}={raw!r} must be 0 or more")
-    return value
 
 
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
@@ -325,6 +312,6 @@ def load(env: dict[str, str] | None = None) -> Config:
         moderation_reject=_words(env.get("BLOG_MODERATION_REJECT"), Config.moderation_reject),
         cors=_origins(env.get("BLOG_CORS_ORIGINS")),
         tracing=env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true",  # only "true" disables, as the SDK reads it
-        trace_rate=_rate(env, "BLOG_TRACE_RATE", Config.trace_rate),
+        trace_rate=_number(env, "BLOG_TRACE_RATE", Config.trace_rate, float, zero=True),
         log_format=_choice(env, "BLOG_LOG_FORMAT", ("text", "json")),
     )

@@ -204,3 +204,13 @@ def test_a_rabbitmq_message_s_headers_carry_the_trace_context():
     body = {"type": "PostCreated", "data": {"id": "p1", "title": "a"}}  # another publisher's: context in headers only
     message = SimpleNamespace(properties={"app_id": "posts"}, headers={"traceparent": SAMPLED, "tracestate": "k=v"})
     assert (_event(body, message).traceparent, _event(body, message).tracestate) == (SAMPLED, "k=v")
+
+
+def test_the_settings_tracing_reads():
+    load = config_module.load
+    assert (load({}).tracing, load({}).trace_rate, load({}).log_format) == (True, 20.0, "text")
+    assert not load({"OTEL_SDK_DISABLED": "TRUE"}).tracing and load({"OTEL_SDK_DISABLED": "false"}).tracing
+    assert load({"BLOG_TRACE_RATE": "0"}).trace_rate == 0 and load({"BLOG_LOG_FORMAT": "JSON"}).log_format == "json"
+    for bad in ({"BLOG_TRACE_RATE": "-1"}, {"BLOG_TRACE_RATE": "fast"}, {"BLOG_LOG_FORMAT": "xml"}):
+        with pytest.raises(config_module.ConfigError):
+            load(bad)
