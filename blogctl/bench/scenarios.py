@@ -172,6 +172,9 @@ class Bench:
                 load = self.load(lambda c, *_: self.create_post(c))
             until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
             acked, _, delivered = self.burst(self.sizes.publish_events, note=", without the fsync")
+            until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
+            with self.step("write-to-view latency, idle, without the fsync"):
+                idle = self.sequential(self.write_then_see)
         finally:
             self.restart(names, {})
         with_fsync = measured[f"POST /posts, {CLIENTS} clients"].value
@@ -182,6 +185,9 @@ class Bench:
                                "events/s", ratio=delivered_with / (acked / delivered),
                                ratio_of="with the fsync (the default) / without", target=">= 0.85x",
                                met=delivered_with / (acked / delivered) >= 0.85))
+        # What the two fsyncs on a write's way to the view (its store's, the log's) cost it.
+        self.report.add(Figure("durability", "write-to-view p50, idle, BLOG_FSYNC=0", statistics.median(idle) * 1000,
+                               "ms", ratio=statistics.median(idle) / self.bare["round_trip"], ratio_of="bare round trip"))
 
     # What tracing costs
     def tracing_cost(self, rounds: int = 1) -> None:
