@@ -22,9 +22,12 @@ def bench(
     broker: Annotated[str | None, typer.Option(
         "--broker", metavar="URL", help="Run the formation on RabbitMQ at URL instead of the HTTP bus.",
     )] = None,
+    servers: Annotated[bool, typer.Option(
+        "--servers", help="Also serve the bare endpoint and Posts on waitress, granian and gunicorn (those installed), same run.",
+    )] = False,
 ) -> None:
     """Benchmark a fresh formation (free ports, temporary data) against a bare endpoint of the same server."""
-    report = run_bench(quick=quick, broker=broker)
+    report = run_bench(quick=quick, broker=broker, servers=servers)
     data = {**asdict(report), "lost_nothing": report.lost_nothing}
     output.write_text(json.dumps(data, indent=2))
     if json_output:

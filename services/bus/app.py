@@ -10,7 +10,7 @@ from services.shared import config as config_module
 from services.shared import tracing
 from services.shared.components import components
 from services.shared.config import Config
-from services.shared.db import Database
+from services.shared.db import Checkpointer, Database
 from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
 from services.shared.metrics import Subscribers, metrics_of
 from services.shared.openapi import Error, Operation, Param, register_openapi
@@ -59,9 +59,12 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     config = config or config_module.load()
     event_log = EventLog(Database(config.db_path("bus"), SCHEMA, durable=config.fsync))
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
-    delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
+    # Query first: its view is what a reader waits for (its replicas "query.2"... too).
+    first = tuple(s.name for s in config.subscribers if s.name.partition(".")[0] == "query")
+    delivery = Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options})
 
     app = create_base_app("bus", config)
+    components(app).add("checkpoints", Checkpointer(event_log.db))
     components(app).add("delivery", delivery)
     metrics_of(app).add(Subscribers(event_log.last_seq, delivery.statuses))
 

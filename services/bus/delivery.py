@@ -9,6 +9,7 @@ it flow on; `redeliver` sends a parked one again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -71,8 +72,9 @@ class Deliverer(Worker):
         max_backoff: float = 5.0,
         secret: str | None = None,
         client: Poster | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
-        super().__init__(wake=event_log.wakeup())  # woken by every append that adds events
+        super().__init__(wake=wake or event_log.wakeup())  # woken by every append that adds events
         self.log = event_log
         self.subscriber = subscriber
         self.thread_name = f"deliver-{subscriber.name}"
@@ -85,6 +87,7 @@ class Deliverer(Worker):
             subscriber.name, subscriber.url, event_log.cursor(subscriber.name),
             dead_letters=len(event_log.dead_letters(subscriber.name)),
         )
+        self.followers: list[Deliverer] = []  # woken after each of this one's steps (see Delivery's `first`)
         self._rejections = 0
         self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
         # Shared by the delivery thread and `redeliver` (a request thread): the pool is thread-safe.
@@ -165,7 +168,12 @@ class Deliverer(Worker):
         self.log.forget_dead_letter(self.subscriber.name, seq)
         self.status.dead_letters -= 1
 
-    step = deliver_once
+    def step(self) -> int:
+        try:
+            return self.deliver_once()
+        finally:
+            for follower in self.followers:
+                follower.notify()
 
     def on_error(self, exc: BaseException, attempt: int) -> None:
         self.status.failures = attempt
@@ -178,10 +186,29 @@ class Deliverer(Worker):
 
 
 class Delivery:
-    """All subscribers' deliverers, started and stopped together."""
+    """All subscribers' deliverers, started and stopped together.
 
-    def __init__(self, event_log: EventLog, subscribers: tuple[Subscriber, ...], **options) -> None:
-        self.deliverers = {s.name: Deliverer(event_log, s, **options) for s in subscribers}
+    `first`: the subscribers served first (Query, whose view a reader waits for). The others are
+    woken once a first one has taken its batch, so on two cores they do not compete with it for
+    the CPU; while a first one is failing, an append wakes them at once, as it wakes the first.
+    """
+
+    def __init__(self, event_log: EventLog, subscribers: tuple[Subscriber, ...], *,
+                 first: tuple[str, ...] = (), **options) -> None:
+        leads = [s for s in subscribers if s.name in first]
+        self.deliverers = {s.name: Deliverer(event_log, s, **options) for s in leads}
+        if leads:
+            gate = _Gate(list(self.deliverers.values()))
+            event_log.add_wakeup(gate)
+        for s in subscribers:
+            if s.name not in self.deliverers:
+                follower = Deliverer(event_log, s, wake=threading.Event() if leads else None, **options)
+                self.deliverers[s.name] = follower
+                if leads:
+                    gate.followers.append(follower)
+                    for lead in gate.leads:
+                        lead.followers.append(follower)
+        self.deliverers = {s.name: self.deliverers[s.name] for s in subscribers}  # in the configured order
 
     def start(self) -> None:
         for deliverer in self.deliverers.values():
@@ -198,3 +225,17 @@ class Delivery:
 
     def statuses(self) -> list[DeliveryStatus]:
         return [d.status for d in self.deliverers.values()]
+
+
+class _Gate:
+    """Set by every append: passes the wake-up to the followers only while a lead is failing
+    (a lead that delivers wakes them itself, after its step)."""
+
+    def __init__(self, leads: list[Deliverer]) -> None:
+        self.leads = leads
+        self.followers: list[Deliverer] = []
+
+    def set(self) -> None:
+        if any(lead.status.failures for lead in self.leads):
+            for follower in self.followers:
+                follower.notify()

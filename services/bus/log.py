@@ -92,6 +92,10 @@ class EventLog:
         self._wakeups.append(flag)
         return flag
 
+    def add_wakeup(self, flag) -> None:
+        """Anything with `set()`, called after every commit that adds events."""
+        self._wakeups.append(flag)
+
     def append(self, events: Sequence[Event], sent: Sequence[Sent] | None = None) -> list[Appended]:
         """Log events in one transaction; an id already in the log is acknowledged, not logged again."""
         results = []
