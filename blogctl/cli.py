@@ -2,7 +2,7 @@
 
 This module is the command table; the commands live in a module per group: lifecycle.py (up, down,
 status, logs, kill, start), content.py (post, comment), events.py (events, redeliver), query.py
-(query, open), demo.py (demo-failure, demo-moderation) and the bench package (bench/); options.py holds the options they share.
+(query, open), top.py (top), trace.py (trace), demo.py (demo-failure, demo-moderation) and the bench package (bench/); options.py holds the options they share.
 Expected failures (a service down, a 4xx, a bad setting) are caught here, at the edge, and
 printed as one line on stderr with exit code 1.
 """
@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from . import __version__, bench, content, demo, events, lifecycle, query
+from . import __version__, bench, content, demo, events, lifecycle, query, top, trace
 from .errors import BlogctlError
 from .render import error
 from .runtime import Runtime, Wiring, port_overrides
@@ -88,7 +88,9 @@ app.add_typer(content.comment_app, name="comment")
 app.command("events")(events.events)
 app.command("redeliver")(events.redeliver)
 app.command("query")(query.query)
+app.command("trace")(trace.trace)
 app.command("open")(query.open_page)
+app.command("top")(top.top)
 app.command("demo-failure")(demo.demo_failure)
 app.command("demo-moderation")(demo.demo_moderation)
 app.command("bench")(bench.bench)

@@ -118,6 +118,10 @@ class BlogClient:
     def health(self, service: str, *, timeout: float = 1.0) -> dict:
         return self._request(service, "GET", "/health", timeout=timeout)
 
+    def metrics(self, service: str, *, timeout: float = 1.0) -> str:
+        """`GET /metrics`: the service's counters and levels in Prometheus' text format."""
+        return self.request(service, "GET", "/metrics", timeout=timeout).text
+
     # Posts
     def create_post(self, title: str) -> dict:
         return self._request("posts", "POST", "/posts", json={"title": title})

@@ -54,7 +54,7 @@ def events(
     if follow:
         _follow_events(rt.inspection, logged, position, event_type, json_output, what=carrier.log)
         return
-    backlog = _carried(rt.inspection, rt.inspection.backlog)
+    backlog = carried(rt.inspection, rt.inspection.backlog)
     if json_output:
         render.print_json({"events": logged, carrier.backlog_of: backlog})
         return
@@ -76,7 +76,7 @@ def _dead_letters(rt, carrier: Description, subscriber: str | None, json_output:
         console.print("Send one again with `blogctl redeliver SUBSCRIBER SEQ`.", markup=False)
 
 
-def _carried(log: Inspection, call: Callable[[], T]) -> T:
+def carried(log: Inspection, call: Callable[[], T]) -> T:
     """A call on the transport, its failure as one line for a person."""
     try:
         return call()
@@ -93,7 +93,7 @@ def read_events(log: Inspection, *, after: int = 0, limit: int | None = None, la
     and the position read up to."""
     found: deque[dict] | list[dict] = deque(maxlen=last) if last is not None else []
     while limit is None or len(found) < limit:
-        page = _carried(log, lambda: log.read_log(after=after, limit=PAGE))
+        page = carried(log, lambda: log.read_log(after=after, limit=PAGE))
         found.extend(event.to_dict() for event in page if event_type is None or event.type == event_type)
         if page:
             after = page[-1].seq

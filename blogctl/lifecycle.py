@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from services.shared.transport import REGISTRY, TransportError
+from services.shared.transport import REGISTRY, TransportError, joins_processes, url_of
 
 from . import render
 from .errors import BlogctlError
@@ -53,6 +53,9 @@ def up(
             rt.use("BLOG_BROKER_URL", broker)
         if replicas:
             rt.use("BLOG_REPLICAS", ",".join(replicas))
+        if not joins_processes(rt.config):
+            raise BlogctlError(f"{url_of(rt.config)} carries events only inside one process (it is for tests); a "
+                               "formation needs the HTTP bus (leave BLOG_BROKER_URL unset) or a broker such as amqp://")
         formation = rt.formation
         if strays := formation.strays():
             raise BlogctlError(f"{', '.join(strays)} still running but not part of this formation "

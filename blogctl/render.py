@@ -107,10 +107,19 @@ def subscribers_table(subscribers: list[dict], title: str = "Bus subscribers") -
         table.add_row(
             text(sub.get("name", "?"), "bold"), str(sub.get("cursor", "—")),
             Text(str(lag if lag is not None else "—"), "green" if lag == 0 else "yellow"),
-            str(sub.get("failures", 0)), ago(sub.get("last_delivered_at")),
-            text(sub.get("last_error") or "—", "red" if sub.get("last_error") else "dim"),
+            str(sub.get("failures", 0)), ago(sub.get("last_delivered_at")), last_error(sub),
         )
     return table
+
+
+def last_error(sub: dict) -> Text:
+    """A subscriber's last error: red while it is failing, dim and dated once deliveries succeed again."""
+    error = sub.get("last_error")
+    if not error:
+        return Text("—", "dim")
+    if sub.get("failures"):
+        return text(error, "red")
+    return text(f"recovered; {ago(sub.get('last_error_at'))}: {error}", "dim")
 
 
 def mode_line(config, carrier: Description) -> Text:

@@ -22,13 +22,16 @@ def bench(
     broker: Annotated[str | None, typer.Option(
         "--broker", metavar="URL", help="Run the formation on RabbitMQ at URL instead of the HTTP bus.",
     )] = None,
+    servers: Annotated[bool, typer.Option(
+        "--servers", help="Also serve the bare endpoint and Posts on waitress, granian and gunicorn (those installed), same run.",
+    )] = False,
     only: Annotated[list[str] | None, typer.Option(
         "--only", metavar="SCENARIO",
         help=f"Run only this scenario (repeatable; besides the bare endpoint): {', '.join(SCENARIOS)}.",
     )] = None,
 ) -> None:
     """Benchmark a fresh formation (free ports, temporary data) against a bare endpoint of the same server."""
-    report = run_bench(quick=quick, broker=broker, only=only or ())
+    report = run_bench(quick=quick, broker=broker, servers=servers, only=only or ())
     data = {**asdict(report), "lost_nothing": report.lost_nothing}
     output.write_text(json.dumps(data, indent=2))
     if json_output:

@@ -17,6 +17,8 @@ class Figure:
     target: str = ""
     met: bool | None = None
     reference: str = ""  # the Node/Express figure the issue quotes, where there is one
+    spread: str = ""  # for a median of several runs: the runs' range
+    load: str = "python"  # the load generator that made it: "python" (load.py) or "wrk"
 
 
 @dataclass
@@ -47,14 +49,23 @@ def memory_ratio(report: Report) -> None:
         bus[-1].ratio, bus[-1].ratio_of, bus[-1].target, bus[-1].met = ratio, "vs first figure", "<= 1.2x", ratio <= 1.2
 
 
+def median_of(runs: list[float]) -> tuple[float, str]:
+    """The median of several runs' figures, and their range as "min-max"."""
+    ordered = sorted(runs)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return median, (f"{ordered[0]:,.1f}-{ordered[-1]:,.1f}" if len(ordered) > 1 else "one run")
+
+
 def figures_table(report: Report) -> Table:
     mode = "quick" if report.quick else "full"
     table = Table(title=f"blogctl bench ({mode}, {report.transport}, {report.machine['cpus']} cores)",
                   title_justify="left")
-    for column in ("scenario", "figure", "value", "ratio", "target", "Node/Express (quoted)"):
+    for column in ("scenario", "figure", "value", "ratio", "target", "load", "Node/Express (quoted)"):
         table.add_column(column, justify="right" if column in ("value", "ratio") else "left")
     for f in report.figures:
         ratio = f"{f.ratio:.2f}x {f.ratio_of}" if f.ratio is not None else ""
         target = f.target + (" ✓" if f.met else " ✗" if f.met is False else "")
-        table.add_row(f.scenario, f.name, f"{f.value:,.1f} {f.unit}", ratio, target, f.reference)
+        value = f"{f.value:,.1f} {f.unit}" + (f" ({f.spread})" if f.spread else "")
+        table.add_row(f.scenario, f.name, value, ratio, target, f.load, f.reference)
     return table

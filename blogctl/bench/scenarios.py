@@ -38,6 +38,9 @@ from .bare import bare_endpoint
 from .carriers import SOURCE, Carrier, carrier_for
 from .load import Load, percentile, run_load, worker_client
 from .report import Figure, Report, memory_ratio
+from .servers import SERVERS
+from .servers import compare as compare_servers
+from .tails import Tails
 
 CLIENTS = 8  # client threads, as in the Node/Express figures the targets compare with
 
@@ -50,12 +53,13 @@ class Sizes:
     comments_per_post: int
     rebuild_events: int
     latency_samples: int
+    tail_rounds: int  # interleaved runs of the tails scenario, of which it reports the median
 
     @classmethod
     def pick(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(1.0, 2_000, (200,), 5, 5_000, 30)
-        return cls(5.0, 20_000, (1_000, 10_000), 5, 100_000, 200)
+            return cls(1.0, 2_000, (200,), 5, 5_000, 30, 1)
+        return cls(5.0, 20_000, (1_000, 10_000), 5, 100_000, 200, 3)
 
 
 def until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str) -> None:
@@ -87,6 +91,7 @@ class Bench:
         self.carrier = carrier
         self.lock = threading.Lock()  # the counts below are updated by many client threads
         self.bare: dict[str, float] = {}
+        self.bare_url = ""
         self.posts_published = 0
         self.comments_published = 0
         self.events_published = 0
@@ -101,6 +106,7 @@ class Bench:
 
     # Bare endpoint: the limit of this stack on this machine
     def measure_bare(self, bare_url: str) -> None:
+        self.bare_url = bare_url
         with self.step("bare endpoint (waitress + Flask, {})"):
             # Straight through the client's HTTP layer: the bare endpoint is no service of the formation.
             load = self.load(lambda c, *_: c.http.request("GET", bare_url).status_code == 200)
@@ -166,6 +172,9 @@ class Bench:
                 load = self.load(lambda c, *_: self.create_post(c))
             until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
             acked, _, delivered = self.burst(self.sizes.publish_events, note=", without the fsync")
+            until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
+            with self.step("write-to-view latency, idle, without the fsync"):
+                idle = self.sequential(self.write_then_see)
         finally:
             self.restart(names, {})
         with_fsync = measured[f"POST /posts, {CLIENTS} clients"].value
@@ -176,6 +185,34 @@ class Bench:
                                "events/s", ratio=delivered_with / (acked / delivered),
                                ratio_of="with the fsync (the default) / without", target=">= 0.85x",
                                met=delivered_with / (acked / delivered) >= 0.85))
+        # What the two fsyncs on a write's way to the view (its store's, the log's) cost it.
+        self.report.add(Figure("durability", "write-to-view p50, idle, BLOG_FSYNC=0", statistics.median(idle) * 1000,
+                               "ms", ratio=statistics.median(idle) / self.bare["round_trip"], ratio_of="bare round trip"))
+
+    # What tracing costs
+    def tracing_cost(self, rounds: int = 1) -> None:
+        """POST /posts and the publish burst with tracing on (the default sampler), then with it off
+        (OTEL_SDK_DISABLED=true) in every service, back to back, `rounds` times: the best of each
+        (on a shared machine, the run least disturbed by others)."""
+        rates: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+        names = list(self.rt.formation.names)
+        for _ in range(rounds):
+            for mode, env in (("on", {}), ("off", {"OTEL_SDK_DISABLED": "true"})):
+                self.restart(names, env)
+                with self.step(f"POST /posts with {CLIENTS} clients, tracing {mode}"):
+                    load = self.load(lambda c, *_: self.create_post(c))
+                until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
+                acked, _, delivered = self.burst(self.sizes.publish_events, note=f", tracing {mode}")
+                rates[mode].append((load.rate, acked / delivered))
+        self.restart(names, {})
+        best = {mode: (max(r[0] for r in runs), max(r[1] for r in runs)) for mode, runs in rates.items()}
+        (posts_on, delivered_on), (posts_off, delivered_off) = best["on"], best["off"]
+        of = f" (best of {rounds})" if rounds > 1 else ""
+        for what, on, off, unit in ((f"POST /posts, {CLIENTS} clients", posts_on, posts_off, "req/s"),
+                                    ("delivered to every consumer", delivered_on, delivered_off, "events/s")):
+            self.report.add(Figure("tracing", f"{what}, tracing on{of}", on, unit, ratio=on / off,
+                                   ratio_of="tracing on / off", target=">= 0.9x", met=on / off >= 0.9))
+            self.report.add(Figure("tracing", f"{what}, tracing off (OTEL_SDK_DISABLED=true){of}", off, unit))
 
     def restart(self, names: list[str], env: dict[str, str]) -> None:
         """Stop `names`, and start them again with `env` added to their environment."""
@@ -220,6 +257,18 @@ class Bench:
 
     def health(self, service: str) -> dict:
         return self.client.health(service, timeout=60)
+
+    def count_posts(self, posts: int) -> None:
+        """Posts published by a load generator that counts them itself (wrk), one event each."""
+        with self.lock:
+            self.posts_published += posts
+            self.events_published += posts
+
+    def settle(self) -> None:
+        until(self.settled, timeout=600, interval=0.05, what="the formation to settle")
+
+    def until_delivered(self) -> None:
+        until(self.carrier.delivered, timeout=600, interval=0.05, what="every subscriber to take every event")
 
     def settled(self) -> bool:
         """Every subscriber has every event, and Query's view holds every post and comment published."""
@@ -420,7 +469,7 @@ def machine() -> dict:
 
 # The scenarios `--only` may name, in the order a run takes them; durability compares with the
 # figures of publish and end to end, so it brings them along.
-SCENARIOS = ("read", "publish", "end-to-end", "durability", "rebuild")
+SCENARIOS = ("read", "publish", "end-to-end", "tails", "durability", "tracing", "rebuild")
 NEEDS = {"durability": ("publish", "end-to-end")}
 
 
@@ -435,7 +484,7 @@ def chosen(only: Iterable[str] = ()) -> list[str]:
     return [name for name in SCENARIOS if name in wanted]
 
 
-def run_bench(*, quick: bool, broker: str | None = None, only: Iterable[str] = ()) -> Report:
+def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False, only: Iterable[str] = ()) -> Report:
     scenarios = chosen(only)
     sizes = Sizes.pick(quick)
     env = {"BLOG_BROKER_URL": broker, "BLOG_BROKER_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}"} if broker else {}
@@ -449,9 +498,14 @@ def run_bench(*, quick: bool, broker: str | None = None, only: Iterable[str] = (
             bench.seed_view(167, sizes.comments_per_post)  # ~1,000 events
             bench.report_memory(f"after {bench.events_published:,} events")
             run = {"read": bench.reads,  # first, so the view holds exactly the posts and comments it names
-                   "publish": bench.publish, "end-to-end": bench.end_to_end, "durability": bench.durability,
-                   "rebuild": bench.rebuild_and_memory}
+                   "publish": bench.publish, "end-to-end": bench.end_to_end,
+                   "tails": lambda: Tails(bench).measure(sizes.tail_rounds), "durability": bench.durability,
+                   "tracing": lambda: bench.tracing_cost(rounds=1 if quick else 3), "rebuild": bench.rebuild_and_memory}
             for name in scenarios:
                 run[name]()
+            if servers:
+                with bench.step(f"servers: {', '.join(SERVERS)} on the bare endpoint and POST /posts"):
+                    compare_servers(report, rounds=sizes.tail_rounds, seconds=sizes.seconds,
+                                    new_client=bench.new_client, port=free_port)
     memory_ratio(report)
     return report

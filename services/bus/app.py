@@ -7,10 +7,12 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, stream_with_context
 
 from services.shared import config as config_module
+from services.shared import tracing
 from services.shared.components import components
 from services.shared.config import Config
-from services.shared.db import Database
+from services.shared.db import Checkpointer, Database
 from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
+from services.shared.metrics import Subscribers, metrics_of
 from services.shared.openapi import Error, Operation, Param, register_openapi
 from services.shared.signing import HEADER, SOURCE_HEADER, SignatureError, verify
 from services.shared.transport import UNKNOWN_SOURCE
@@ -57,10 +59,14 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
     config = config or config_module.load()
     event_log = EventLog(Database(config.db_path("bus"), SCHEMA, durable=config.fsync))
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
-    delivery = Delivery(event_log, config.subscribers, **{**options, **delivery_options})
+    # Query first: its view is what a reader waits for (its replicas "query.2"... too).
+    first = tuple(s.name for s in config.subscribers if s.name.partition(".")[0] == "query")
+    delivery = Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options})
 
     app = create_base_app("bus", config)
+    components(app).add("checkpoints", Checkpointer(event_log.db))
     components(app).add("delivery", delivery)
+    metrics_of(app).add(Subscribers(event_log.last_seq, delivery.statuses))
 
     @app.post("/events")
     def publish():
@@ -69,10 +75,13 @@ def create_app(config: Config | None = None, **delivery_options) -> Flask:
         raw = body if isinstance(body, list) else [body]
         # The bus, not the publisher, says who published and when: what an event carried is kept beside.
         source, received = publisher(), utc_now()
-        appended = event_log.append(
-            [Event(e.type, e.data, e.id, source, received, typed=e.typed) for e in events],
-            [Sent(r.get("source"), r.get("time")) for r in raw],
-        )
+        # Each sampled event's `append` span is what the log keeps as its trace context (deliveries follow
+        # it); an event published without one may start a trace here.
+        def stamp(e: Event, traceparent: str | None, tracestate: str | None) -> Event:
+            return Event(e.type, e.data, e.id, source, received, None, e.typed, traceparent, tracestate)
+
+        with tracing.appending(events, stamp) as traced:
+            appended = event_log.append(traced, [Sent(r.get("source"), r.get("time")) for r in raw])
         if isinstance(body, list):
             return jsonify(status="OK", events=[vars(a) for a in appended])
         return jsonify(status="OK", **vars(appended[0]))

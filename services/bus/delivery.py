@@ -9,17 +9,21 @@ it flow on; `redeliver` sends a parked one again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.shared import signing
+import orjson
+
+from services.shared import signing, tracing
 from services.shared.config import Subscriber
 from services.shared.events import utc_now
 from services.shared.http import Answer, HttpClient, Unreachable
+from services.shared.tracing import trace_headers
 from services.shared.worker import Worker
 
-from .log import EventLog, row_to_json
+from .log import EventLog, row_to_event, row_to_json
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ class DeliveryStatus:
     last_error_at: float | None = None
     last_delivered_at: float | None = None
     dead_letters: int = 0
+    delivered: int = 0  # events taken, ever (its metrics' counter)
+    failed: int = 0  # attempts that failed, ever
 
 
 class Deliverer(Worker):
@@ -66,8 +72,9 @@ class Deliverer(Worker):
         max_backoff: float = 5.0,
         secret: str | None = None,
         client: Poster | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
-        super().__init__(wake=event_log.wakeup())  # woken by every append that adds events
+        super().__init__(wake=wake or event_log.wakeup())  # woken by every append that adds events
         self.log = event_log
         self.subscriber = subscriber
         self.thread_name = f"deliver-{subscriber.name}"
@@ -80,20 +87,33 @@ class Deliverer(Worker):
             subscriber.name, subscriber.url, event_log.cursor(subscriber.name),
             dead_letters=len(event_log.dead_letters(subscriber.name)),
         )
+        self.followers: list[Deliverer] = []  # woken after each of this one's steps (see Delivery's `first`)
         self._rejections = 0
         self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
         # Shared by the delivery thread and `redeliver` (a request thread): the pool is thread-safe.
         self.client = client or HttpClient(timeout=(min(1.0, timeout), timeout), connections=2)
 
     def post(self, rows: list) -> None:
-        """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx."""
+        """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx. A sampled event's
+        `deliver` span goes with it, as its trace context."""
         items = [row_to_json(row) for row in rows]
+        traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
+        if not traced or tracing.active() is None:
+            return self._send(items)
+        with tracing.delivering([row_to_event(rows[i]) for i in traced], self.subscriber.name) as carried:
+            for i, event in zip(traced, carried, strict=True):
+                items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
+            self._send(items)
+
+    def _send(self, items: list[str]) -> None:
         body = (f"[{','.join(items)}]" if self.subscriber.batch else items[0]).encode()
         try:
             response = self.client.post(self.subscriber.url, body, signing.headers(self.secret, body))
         except Unreachable as exc:
+            self.status.failed += 1
             raise DeliveryFailed(str(exc)) from None
         if not 200 <= response.status_code < 300:
+            self.status.failed += 1
             raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
 
     def deliver_once(self) -> int:
@@ -117,6 +137,7 @@ class Deliverer(Worker):
             return 1
         self.log.advance(self.subscriber.name, rows[-1]["seq"])
         self._moved_to(rows[-1]["seq"])
+        self.status.delivered += len(rows)
         self.status.last_delivered_at = time.time()
         return len(rows)
 
@@ -147,7 +168,12 @@ class Deliverer(Worker):
         self.log.forget_dead_letter(self.subscriber.name, seq)
         self.status.dead_letters -= 1
 
-    step = deliver_once
+    def step(self) -> int:
+        try:
+            return self.deliver_once()
+        finally:
+            for follower in self.followers:
+                follower.notify()
 
     def on_error(self, exc: BaseException, attempt: int) -> None:
         self.status.failures = attempt
@@ -160,10 +186,29 @@ class Deliverer(Worker):
 
 
 class Delivery:
-    """All subscribers' deliverers, started and stopped together."""
+    """All subscribers' deliverers, started and stopped together.
 
-    def __init__(self, event_log: EventLog, subscribers: tuple[Subscriber, ...], **options) -> None:
-        self.deliverers = {s.name: Deliverer(event_log, s, **options) for s in subscribers}
+    `first`: the subscribers served first (Query, whose view a reader waits for). The others are
+    woken once a first one has taken its batch, so on two cores they do not compete with it for
+    the CPU; while a first one is failing, an append wakes them at once, as it wakes the first.
+    """
+
+    def __init__(self, event_log: EventLog, subscribers: tuple[Subscriber, ...], *,
+                 first: tuple[str, ...] = (), **options) -> None:
+        leads = [s for s in subscribers if s.name in first]
+        self.deliverers = {s.name: Deliverer(event_log, s, **options) for s in leads}
+        if leads:
+            gate = _Gate(list(self.deliverers.values()))
+            event_log.add_wakeup(gate)
+        for s in subscribers:
+            if s.name not in self.deliverers:
+                follower = Deliverer(event_log, s, wake=threading.Event() if leads else None, **options)
+                self.deliverers[s.name] = follower
+                if leads:
+                    gate.followers.append(follower)
+                    for lead in gate.leads:
+                        lead.followers.append(follower)
+        self.deliverers = {s.name: self.deliverers[s.name] for s in subscribers}  # in the configured order
 
     def start(self) -> None:
         for deliverer in self.deliverers.values():
@@ -180,3 +225,17 @@ class Delivery:
 
     def statuses(self) -> list[DeliveryStatus]:
         return [d.status for d in self.deliverers.values()]
+
+
+class _Gate:
+    """Set by every append: passes the wake-up to the followers only while a lead is failing
+    (a lead that delivers wakes them itself, after its step)."""
+
+    def __init__(self, leads: list[Deliverer]) -> None:
+        self.leads = leads
+        self.followers: list[Deliverer] = []
+
+    def set(self) -> None:
+        if any(lead.status.failures for lead in self.leads):
+            for follower in self.followers:
+                follower.notify()

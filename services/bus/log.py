@@ -43,13 +43,22 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 PAGE = 1000
 # An event as wire JSON, written by SQLite itself from the stored columns (the data is stored as JSON).
 # What the publisher sent as the event's own source and time follows, when it sent any.
+# Its trace context follows, when it has one (the optional fields are left out, not null).
 _WIRE = "'seq', seq, 'id', id, 'type', type, 'source', source, 'time', time, 'data', json(data)"
+_SENT = "'sent_source', sent_source, 'sent_time', sent_time"
+_TRACE = "'traceparent', traceparent, 'tracestate', tracestate"
 WIRE_JSON = (
+    "CASE WHEN traceparent IS NULL THEN "
     f"CASE WHEN sent_source IS NULL AND sent_time IS NULL THEN json_object({_WIRE}) "
-    f"ELSE json_object({_WIRE}, 'sent_source', sent_source, 'sent_time', sent_time) END"
+    f"ELSE json_object({_WIRE}, {_SENT}) END "
+    "ELSE "
+    f"CASE WHEN sent_source IS NULL AND sent_time IS NULL THEN json_object({_WIRE}, {_TRACE}) "
+    f"ELSE json_object({_WIRE}, {_SENT}, {_TRACE}) END "
+    "END"
 )
-# Columns added since the first release, added to a log made before them.
-ADDED_COLUMNS = {"sent_source": "TEXT", "sent_time": "TEXT"}
+# Columns added since the first release, added to a log made before them (and to a new one): an event's
+# `traceparent`/`tracestate` are the W3C trace context of the bus's span for it, which deliveries continue.
+ADDED_COLUMNS = {"sent_source": "TEXT", "sent_time": "TEXT", "traceparent": "TEXT", "tracestate": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -83,16 +92,20 @@ class EventLog:
         self._wakeups.append(flag)
         return flag
 
+    def add_wakeup(self, flag) -> None:
+        """Anything with `set()`, called after every commit that adds events."""
+        self._wakeups.append(flag)
+
     def append(self, events: Sequence[Event], sent: Sequence[Sent] | None = None) -> list[Appended]:
         """Log events in one transaction; an id already in the log is acknowledged, not logged again."""
         results = []
         with self.db.transaction() as conn:
             for event, as_sent in zip(events, sent or [Sent()] * len(events), strict=True):
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO events (id, type, source, time, data, sent_source, sent_time) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO events (id, type, source, time, data, sent_source, sent_time, "
+                    "traceparent, tracestate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (event.id, event.type, event.source, event.time, json.dumps(event.data, ensure_ascii=False),
-                     as_sent.source, as_sent.time),
+                     as_sent.source, as_sent.time, event.traceparent, event.tracestate),
                 )
                 if cursor.rowcount:
                     results.append(Appended(event.id, cursor.lastrowid, False))
@@ -183,4 +196,5 @@ def row_to_json(row: sqlite3.Row) -> str:
 
 
 def row_to_event(row: sqlite3.Row) -> Event:
-    return Event(row["type"], json.loads(row["data"]), row["id"], row["source"], row["time"], row["seq"])
+    return Event(row["type"], json.loads(row["data"]), row["id"], row["source"], row["time"], row["seq"],
+                 traceparent=row["traceparent"], tracestate=row["tracestate"])

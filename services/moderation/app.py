@@ -13,7 +13,8 @@ from services.shared import outbox, transport as transport_module
 from services.shared.components import Closing, components
 from services.shared.config import Config
 from services.shared.consumer import register_consumer
-from services.shared.db import Database
+from services.shared.db import Checkpointer, Database
+from services.shared.metrics import metrics_of
 from services.shared.openapi import EVENTS_IN, register_openapi
 from services.shared.transport import Transport
 from services.shared.web import create_base_app, register_health
@@ -28,7 +29,8 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     store = ModerationStore(db, Rule(config.moderation_reject))
     app = create_base_app("moderation", config)
     components(app).add("transport", Closing(transport))
-    relay = outbox.Relay(db, transport)
+    components(app).add("checkpoints", Checkpointer(db))
+    relay = outbox.Relay(db, transport, published=metrics_of(app).published)
     catch_up = register_consumer(app, "moderation", store, transport, HANDLERS, then=relay.notify)
     components(app).add("relay", relay)
 

@@ -7,7 +7,8 @@ from services.shared import config as config_module
 from services.shared import outbox, transport as transport_module
 from services.shared.components import Closing, components
 from services.shared.config import Config
-from services.shared.db import Database
+from services.shared.db import Checkpointer, Database
+from services.shared.metrics import metrics_of
 from services.shared.openapi import EVENTS_IN, Error, Operation, register_openapi
 from services.shared.schemas import NewPost, Post
 from services.shared.transport import Transport
@@ -30,7 +31,8 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     app = create_base_app("posts", config)
     allow_origins(app, config)
     components(app).add("transport", Closing(transport))
-    relay = components(app).add("relay", outbox.Relay(db, transport))  # tests drive relay.relay_once()
+    components(app).add("checkpoints", Checkpointer(db))
+    relay = components(app).add("relay", outbox.Relay(db, transport, published=metrics_of(app).published))  # tests drive relay.relay_once()
 
     @app.post("/posts")
     def create_post():

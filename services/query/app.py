@@ -13,7 +13,7 @@ from services.shared import transport as transport_module
 from services.shared.components import Closing, components
 from services.shared.config import Config
 from services.shared.consumer import register_consumer
-from services.shared.db import Database
+from services.shared.db import Checkpointer, Database
 from services.shared.events import SEQ_MAX
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import PostWithComments
@@ -46,6 +46,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     app = create_base_app("query", config, import_name=__name__)
     allow_origins(app, config)
     components(app).add("transport", Closing(transport))
+    components(app).add("checkpoints", Checkpointer(view.db))
     catch_up = register_consumer(app, me, view, transport, HANDLERS)
 
     @app.get("/")

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from services.shared.consumer import POSITION_SCHEMA, apply_batch
+from services.shared.consumer import POSITION_SCHEMA, apply_batch, process
 from services.shared.consumer import applied_seq as position_of
 from services.shared.db import Database, ensure_column
-from services.shared.events import SEQ_MAX, CommentCreated, CommentUpdated, Event, PostCreated, dispatch
+from services.shared.events import SEQ_MAX, CommentCreated, CommentUpdated, Event, PostCreated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS posts (
@@ -235,7 +235,7 @@ class QueryView:
         def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
             nonlocal changed
             for event in ordered:
-                dispatch(HANDLERS, event, changes)
+                process(HANDLERS, event, changes)
             before = conn.total_changes
             changes.write(conn)
             changed = conn.total_changes != before

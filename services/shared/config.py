@@ -102,6 +102,12 @@ class Config:
     cors: tuple[str, ...] | None = None
     # BLOG_MODERATION_REJECT: Moderation rejects a comment containing any of these words (any case), as the course does
     moderation_reject: tuple[str, ...] = ("orange",)
+    # OTEL_SDK_DISABLED=true: no traces at all (services/shared/tracing.py)
+    tracing: bool = True
+    trace_rate: float = 20.0  # BLOG_TRACE_RATE: traces a service may start a second (every hop after follows)
+    trace_sampler: str | None = None  # OTEL_TRACES_SAMPLER: the SDK's sampler instead of the rate (it reads _ARG too)
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT: also export to that collector
+    log_format: str = "text"  # BLOG_LOG_FORMAT=json: one JSON object per log line, with trace and span ids
 
     @property
     def transport(self) -> str:
@@ -156,7 +162,8 @@ def _port(env: dict[str, str], service: str, *, variable: str | None = None, def
     return port
 
 
-def _number(env: dict[str, str], name: str, default: float, kind: type = int) -> float:
+def _number(env: dict[str, str], name: str, default: float, kind: type = int, *, zero: bool = False) -> float:
+    """A number above 0 (`zero`: or 0)."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -164,8 +171,8 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = int) ->
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be above 0")
+    if value < 0 or (value == 0 and not zero) or value != value:  # value != value: NaN
+        raise ConfigError(f"{name}={raw!r} must be {'0 or more' if zero else 'above 0'}")
     return value
 
 
@@ -196,6 +203,16 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     if raw.strip().lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is neither 1 nor 0")
+
+
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed` (the first is the default), any case."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return allowed[0]
+    if raw.strip().lower() not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw.strip().lower()
 
 
 def _broker_addresses(raw: str) -> str | None:
@@ -296,4 +313,9 @@ def load(env: dict[str, str] | None = None) -> Config:
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
         moderation_reject=_words(env.get("BLOG_MODERATION_REJECT"), Config.moderation_reject),
         cors=_origins(env.get("BLOG_CORS_ORIGINS")),
+        tracing=env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true",  # only "true" disables, as the SDK reads it
+        trace_rate=_number(env, "BLOG_TRACE_RATE", Config.trace_rate, float, zero=True),
+        trace_sampler=env.get("OTEL_TRACES_SAMPLER") or None,
+        otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        log_format=_choice(env, "BLOG_LOG_FORMAT", ("text", "json")),
     )

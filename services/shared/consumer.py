@@ -9,6 +9,7 @@ Applying is idempotent, so an event that comes both ways changes nothing the sec
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -17,25 +18,41 @@ from typing import Protocol
 
 from flask import Flask
 
+from . import tracing
 from .components import components
 from .config import service_of, spec
-from .db import Database
+from .db import Database, ensure_column
 from .events import Event, dispatch
+from .metrics import metrics_of
 from .transport import Transport, TransportError
 from .web import events_blueprint
 from .worker import Worker
 
+log = logging.getLogger(__name__)
+
 POSITION_SCHEMA = """
 CREATE TABLE IF NOT EXISTS position (
     one         INTEGER PRIMARY KEY CHECK (one = 1),
-    applied_seq INTEGER NOT NULL
+    applied_seq INTEGER NOT NULL,
+    origin      TEXT      -- the id of the first event of the log applied_seq counts in (LogOrigin)
 );
 INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
 """
 
 
+def process(handlers: dict[str, Callable], event: Event, *context) -> bool:
+    """`dispatch` inside the event's trace: a `process <type>` span when the event is sampled and
+    handled here (a type nobody here handles is acknowledged without one)."""
+    if event.type not in handlers:
+        return False
+    with tracing.consuming(event):
+        return dispatch(handlers, event, *context)
+
+
 class Store(Protocol):
     """What a consuming service's store offers: apply a batch (True when a gap was seen), and its position."""
+
+    db: Database  # holds the position (`POSITION_SCHEMA`)
 
     def apply(self, events: list[Event], *, from_log: bool = False) -> bool: ...
 
@@ -48,6 +65,38 @@ Apply = Callable[..., bool]  # (events, *, from_log=False) -> whether a gap was 
 
 def applied_seq(db: Database) -> int:
     return db.connection().execute("SELECT applied_seq FROM position").fetchone()[0]
+
+
+class LogOrigin:
+    """Which log a consumer's position counts in, known by the id of that log's first event.
+
+    A position is a number in one log. Pointed at another one (the data directory of a formation
+    on the HTTP bus, started again on RabbitMQ; a bus whose log was deleted), the number means
+    nothing there: kept, it would make the catch-up skip that many of the new log's events. So
+    each catch-up first reads the log's first event; when it is not the one the position was
+    counted from, the consumer reads the log from its start again (applying is idempotent).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        ensure_column(db, "position", "origin", "TEXT")  # a position made before this was kept
+
+    def check(self, transport: Transport) -> str | None:
+        """Start the position over when `transport`'s log is another one; returns why it did (None: same log)."""
+        first = transport.read_log(after=0, limit=1)
+        origin = first[0].id if first else None
+        with self.db.transaction(durable=False) as conn:
+            seq, known = conn.execute("SELECT applied_seq, origin FROM position").fetchone()
+            if origin == known:
+                return None
+            conn.execute("UPDATE position SET origin = ?", (origin,))
+            if known is None and origin is not None:  # first look at a log: whatever position it has counts in it
+                return None
+            conn.execute("UPDATE position SET applied_seq = 0")
+        if seq == 0:
+            return None
+        now = f"first event {origin}" if origin else "empty"
+        return f"the log is not the one its position {seq} counted in (that one began with event {known}; this one is {now})"
 
 
 def apply_batch(
@@ -92,7 +141,7 @@ class ConsumingStore:
         """Apply delivered events in one transaction; a redelivered one changes nothing."""
         def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
             for event in ordered:
-                dispatch(self.handlers, event, conn, *self.context)
+                process(self.handlers, event, conn, *self.context)
 
         return apply_batch(self.db, events, handle, from_log=from_log)
 
@@ -105,11 +154,13 @@ class CatchUp(Worker):
     idle_wait = None  # caught up: sleep until a gap is seen
 
     def __init__(self, name: str, apply: Apply, position: Callable[[], int], transport: Transport, *,
-                 page: int = 5000) -> None:
+                 origin: LogOrigin | None = None, page: int = 5000) -> None:
         super().__init__()
         self.thread_name = f"{name}-catch-up"
+        self.name = name
         self.apply = apply
         self.position = position
+        self.origin = origin
         self.transport = transport
         self.page = page
         self.running = False
@@ -123,6 +174,8 @@ class CatchUp(Worker):
         """
         read = 0
         started = time.perf_counter()
+        if self.origin is not None and (why := self.origin.check(self.transport)):
+            log.warning("%s: %s; reading it from its start", self.name, why)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catch-up-read") as reader:
             pending = reader.submit(self.transport.read_log, after=self.position(), limit=self.page)
             while True:
@@ -177,12 +230,15 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
     `POST /events` route, its subscription and its catch-up, all applying through `store.apply`,
     each applied batch followed by `then()` (wake the outbox relay, for a service that emits)."""
 
+    applied = metrics_of(app).applied
+
     def apply(events: list[Event], *, from_log: bool = False) -> bool:
         gap = store.apply(events, from_log=from_log)
+        applied(events)
         then()
         return gap
 
-    catch_up = CatchUp(name, apply, lambda: store.applied_seq, transport)
+    catch_up = CatchUp(name, apply, lambda: store.applied_seq, transport, origin=LogOrigin(store.db))
 
     def consume(events: list[Event]) -> None:
         if apply(events):

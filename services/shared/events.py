@@ -5,7 +5,9 @@ fields, and how it reads in a summary. The wire model (`SCHEMAS`), validation, t
 union (`WireEvent`) and the factory (`Event.of`) are derived from the declarations.
 
 On the wire an event is the course's bare `{"type", "data"}`; the bus adds the
-envelope fields (`id`, `seq`, `source`, `time`). Either shape is accepted.
+envelope fields (`id`, `seq`, `source`, `time`). Either shape is accepted. An event made inside
+a traced request or handler also carries its W3C trace context (`traceparent`, `tracestate`),
+so the hops it causes join the same trace (services/shared/tracing.py).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ CONTENT_MAX = 2000
 ID_MAX = 64
 TYPE_MAX = 100
 SEQ_MAX = 2**63 - 1  # SQLite's largest integer
+TRACE_CONTEXT_MAX = 512  # the W3C's limit for tracestate; a traceparent is 55 characters
 
 
 # "Not blank": at least one character that is neither white space (`str.isspace()`) nor an
@@ -62,6 +65,9 @@ class Envelope(Strict):
     seq: Seq | None = None
     source: Annotated[str, StringConstraints(max_length=100)] | None = None
     time: Annotated[str, StringConstraints(max_length=40)] | None = None
+    # W3C trace context; one that does not parse is ignored, as the W3C spec says (tracing.py).
+    traceparent: Annotated[str, StringConstraints(max_length=TRACE_CONTEXT_MAX)] | None = None
+    tracestate: Annotated[str, StringConstraints(max_length=TRACE_CONTEXT_MAX)] | None = None
 
 
 # The event types this system understands, by name (their wire models); any other type is carried and ignored.
@@ -182,11 +188,17 @@ class Event:
     seq: int | None = None
     # The validated data of a known type, kept from from_dict so handlers do not validate twice.
     typed: BaseModel | None = field(default=None, compare=False, repr=False)
+    traceparent: str | None = None  # the W3C trace context of the span that made or last carried it
+    tracestate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"type": self.type, "data": self.data, "id": self.id, "source": self.source, "time": self.time}
         if self.seq is not None:
             out["seq"] = self.seq
+        if self.traceparent is not None:
+            out["traceparent"] = self.traceparent
+            if self.tracestate:
+                out["tracestate"] = self.tracestate
         return out
 
     @classmethod
@@ -208,6 +220,8 @@ class Event:
             time=wire.time or utc_now(),
             seq=wire.seq,
             typed=wire.data if schema is not OtherEvent else None,
+            traceparent=wire.traceparent,
+            tracestate=wire.tracestate,
         )
 
     def payload(self) -> BaseModel | None:

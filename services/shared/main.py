@@ -12,6 +12,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from . import config as config_module
+from . import tracing
 from .components import components
 from .web import serve
 
@@ -29,6 +30,7 @@ def run(service: str, create_app: Callable[..., Flask]) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         config = config_module.load()
+        tracing.setup(config, config.me(service))  # before the app: its hooks are made for a tracing process
         app = create_app(config)
     except (config_module.ConfigError, OSError) as exc:
         sys.exit(f"{service}: cannot start: {exc}")
@@ -50,6 +52,7 @@ def run(service: str, create_app: Callable[..., Flask]) -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping is not interrupted by a second one
         parts.stop()
+        tracing.shutdown()  # the spans still queued are exported
     if terminated.is_set():  # end as SIGTERM ends a process: the same exit status, and no clean-up at exit
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -2,6 +2,7 @@
 that validate its requests and describe its answers, so the document cannot drift from the code."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Operation:
 # Answers any route can give besides its own.
 COMMON = {404: Error, 405: Error, 413: Error, 500: Error, 503: Error}
 HEALTH = Operation("get", "/health", "What the service is and how it is doing", {200: dict[str, Any]})
+METRICS = Operation("get", "/metrics", "What the service has done, in Prometheus' text format", {200: None})
 EVENTS_IN = Operation(
     "post", "/events", "Deliver one event, or an array of events, to this service",
     {200: dict[str, Any], 400: Error, 401: Error}, body=WireEvent | list[WireEvent],
@@ -55,7 +57,7 @@ def _schema(kind: Any, defs: dict) -> dict:
 def document(title: str, operations: list[Operation]) -> dict:
     defs: dict[str, Any] = {}
     paths: dict[str, dict] = {}
-    for op in [*operations, HEALTH]:
+    for op in [*operations, HEALTH, METRICS]:
         responses = {}
         json_only = {415: Error} if op.body is not None else {}  # a body not sent as application/json
         for status, kind in {**COMMON, **json_only, **op.responses}.items():
@@ -81,8 +83,10 @@ def document(title: str, operations: list[Operation]) -> dict:
 
 
 def register_openapi(app: Flask, title: str, operations: list[Operation]) -> None:
-    spec = document(title, operations)
+    """`GET /openapi.json`, built at its first request: building it takes longer than the rest of
+    a service's start-up together, and most runs never ask for it."""
+    spec = functools.cache(lambda: document(title, operations))
 
     @app.get("/openapi.json")
     def openapi():
-        return jsonify(spec)
+        return jsonify(spec())

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 
+from . import tracing
 from .db import Database
 from .events import Event
 from .transport import Transport, TransportError
@@ -26,8 +28,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 
 def add(conn: sqlite3.Connection, event: Event) -> None:
-    """Queue `event` inside the caller's transaction."""
-    conn.execute("INSERT INTO outbox (event) VALUES (?)", (json.dumps(event.to_dict()),))
+    """Queue `event` inside the caller's transaction, carrying the trace of the request or
+    handler that made it (the relay's publish continues that trace)."""
+    conn.execute("INSERT INTO outbox (event) VALUES (?)", (json.dumps(tracing.with_current_context(event).to_dict()),))
 
 
 def pending(db: Database) -> int:
@@ -44,10 +47,12 @@ class Relay(Worker):
     what = "relaying the outbox"
     retry_on = (TransportError, sqlite3.OperationalError)
 
-    def __init__(self, db: Database, transport: Transport, *, batch: int = BATCH, idle_wait: float = 1.0) -> None:
+    def __init__(self, db: Database, transport: Transport, *, batch: int = BATCH, idle_wait: float = 1.0,
+                 published: Callable[[list[Event]], None] = lambda events: None) -> None:
         super().__init__()
         self.db = db
         self.transport = transport
+        self.published = published  # told what the transport took (the service's metrics count them)
         self.batch = batch
         self.idle_wait = idle_wait
 
@@ -60,7 +65,9 @@ class Relay(Worker):
         )
         if not rows:
             return 0
-        self.transport.publish([Event.from_dict(json.loads(row["event"])) for row in rows])
+        with tracing.publishing([Event.from_dict(json.loads(row["event"])) for row in rows]) as events:
+            self.transport.publish(events)
+        self.published(events)
         # Not fsynced: a delete lost in a power cut only sends those events again, and the bus
         # acknowledges an id it holds without logging it twice.
         with self.db.transaction(durable=False) as conn:

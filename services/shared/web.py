@@ -12,11 +12,16 @@ import time
 import orjson
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .events import SEQ_MAX, Event, InvalidEvent, describe
+from .metrics import register_metrics
 from .signing import HEADER, SOURCE_HEADER, SignatureError, verify
+from . import tracing
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -45,6 +50,10 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
     app.config["BLOG"] = config
     app.json.sort_keys = False  # keep creation order in JSON objects
     app.json.ensure_ascii = False
+    register_metrics(app, name, config.me(name))
+
+    if tracing.active() is not None:
+        trace_writes(app, config, name)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -74,6 +83,48 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
         return error(500, f"internal error in {name}: {type(exc).__name__}")
 
     return app
+
+
+UNTRACED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def trace_writes(app: Flask, config: Config, service: str) -> None:
+    """An HTTP server span for each write request (not reads, not the bus's own `/events` traffic,
+    whose events have spans of their own), continuing a `traceparent` the caller sent."""
+    port = config.ports.get(config.me(service))
+
+    @app.before_request
+    def start_span():
+        if request.method in UNTRACED_METHODS or request.path == "/events":
+            return
+        route = request.url_rule.rule.replace("<", "{").replace(">", "}") if request.url_rule else None
+        incoming = request.headers.get(tracing.TRACEPARENT)
+        parent = tracing.parent_context(incoming, request.headers.get(tracing.TRACESTATE)) if incoming else None
+        attributes = {"http.request.method": request.method, "url.path": request.path, "server.port": port}
+        if route:
+            attributes["http.route"] = route
+        span = tracing.active().tracer.start_span(
+            f"{request.method} {route}" if route else request.method, context=parent, kind=SpanKind.SERVER,
+            attributes=attributes,
+        )
+        g.trace_span = span
+        g.trace_token = otel_context.attach(trace.set_span_in_context(span))
+
+    @app.after_request
+    def record_status(response):
+        span = g.get("trace_span")
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        return response
+
+    @app.teardown_request
+    def end_span(exc):
+        span = g.pop("trace_span", None)
+        if span is not None:
+            span.end()
+            otel_context.detach(g.pop("trace_token"))
 
 
 def json_body() -> Any:
@@ -198,9 +249,34 @@ def serve(app: Flask, service: str, config: Config, *, threads: int = 8) -> None
     """
     from waitress import serve as waitress_serve
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
+    if config.log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLines(config.me(service)))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+    else:
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
     waitress_serve(
         app, host=config.host, port=config.ports[config.me(service)], threads=threads, ident=config.me(service),
         connection_limit=CONNECTIONS_MAX, asyncore_use_poll=True,  # poll(): no select() limit of 1,024 descriptors
         channel_timeout=config.idle_timeout, cleanup_interval=1,
     )
+
+
+class JsonLines(logging.Formatter):
+    """BLOG_LOG_FORMAT=json: one JSON object per line, with the trace and span ids of the span running
+    when it was logged (find the trace with `blogctl trace TRACE_ID`)."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record), "service": self.instance, "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()}
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid and span_context.trace_flags.sampled:  # a trace that is kept
+            line["trace_id"] = f"{span_context.trace_id:032x}"
+            line["span_id"] = f"{span_context.span_id:016x}"
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()

@@ -226,6 +226,13 @@ def test_up_starts_what_is_missing_and_shows_the_table(cli, blog):
     assert "Services" in out and "Running in the background" in out
 
 
+def test_up_refuses_a_transport_that_cannot_join_processes(cli, blog):
+    blog.running.clear()
+    line = one_error_line(cli("up", "--detach", "--broker", "memory://x"))
+    assert "memory://x carries events only inside one process" in line
+    assert blog.running == set()
+
+
 def test_up_when_already_up_changes_nothing(cli, blog):
     pids = dict(blog.formation.pids)
     out = cli.ok("up").stdout  # foreground too: nothing to start, nothing to stream

@@ -58,6 +58,17 @@ class TestTransportContract:
         wait_until(lambda: received.has([once.id, other.id]), timeout=TIMEOUT, message="both events delivered")
         assert received.ids() == [once.id, other.id]
 
+    def test_an_events_trace_context_reaches_its_consumers_and_the_log(self, carrier):
+        received, _ = carrier.consume(FIRST)
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        traced = Event("PostCreated", {"id": "p1", "title": "t"}, traceparent=traceparent, tracestate="k=v")
+        carrier.transport("posts").publish([traced, post(2)])
+        wait_until(lambda: received.has([traced.id]), timeout=TIMEOUT, message="the traced event delivered")
+        got = {e.id: (e.traceparent, e.tracestate) for e in received.events}
+        assert got[traced.id] == (traceparent, "k=v")
+        logged = {e.id: e.traceparent for e in carrier.transport().read_log(after=0, limit=10)}
+        assert logged[traced.id] == traceparent
+
     def test_each_consumer_gets_only_the_types_it_asked_for(self, carrier):
         posts_only, _ = carrier.consume(FIRST, types=["PostCreated"])
         everything, _ = carrier.consume(SECOND)

@@ -7,6 +7,8 @@ import pytest
 
 from services.shared.components import components
 from services.shared.config import DEFAULT_SUBSCRIBERS
+from services.shared.events import Event, PostCreated
+from services.shared.transport import InMemoryBus
 
 
 def test_a_post_and_its_comment_are_assembled_in_query(blog):
@@ -210,6 +212,30 @@ def test_a_new_query_catches_up_from_the_log(blog, config, tmp_path):
     components(late)["catch-up"].catch_up_once()
     assert late.test_client().get("/posts").json == blog.query.get("/posts").json
     assert late.test_client().get("/health").json["applied_seq"] == len(blog.bus.log)
+
+
+def test_a_query_pointed_at_another_log_reads_that_log_from_its_start(blog, config, tmp_path):
+    """A position counts in one log: a data directory moved to another log (the HTTP bus's, then a
+    broker's; a deleted log) must not make the catch-up skip that many of the new log's events."""
+    from services.query.app import create_app
+
+    for i in range(5):
+        blog.create_post(f"on the first log {i}")
+    moved_config = type(config)(data_dir=tmp_path / "moved", ports=config.ports)
+    first = create_app(moved_config, blog.bus.transport("moved"))
+    components(first)["catch-up"].catch_up_once()
+    assert first.test_client().get("/health").json["applied_seq"] == 5
+
+    other = InMemoryBus(name="another")
+    other.transport("posts").publish([Event.of(PostCreated(id="newlog1", title="on the second log"))])
+    again = create_app(moved_config, other.transport("moved"))  # same data directory, another log
+    components(again)["catch-up"].catch_up_once()
+    view = again.test_client().get("/posts").json
+    assert view["newlog1"]["title"] == "on the second log" and len(view) == 6  # kept what it had, read the new
+    assert again.test_client().get("/health").json["applied_seq"] == 1
+
+    components(again)["catch-up"].catch_up_once()  # the same log: the position holds
+    assert again.test_client().get("/health").json["applied_seq"] == 1
 
 
 def test_health_says_what_each_service_is(blog, config):

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from blogctl.polling import wait_until
 from services.bus.delivery import Deliverer, DeliveryFailed
 from services.bus.log import SCHEMA, EventLog, row_to_event, row_to_json
 from services.shared.config import Subscriber
@@ -203,3 +204,54 @@ def test_a_log_made_before_sent_source_and_time_existed_gains_them(tmp_path):
     log.append([Event.of(PostCreated(id="p1", title="a"))])
     assert json.loads(row_to_json(next(log.read_after(0))))["data"] == {"id": "p1", "title": "a"}
     reopened.close()
+
+
+class OrderedSubscribers(FakeSubscriber):
+    """Every subscriber's endpoint in one: records which one got each delivery, in order."""
+
+    def post(self, url, body, headers):
+        answer = super().post(url, body, headers)
+        if answer.status_code == 200:
+            self.received[-1] = (url, self.received[-1])
+        return answer
+
+
+def test_query_is_delivered_to_first_and_the_others_right_after(log):
+    from services.bus.delivery import Delivery
+
+    fake = OrderedSubscribers()
+    subscribers = (Subscriber("posts", "http://p/events", batch=True), Subscriber("query", "http://q/events", batch=True),
+                   Subscriber("comments", "http://c/events", batch=True))
+    delivery = Delivery(log, subscribers, first=("query",), client=fake)
+    assert list(delivery.deliverers) == ["posts", "query", "comments"]  # listed as configured
+    delivery.start()
+    try:
+        log.append([Event.of(PostCreated(id="p1", title="t"))])
+        wait_until(lambda: len(fake.received) == 3, timeout=10)  # every thread has started and is idle
+        for round_ in range(2, 4):
+            log.append([Event.of(PostCreated(id=f"p{round_}", title="t"))])
+            wait_until(lambda: len(fake.received) == 3 * round_, timeout=10)
+            assert fake.received[3 * (round_ - 1)][0] == "http://q/events"  # each event reached Query before the rest
+    finally:
+        delivery.stop()
+    assert all(log.cursor(name) == 3 for name in ("posts", "query", "comments"))
+
+
+def test_while_query_is_failing_the_others_are_not_held_back(log):
+    from services.bus.delivery import Delivery
+
+    fake = OrderedSubscribers()
+    query_down = FakeSubscriber(answers=[Unreachable("refused")] * 1000)
+    subscribers = (Subscriber("query", "http://q/events", batch=True), Subscriber("posts", "http://p/events", batch=True))
+    delivery = Delivery(log, subscribers, first=("query",), client=fake, max_backoff=0.05)
+    delivery.deliverers["query"].client = query_down
+    delivery.start()
+    try:
+        log.append([Event.of(PostCreated(id="p1", title="t"))])
+        wait_until(lambda: log.cursor("posts") == 1, timeout=5)
+        wait_until(lambda: delivery.deliverers["query"].status.failures > 0, timeout=5)
+        log.append([Event.of(PostCreated(id="p2", title="t"))])
+        wait_until(lambda: log.cursor("posts") == 2, timeout=0.9)  # woken by the append, not its 1 s idle look
+    finally:
+        delivery.stop()
+    assert log.cursor("query") == 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from services.shared.db import Database, GroupSync
+from blogctl.polling import wait_until
+from services.shared.db import Checkpointer, Database, GroupSync
 
 
 class FakeDisk:
@@ -65,3 +66,55 @@ def test_a_durable_database_fsyncs_its_commits_and_a_rebuildable_one_does_not(tm
     with rebuildable.transaction() as conn:
         conn.execute("INSERT INTO t VALUES (1)")
     assert len(calls) == 1
+
+
+def test_writers_of_one_process_take_turns_without_sleeping_in_sqlite(tmp_path):
+    """Many threads writing at once all commit, and none meets SQLite's busy handler: with a
+    zero busy timeout, a thread that found the write lock taken would fail at once."""
+    db = Database(tmp_path / "w.db", "CREATE TABLE IF NOT EXISTS t (x);", durable=False)
+    errors = []
+
+    def write(k: int) -> None:
+        try:
+            conn = db.connection()
+            conn.execute("PRAGMA busy_timeout=0")
+            for i in range(50):
+                with db.transaction() as tx:
+                    tx.execute("INSERT INTO t VALUES (?)", (k * 1000 + i,))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert db.connection().execute("SELECT count(*) FROM t").fetchone()[0] == 400
+
+
+def test_a_checkpointer_takes_checkpoints_off_the_writers(tmp_path):
+    db = Database(tmp_path / "c.db", "CREATE TABLE IF NOT EXISTS t (x);", durable=False)
+    checkpointer = Checkpointer(db, pages=4)
+    checkpointer.start()
+    try:
+        wal = tmp_path / "c.db-wal"
+
+        def write_some() -> None:
+            conn = db.connection()  # opened after start(): it leaves checkpoints to the thread
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+            for _ in range(20):
+                with db.transaction() as tx:
+                    tx.execute("INSERT INTO t VALUES (randomblob(2000))")
+
+        writer = threading.Thread(target=write_some)
+        writer.start()
+        writer.join(30)
+        wait_until(lambda: checkpointer.checkpoints > 0, timeout=10)
+        # every frame of the WAL is in the database file now: a new reader sees all 20 rows from it
+        busy, frames, copied = db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, frames) == (0, copied)
+        assert wal.exists()
+    finally:
+        checkpointer.stop()
+    assert db.connection().execute("SELECT count(*) FROM t").fetchone()[0] == 20

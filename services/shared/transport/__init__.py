@@ -53,6 +53,8 @@ class TransportError(Exception):
 class Transport(Protocol):
     """What a service does with events."""
 
+    between_processes: bool  # whether services in processes of their own meet through it (a class attribute)
+
     def publish(self, events: Sequence[Event]) -> None:
         """Return once the transport has durably accepted every event, else raise TransportError."""
 
@@ -141,6 +143,11 @@ def from_config(config, source: str | None = None) -> Any:
     return transport_class(url).from_url(url, config, source)
 
 
+def joins_processes(config) -> bool:
+    """Whether the transport the configuration names can carry events between a formation's processes."""
+    return transport_class(url_of(config)).between_processes
+
+
 def kind(config) -> str:
     """Which kind of transport the configuration names ("http", "rabbitmq", ...), without connecting."""
     return transport_class(url_of(config)).kind
@@ -150,5 +157,5 @@ from .memory import InMemoryBus  # noqa: E402 - the test double, importable from
 
 __all__ = [
     "REGISTRY", "UNKNOWN_SOURCE", "Consumer", "RecentIds", "Description", "InMemoryBus", "Inspection", "Transport",
-    "TransportError", "from_config", "kind", "printable", "transport_class", "url_of",
+    "TransportError", "from_config", "joins_processes", "kind", "printable", "transport_class", "url_of",
 ]

@@ -12,7 +12,9 @@ refused as too large (413) is split in halves until it passes, down to one event
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import replace
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +33,7 @@ UNREADABLE = "Unreadable"  # the type given to an entry of another bus's log tha
 
 class HttpTransport:
     kind = "http"
+    between_processes = True
 
     def __init__(
         self, bus_url: str, *, timeout: float = 5.0, source: str | None = None, secret: str | None = None,
@@ -160,6 +163,7 @@ def _by_position(whole: object, after: int, limit: int) -> list[Event]:
 
     An entry that is not a valid event (the course's bus logs whatever it was sent) is read as an
     event of type `Unreadable`, which no handler takes: reading goes on past it, positions intact.
+    An entry without an id gets one made from its position and content, the same at every read.
     """
     if not isinstance(whole, list):
         raise ValueError("the event log is not a JSON array")
@@ -170,5 +174,8 @@ def _by_position(whole: object, after: int, limit: int) -> list[Event]:
         except InvalidEvent as exc:
             log.warning("entry %d of the event log is not an event (%s); passed over", seq, exc)
             event = Event(UNREADABLE, None)
-        events.append(Event(event.type, event.data, event.id, event.source, event.time, seq, event.typed))
+        if not (isinstance(raw, dict) and raw.get("id")):
+            entry = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS, default=str)
+            event = replace(event, id="entry-" + hashlib.sha256(b"%d:%b" % (seq, entry)).hexdigest()[:40])
+        events.append(replace(event, seq=seq))
     return events

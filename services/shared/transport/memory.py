@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,8 +58,8 @@ class InMemoryBus:
             for event in events:
                 if event.id in self._ids:
                     continue
-                self.log.append(Event(event.type, event.data, event.id, source or UNKNOWN_SOURCE, utc_now(),
-                                      len(self.log) + 1, event.typed))
+                self.log.append(replace(event, source=source or UNKNOWN_SOURCE, time=utc_now(),
+                                        seq=len(self.log) + 1))
                 self._ids.add(event.id)
             self.deliver()
 
@@ -123,6 +123,7 @@ _NAMED_LOCK = threading.Lock()
 
 class InMemoryTransport:
     kind = "memory"
+    between_processes = False
 
     def __init__(self, bus: InMemoryBus, source: str | None = None) -> None:
         self.bus = bus

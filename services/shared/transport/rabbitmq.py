@@ -24,6 +24,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import replace
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
@@ -37,6 +38,7 @@ from kombu.mixins import ConsumerMixin
 from ..config import CONSUMERS, SERVICES, service_of
 from ..events import Event, InvalidEvent
 from ..retry import POLICY
+from ..tracing import TRACEPARENT, TRACESTATE, trace_headers
 from . import Consumer as EventConsumer
 from . import UNKNOWN_SOURCE, Description, RecentIds, TransportError, printable
 from .amqp_wire import TRANSPORT, coalesced_writes
@@ -74,6 +76,7 @@ class Names:
 
 class RabbitTransport:
     kind = "rabbitmq"
+    between_processes = True
 
     def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0,
                  consumers: Iterable[str] = CONSUMERS, stream_port: int | None = STREAM_PORT) -> None:
@@ -196,7 +199,7 @@ class RabbitTransport:
         def on_message(body, message) -> None:
             message.ack()  # streams need acks for credit, not for state
             if len(events) < wanted:
-                events.append(_message_event(body, message, seq=message.headers["x-stream-offset"] + 1))
+                events.append(_event(body, message, seq=message.headers["x-stream-offset"] + 1))
 
         try:
             with self._connection() as conn:
@@ -375,6 +378,7 @@ class _ConfirmingPublisher:
                 # costs most of a millisecond of CPU per message, which was the limit of a batch.
                 message = amqp.Message(orjson.dumps(event.to_dict()), content_type="application/json",
                                        content_encoding="utf-8", delivery_mode=2, message_id=event.id,
+                                       application_headers=trace_headers(event),
                                        **({"app_id": source} if source else {}))
                 self.channel.basic_publish(message, exchange=exchange, routing_key=event.type)
                 self._last_tag += 1
@@ -400,25 +404,26 @@ class _ConfirmingPublisher:
             pass
 
 
-def _event(body, publisher: str | None, seq: int | None = None) -> Event:
+def _event(body, message, seq: int | None = None) -> Event:
     """The event a message carries. Its source is the publisher that sent the message (the
     message's `app_id`, set from the transport's `source`), "unknown" without one; the body keeps
     what the publisher wrote in the event. The broker stamps no receive time: `time` is the publisher's."""
     event = Event.from_dict(body)
-    return Event(event.type, event.data, event.id, publisher or UNKNOWN_SOURCE, event.time,
-                 seq if seq is not None else event.seq, event.typed)
+    source = message.properties.get("app_id") or UNKNOWN_SOURCE
+    headers = message.headers or {}
+    return replace(event, source=source, seq=seq if seq is not None else event.seq,
+                   # the trace context as the message's headers carry it (any AMQP tool reads them there)
+                   traceparent=headers.get(TRACEPARENT, event.traceparent),
+                   tracestate=headers.get(TRACESTATE, event.tracestate))
 
 
 def _logged_event(body: bytes, publisher: str | None, offset: int) -> Event:
-    """An event read from the stream at `offset`: as `_event`, made in one go (a rebuild makes thousands a second)."""
+    """An event read from the stream at `offset`, made in one go (a rebuild makes thousands a second):
+    its source and position put in before it is validated; its trace context is the envelope's."""
     raw = orjson.loads(body)
     if isinstance(raw, dict):
         raw["source"], raw["seq"] = publisher or UNKNOWN_SOURCE, offset + 1
     return Event.from_dict(raw)
-
-
-def _message_event(body, message, seq: int | None = None) -> Event:
-    return _event(body, message.properties.get("app_id"), seq)
 
 
 def _raw_event(message) -> Event:
@@ -428,7 +433,7 @@ def _raw_event(message) -> Event:
         body = orjson.loads(message.body)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"the message is not JSON: {exc}") from None
-    return _message_event(body, message)
+    return _event(body, message)
 
 
 class _QueueConsumer(ConsumerMixin):

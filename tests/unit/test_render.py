@@ -1,0 +1,19 @@
+"""How blogctl renders a subscriber's last error: failing now, or failed once and recovered."""
+import time
+
+from blogctl.render import last_error
+
+
+def test_an_error_while_failing_is_red():
+    shown = last_error({"last_error": "HTTP 500: boom", "failures": 3, "last_error_at": time.time()})
+    assert shown.plain == "HTTP 500: boom" and "red" in str(shown.style)
+
+
+def test_an_error_after_recovery_is_dim_and_dated():
+    shown = last_error({"last_error": "connection refused", "failures": 0, "last_error_at": time.time() - 90})
+    assert shown.plain.startswith("recovered; 1m") and shown.plain.endswith(": connection refused")
+    assert "dim" in str(shown.style)
+
+
+def test_no_error_is_a_dash():
+    assert last_error({"failures": 0}).plain == "—"
