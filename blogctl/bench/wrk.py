@@ -7,6 +7,7 @@ Python generator (`load.py`) where wrk is not installed, and says which one made
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -19,9 +20,11 @@ CONNECTIONS = 16  # keep-alive connections, one wrk thread: as in the issue's fi
 
 # A Lua script for wrk: every request a POST of `body`; `{id}` in the body becomes an id unique
 # to the request (the bus keeps one copy of an event id, so a repeated id would not be a publish).
+# The prefix comes from Python, new for every script: wrk's Lua does not seed `math.random`, so
+# a prefix drawn there is the same in every run, and a second run would repeat the first's ids.
 _SCRIPT = """
 local n = 0
-local prefix = string.format("%08x", math.random(0, 0x7fffffff))
+local prefix = "{PREFIX}"
 local headers = {HEADERS}
 request = function()
   n = n + 1
@@ -49,7 +52,8 @@ def _lua_string(text: str) -> str:
 
 def script(body: str, headers: dict[str, str]) -> str:
     table = "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
-    return _SCRIPT.replace("{HEADERS}", table).replace("{BODY}", _lua_string(body))
+    return (_SCRIPT.replace("{PREFIX}", secrets.token_hex(4)).replace("{HEADERS}", table)
+            .replace("{BODY}", _lua_string(body)))
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+import re
+
 from blogctl.bench import wrk
 from blogctl.bench.report import median_of
 from blogctl.errors import BlogctlError
@@ -49,3 +51,9 @@ def test_a_median_of_runs_comes_with_their_range():
     assert median_of([3.0, 1.0, 2.0]) == (2.0, "1.0-3.0")
     assert median_of([4.0, 1.0]) == (2.5, "1.0-4.0")
     assert median_of([5.0]) == (5.0, "one run")
+
+
+def test_every_script_has_its_own_id_prefix_so_runs_do_not_repeat_ids():
+    """wrk's Lua does not seed its random numbers: a prefix drawn there repeated every run's ids."""
+    prefixes = {re.search(r'local prefix = "([0-9a-f]{8})"', wrk.script("{id}", {})).group(1) for _ in range(5)}
+    assert len(prefixes) == 5
