@@ -262,6 +262,12 @@ class _Carrying:
 _carried: ContextVar[str | None] = ContextVar("blog_untraced_context", default=None)
 
 
+def not_kept(traceparent: str | None = None) -> _Carrying:
+    """Around work whose trace is not kept (a request that sent an unsampled `traceparent`, or came
+    when no new trace may start): what it emits carries that decision, and no span object is made."""
+    return _Carrying(traceparent or unsampled_traceparent())
+
+
 def consuming(event: Event):
     """Around a handler's apply of `event`: a CONSUMER span, current while the handler runs (what it
     emits continues the trace). No span object for an event that is not sampled; an event without

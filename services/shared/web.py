@@ -97,8 +97,15 @@ def trace_writes(app: Flask, config: Config, service: str) -> None:
     def start_span():
         if request.method in UNTRACED_METHODS or request.path == "/events":
             return
-        route = request.url_rule.rule.replace("<", "{").replace(">", "}") if request.url_rule else None
         incoming = request.headers.get(tracing.TRACEPARENT)
+        if incoming is not None and tracing.parent_context(incoming) is None:
+            incoming = None  # not a trace context: as if none was sent
+        if not (tracing.sampled(incoming) if incoming else tracing.active().may_start()):
+            # Not kept, decided here as at every hop: no span object, and what the request emits says so.
+            g.trace_carrying = carrying = tracing.not_kept(incoming)
+            carrying.__enter__()
+            return
+        route = request.url_rule.rule.replace("<", "{").replace(">", "}") if request.url_rule else None
         parent = tracing.parent_context(incoming, request.headers.get(tracing.TRACESTATE)) if incoming else None
         attributes = {"http.request.method": request.method, "url.path": request.path, "server.port": port}
         if route:
@@ -121,6 +128,9 @@ def trace_writes(app: Flask, config: Config, service: str) -> None:
 
     @app.teardown_request
     def end_span(exc):
+        carrying = g.pop("trace_carrying", None)
+        if carrying is not None:
+            carrying.__exit__(None, None, None)
         span = g.pop("trace_span", None)
         if span is not None:
             span.end()

@@ -12,6 +12,7 @@ from services.shared import outbox, tracing
 from services.shared.consumer import process
 from services.shared.db import Database
 from services.shared.events import Event
+from services.shared.transport import InMemoryBus
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 NOT_SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -168,6 +169,28 @@ def test_a_write_request_has_a_server_span_continuing_the_callers_trace(spans, t
     assert {k: server.attributes[k] for k in ("http.request.method", "http.route", "http.response.status_code")} == {
         "http.request.method": "POST", "http.route": "/posts", "http.response.status_code": 201}
     assert publish.parent.span_id == server.context.span_id
+
+
+@pytest.mark.parametrize("sent", [NOT_SAMPLED, None, "not a trace context"])
+def test_a_write_request_whose_trace_is_not_kept_makes_no_span_and_its_event_says_not_kept(tmp_path, sent):
+    from services.posts.app import create_app
+    from services.shared.components import components
+
+    spans = traced(rate=0)  # no trace may start here
+    tracing.active().tracer = None  # the SDK is not asked: a span object would be made through it
+    try:
+        config = config_module.load({"BLOG_DATA_DIR": str(tmp_path), "BLOG_BROKER_URL": "memory://tracing-test"})
+        app = create_app(config)
+        headers = {"traceparent": sent} if sent else {}
+        assert app.test_client().post("/posts", json={"title": "a"}, headers=headers).status_code == 201
+        components(app)["relay"].relay_once()
+    finally:
+        tracing.shutdown()
+    assert spans.get_finished_spans() == ()
+    event = InMemoryBus.named("tracing-test").log[-1]
+    assert event.traceparent.startswith("00-") and not tracing.sampled(event.traceparent)
+    if sent == NOT_SAMPLED:
+        assert event.traceparent == NOT_SAMPLED
 
 
 def test_the_bus_log_keeps_an_events_trace_context_and_serves_it(tmp_path):
