@@ -98,15 +98,15 @@ def trace_writes(app: Flask, config: Config, service: str) -> None:
         if request.method in UNTRACED_METHODS or request.path == "/events":
             return
         incoming = request.headers.get(tracing.TRACEPARENT)
-        if incoming is not None and tracing.parent_context(incoming) is None:
-            incoming = None  # not a trace context: as if none was sent
+        parent = tracing.parent_context(incoming, request.headers.get(tracing.TRACESTATE)) if incoming else None
+        if parent is None:
+            incoming = None  # none sent, or not a trace context: as if none was sent
         if not (tracing.sampled(incoming) if incoming else tracing.active().may_start()):
             # Not kept, decided here as at every hop: no span object, and what the request emits says so.
             g.trace_carrying = carrying = tracing.not_kept(incoming)
             carrying.__enter__()
             return
         route = request.url_rule.rule.replace("<", "{").replace(">", "}") if request.url_rule else None
-        parent = tracing.parent_context(incoming, request.headers.get(tracing.TRACESTATE)) if incoming else None
         attributes = {"http.request.method": request.method, "url.path": request.path, "server.port": port}
         if route:
             attributes["http.route"] = route
