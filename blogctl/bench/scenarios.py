@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from services.shared.config import SERVICE_TABLE, SERVICES
+from services.table import SERVICE_TABLE, SERVICES
 from services.shared.events import CommentCreated, Event, PostCreated
 from services.shared.http import Answer
 
