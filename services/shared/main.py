@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from services import table
 
 from . import config as config_module
@@ -25,12 +26,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: a KeyboardInterrupt, on which waitress stops serving."""
 
 
-def run(declaration: Service) -> None:
-    """Serve the service `declaration` declares (its `__main__`: `run(SERVICE)`)."""
+def run(declaration: Service, formation: Sequence[Service] = table.SERVICE_TABLE) -> None:
+    """Serve the service `declaration` declares (its `__main__`: `run(SERVICE)`), one of `formation`."""
     service = declaration.name
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        config = table.load()
+        config = config_module.load(None, formation)
         tracing.setup(config, config.me(service))  # before the app: its hooks are made for a tracing process
         app = build_service(declaration, config)
     except (config_module.ConfigError, OSError) as exc:
