@@ -4,6 +4,6 @@ from services.shared.service import Service
 from .log import SCHEMA
 from .routes import Bus, open_bus, routes
 
-SERVICE = Service[Bus](
+SERVICE = Service(
     "bus", 4005, title="Event bus", schema=SCHEMA, store=open_bus, routes=routes, health=Bus.health, bus=True,
 )

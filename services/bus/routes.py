@@ -77,7 +77,8 @@ def open_bus(db: Database, config: Config, **delivery_options) -> Bus:
     says is delivered first (Query: its view is what a reader waits for) are served first."""
     event_log = EventLog(db)
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
-    first = tuple(s.name for s in config.subscribers if s.name in config.instances and config.service(s.name).delivered_first)
+    first = tuple(s.name for s in config.subscribers
+                  if s.name in config.instances and config.service(s.name).delivered_first)
     return Bus(event_log, Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options}))
 
 

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("blogctl", "services")
-SERVICE_PACKAGES = tuple(p.name for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists() and p.name != "shared")
+SERVICE_PACKAGES = tuple(path.name for path in (ROOT / "services").iterdir()
+                         if (path / "__init__.py").exists() and path.name != "shared")
 
 
 def module_name(path: Path) -> str:
@@ -63,7 +64,8 @@ def imports(module: str) -> set[str]:
 def cycle() -> list[str] | None:
     """One import cycle among the modules, or None. A package importing its own modules (to
     re-export them) is left out: Python imports a package before any module in it anyway."""
-    graph = {module: {target for target in imports(module) if not target.startswith(module + ".")} for module in MODULES}
+    graph = {module: {target for target in imports(module) if not target.startswith(module + ".")}
+             for module in MODULES}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(module: str, path: list[str]) -> list[str] | None:

@@ -88,7 +88,8 @@ def test_publish_and_process_spans_continue_the_events_trace(spans):
     with tracing.publishing([post(SAMPLED)]) as (published,):
         pass
     seen = []
-    assert process(by_type_name({PostCreated: lambda data, event, ctx: seen.append(tracing.current_traceparent()[0])}), published, None)
+    handlers = by_type_name({PostCreated: lambda data, event, ctx: seen.append(tracing.current_traceparent()[0])})
+    assert process(handlers, published, None)
     publish, handled = spans.get_finished_spans()
     assert (publish.name, publish.kind, handled.name, handled.kind) == (
         "publish PostCreated", SpanKind.PRODUCER, "process PostCreated", SpanKind.CONSUMER)
