@@ -212,11 +212,10 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
 def _broker_addresses(raw: str) -> str | None:
     """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons,
     each of a scheme the transport registry knows."""
-    REGISTRY = transport_module.REGISTRY
     addresses = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
     for address in addresses:
-        if urlsplit(address).scheme.lower() not in REGISTRY:
-            known = ", ".join(f"{scheme}://" for scheme in REGISTRY)
+        if urlsplit(address).scheme.lower() not in transport_module.REGISTRY:
+            known = ", ".join(f"{scheme}://" for scheme in transport_module.REGISTRY)
             raise ConfigError(f"BLOG_BROKER_URL: no transport for {address.split(':', 1)[0]!r} URLs (known: {known})")
     return ";".join(addresses) or None
 
@@ -230,8 +229,7 @@ def _replicas(env: dict[str, str], table: Sequence[Service]) -> dict[str, int]:
         if not sep or not count.isdigit() or not 1 <= int(count) <= 16:
             raise ConfigError(f"BLOG_REPLICAS: {item!r} is not SERVICE=N with N from 1 to 16")
         if name not in replicable:
-            replicable = ", ".join(replicable)
-            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas (only {replicable}: the others own "
+            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas (only {', '.join(replicable)}: the others own "
                               "their data in one SQLite file)")
         counts[name] = int(count)
     return counts
