@@ -42,3 +42,15 @@ def test_a_new_service_is_its_package_and_one_line_in_the_table(tmp_path):
     bus.publish([bus.read_log(after=0, limit=1)[0]])  # a redelivered PostCreated is counted once
     assert client.get("/stats").json == {hour: 3}
 
+
+
+def test_every_service_is_assembled_in_the_one_order(tmp_path):
+    config = config_module.load({"BLOG_DATA_DIR": str(tmp_path)}, SERVICE_TABLE)
+    apps = create_apps(config, InMemoryBus())
+    assert [name for name in apps] == [s.name for s in SERVICE_TABLE if not s.bus]
+    for declared in SERVICE_TABLE:
+        if declared.bus:
+            continue
+        consumer = ["consumer", "catch-up"] if declared.handlers else []
+        relayed = ["relay"] if declared.emits else []
+        assert components(apps[declared.name]).names == ["transport", "checkpoints", *consumer, *relayed], declared.name
