@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from services.query.view import SCHEMA, QueryView
-from services.shared.db import Database
+from services.query import QueryView, open_view
 from services.shared.events import Event
 from services.shared.transport import Inspection
 
@@ -76,9 +75,8 @@ def views_at(log: Inspection, positions: list[Position]) -> list[tuple[int, dict
     found: dict[int, tuple[int, dict]] = {}
     waiting = list(range(len(positions)))
     with tempfile.TemporaryDirectory(prefix="blogctl-view-") as tmp:
-        db = Database(Path(tmp) / "query.db", SCHEMA, durable=False)
+        view = open_view(Path(tmp) / "query.db")
         try:
-            view = QueryView(db)
             applied, first = 0, None
             for page in _log(log):
                 first = first or page[0]
@@ -103,7 +101,7 @@ def views_at(log: Inspection, positions: list[Position]) -> list[tuple[int, dict
                                        + ("" if applied else " (it is empty)"))
                 found[i] = (applied, view.as_dict())
         finally:
-            db.close()
+            view.db.close()
     for i, (seq, _) in found.items():
         if positions[i].time is not None and seq == 0:
             raise BlogctlError(f"nothing was logged by {positions[i].text}: " + (

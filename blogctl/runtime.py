@@ -15,9 +15,11 @@ from urllib.parse import urlsplit
 
 import typer
 
+from services import table
 from services.shared import config as config_module
 from services.shared import transport as transport_module
-from services.shared.config import SERVICE_TABLE, SERVICES, Config, service_of
+from services.shared.config import Config, service_of
+from services.table import SERVICE_TABLE, SERVICES
 from services.shared.transport import Inspection
 
 from .client import BlogClient, ServiceError
@@ -132,7 +134,7 @@ class Runtime:
     @cached_property
     def config(self) -> Config:
         try:
-            return config_module.load(self.env)
+            return table.load(self.env)
         except config_module.ConfigError as exc:
             raise BlogctlError(f"bad configuration: {exc} — fix the variable or pass --host/--port") from None
 

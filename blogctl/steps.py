@@ -2,7 +2,8 @@
 health, find processes whose pid files are gone, and the services table."""
 from __future__ import annotations
 
-from services.shared.config import service_of, spec
+from services.shared.config import service_of
+from services.table import spec
 
 from . import render
 from .formation import HEALTH_TIMEOUT

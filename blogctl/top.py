@@ -28,8 +28,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from services.shared.config import service_of, spec
+from services.shared.config import service_of
 from services.shared.transport import TransportError
+from services.table import spec
 
 from . import render
 from .client import BlogClient, ServiceError

@@ -27,7 +27,8 @@ from blogctl.client import BlogClient, ServiceError
 from blogctl.steps import bring_up
 from blogctl.runtime import Runtime, Wiring
 from services.shared import transport as transport_module
-from services.shared.config import SERVICE_TABLE, SERVICES, host_variable, load
+from services.shared.config import host_variable
+from services.table import SERVICE_TABLE, SERVICES, load
 from services.shared.http import HttpClient, Unreachable
 from services.shared.transport import Inspection
 

@@ -6,7 +6,8 @@ from importlib import import_module
 from flask import Flask
 
 from services.shared.components import components
-from services.shared.config import DEFAULT_SUBSCRIBERS, Config
+from services.shared.config import Config
+from services.table import DEFAULT_SUBSCRIBERS
 from services.shared.transport import InMemoryBus
 
 ROUNDS = 20  # a write's events cause at most a few more (a comment, its decision, its update)

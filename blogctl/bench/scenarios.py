@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from services.shared.config import SERVICE_TABLE, SERVICES
+from services.table import SERVICE_TABLE, SERVICES
 from services.shared.events import CommentCreated, Event, PostCreated
 from services.shared.http import Answer
 
@@ -35,7 +35,7 @@ from ..steps import bring_up
 from ..polling import wait_until
 from ..runtime import Runtime
 from .bare import bare_endpoint
-from .carriers import SOURCE, Carrier, carrier_for
+from .carriers import Carrier, carrier_for, comment_event, post_event
 from .load import Load, percentile, run_load, worker_client
 from .report import Figure, Report, memory_ratio
 from .servers import SERVERS
@@ -424,15 +424,6 @@ class Bench:
 
 
 POST, COMMENT = PostCreated.__name__, CommentCreated.__name__
-
-
-def post_event() -> Event:
-    return Event.of(PostCreated(id=uuid.uuid4().hex[:16], title="a benchmark post"), source=SOURCE)
-
-
-def comment_event(post_id: str) -> Event:
-    return Event.of(CommentCreated(id=uuid.uuid4().hex[:16], content="a benchmark comment", postId=post_id),
-                    source=SOURCE)
 
 
 def free_port() -> int:

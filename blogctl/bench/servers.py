@@ -40,12 +40,14 @@ def bare_app() -> Flask:
 
 def posts_app() -> Flask:
     """Posts as its runner builds it, its components (the relay) started: a server-neutral factory."""
-    from services.posts.app import create_app
+    from services import posts
     from services.shared.components import components
     from services.shared.main import SWITCH_INTERVAL
+    from services.shared.service import build_service
+    from services.table import load
 
     sys.setswitchinterval(SWITCH_INTERVAL)
-    app = create_app()
+    app = build_service(posts.SERVICE, load())
     components(app).start()
     return app
 

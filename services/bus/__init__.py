@@ -1,1 +1,9 @@
-"""Event bus: the durable event log and delivery to subscribers."""
+"""Event bus (:4005): logs every event durably, then delivers it to every subscriber's `POST /events`."""
+from services.shared.service import Service
+
+from .log import SCHEMA
+from .routes import Bus, open_bus, routes
+
+SERVICE = Service(
+    "bus", 4005, title="Event bus", schema=SCHEMA, store=open_bus, routes=routes, health=Bus.health, bus=True,
+)

@@ -1,5 +1,5 @@
 from services.shared.main import run
 
-from .app import create_app
+from . import SERVICE
 
-run("bus", create_app)
+run(SERVICE)

@@ -1,154 +1,19 @@
-"""Event bus (:4005): logs every event durably, then delivers it to every subscriber's `POST /events`."""
+"""The bus as a Flask app: its declaration, built; `delivery_options` reach each subscriber's
+deliverer (tests pass a fake `client`, fewer `attempts`)."""
 from __future__ import annotations
 
-import re
-from typing import Any
+from dataclasses import replace
+from functools import partial
 
-from flask import Flask, Response, jsonify, request, stream_with_context
+from flask import Flask
 
-from services.shared import config as config_module
-from services.shared import tracing
-from services.shared.components import components
+from services import table
 from services.shared.config import Config
-from services.shared.db import Checkpointer, Database
-from services.shared.events import SEQ_MAX, Event, WireEvent, utc_now
-from services.shared.metrics import Subscribers, metrics_of
-from services.shared.openapi import Error, Operation, Param, register_openapi
-from services.shared.signing import HEADER, SOURCE_HEADER, SignatureError, verify
-from services.shared.transport import UNKNOWN_SOURCE
-from services.shared.web import ApiError, create_base_app, int_arg, json_body, parse_events, register_health
+from services.shared.service import build_service
 
-from .delivery import Delivery, DeliveryFailed
-from .log import SCHEMA, EventLog, Sent, row_to_event
-
-NAME = Param("name", "path", {"type": "string"})
-SUBSCRIBER = Param("subscriber", "query", {"type": "string"})
-OPERATIONS = [
-    Operation("post", "/events", "Publish one event or an array of events; each is logged before the answer",
-              {200: dict[str, Any], 400: Error, 401: Error}, body=WireEvent | list[WireEvent]),
-    Operation("get", "/events", "The event log, oldest first, streamed", {200: list[WireEvent], 400: Error}, params=(
-        Param("after", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}),
-        Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}),
-        Param("type", "query", {"type": "string"}),
-    )),
-    Operation("delete", "/events", "Delete the whole log, every cursor and dead letter (tests and the bench reset with it)",
-              {200: dict[str, Any], 401: Error}),
-    Operation("get", "/subscribers", "Each subscriber's cursor, lag and last error", {200: list[dict[str, Any]]}),
-    Operation("get", "/dead-letters", "Events parked after a subscriber kept rejecting them",
-              {200: list[dict[str, Any]]}, params=(SUBSCRIBER,)),
-    Operation("post", "/dead-letters/{name}/{seq}/redeliver", "Send one dead letter to its subscriber again",
-              {200: dict[str, Any], 502: Error}, params=(NAME, Param("seq", "path", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}))),
-]
-
-
-PUBLISHER = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
-
-
-def publisher() -> str:
-    """Who sent this request, as it named itself in X-Blog-Source (covered by the signature when
-    the formation signs); "unknown" when it did not say."""
-    name = request.headers.get(SOURCE_HEADER)
-    if name is None:
-        return UNKNOWN_SOURCE
-    if not PUBLISHER.fullmatch(name):
-        raise ApiError(400, f"{SOURCE_HEADER} must be 1-100 letters, digits or '_.:-', not {name[:120]!r}")
-    return name
+from . import SERVICE
+from .routes import open_bus
 
 
 def create_app(config: Config | None = None, **delivery_options) -> Flask:
-    config = config or config_module.load()
-    event_log = EventLog(Database(config.db_path("bus"), SCHEMA, durable=config.fsync))
-    options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
-    # Query first: its view is what a reader waits for (its replicas "query.2"... too).
-    first = tuple(s.name for s in config.subscribers if s.name.partition(".")[0] == "query")
-    delivery = Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options})
-
-    app = create_base_app("bus", config)
-    components(app).add("checkpoints", Checkpointer(event_log.db))
-    components(app).add("delivery", delivery)
-    metrics_of(app).add(Subscribers(event_log.last_seq, delivery.statuses))
-
-    @app.post("/events")
-    def publish():
-        events = parse_events()
-        body = json_body()  # parsed once, cached
-        raw = body if isinstance(body, list) else [body]
-        # The bus, not the publisher, says who published and when: what an event carried is kept beside.
-        source, received = publisher(), utc_now()
-        # Each sampled event's `append` span is what the log keeps as its trace context (deliveries follow
-        # it); an event published without one may start a trace here.
-        def stamp(e: Event, traceparent: str | None, tracestate: str | None) -> Event:
-            return Event(e.type, e.data, e.id, source, received, None, e.typed, traceparent, tracestate)
-
-        with tracing.appending(events, stamp) as traced:
-            appended = event_log.append(traced, [Sent(r.get("source"), r.get("time")) for r in raw])
-        if isinstance(body, list):
-            return jsonify(status="OK", events=[vars(a) for a in appended])
-        return jsonify(status="OK", **vars(appended[0]))
-
-    @app.get("/events")
-    def read_log():
-        after = int_arg("after", 0, 0)
-        limit = int_arg("limit", None, 1)
-        event_type = request.args.get("type") or None
-        pages = event_log.pages(after, limit, event_type)
-
-        def stream():
-            # A page at a time, one chunk each: the response is never built whole in memory.
-            yield "["
-            for i, page in enumerate(pages):
-                yield ("," if i else "") + ",".join(row["wire"] for row in page)
-            yield "]"
-
-        return Response(stream_with_context(stream()), mimetype="application/json")
-
-    @app.delete("/events")
-    def reset():
-        if config.secret:  # a write like any other: signed (over the empty body) when the formation is
-            try:
-                verify(config.secret, request.get_data(), request.headers.get(HEADER))
-            except SignatureError as exc:
-                raise ApiError(401, f"unauthorised reset: {exc}") from None
-        event_log.reset()
-        delivery.reset()
-        return jsonify(status="OK")
-
-    def subscribers() -> list[dict]:
-        last = event_log.last_seq()
-        return [dict(vars(s), lag=last - s.cursor) for s in delivery.statuses()]
-
-    @app.get("/subscribers")
-    def list_subscribers():
-        return jsonify(subscribers())
-
-    register_openapi(app, "Event bus", OPERATIONS)
-    register_health(app, "bus", lambda: dict(last_seq=event_log.last_seq(), subscribers=subscribers()))
-
-    def deliverer(name: str):
-        found = delivery.deliverers.get(name)
-        if found is None:
-            raise ApiError(404, f"no subscriber named {name!r} (subscribers: {', '.join(delivery.deliverers)})")
-        return found
-
-    @app.get("/dead-letters")
-    def list_dead_letters():
-        name = request.args.get("subscriber") or None
-        if name is not None:
-            deliverer(name)
-        return jsonify([
-            {"subscriber": row["subscriber"], "seq": row["seq"], "attempts": row["attempts"],
-             "error": row["error"], "parked_at": row["parked_at"], "event": row_to_event(row).to_dict()}
-            for row in event_log.dead_letters(name)
-        ])
-
-    @app.post("/dead-letters/<name>/<int:seq>/redeliver")
-    def redeliver(name: str, seq: int):
-        try:
-            deliverer(name).redeliver(seq)
-        except LookupError as exc:
-            raise ApiError(404, str(exc)) from None
-        except DeliveryFailed as exc:
-            raise ApiError(502, f"{name} refused event {seq} again: {exc}; it stays a dead letter") from None
-        return jsonify(status="OK", subscriber=name, seq=seq)
-
-    return app
+    return build_service(replace(SERVICE, store=partial(open_bus, **delivery_options)), config or table.load())

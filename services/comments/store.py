@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 from services.shared import outbox
-from services.shared.consumer import POSITION_SCHEMA, ConsumingStore
+from services.shared.consumer import POSITION_SCHEMA, ConsumingStore, Context
 from services.shared.db import Database, ensure_column, insert_with_new_id
 from services.shared.events import CommentCreated, CommentModerated, CommentUpdated, Event, PostCreated
 
@@ -63,13 +63,18 @@ class CommentStore(ConsumingStore):
         comments = conn.execute("SELECT count(*) FROM comments").fetchone()[0]
         return posts, comments
 
+    def health(self) -> dict:
+        posts, comments = self.count()
+        return dict(known_posts=posts, comments=comments)
 
-def remember_post(post: PostCreated, event: Event, conn: sqlite3.Connection) -> None:
-    conn.execute("INSERT OR IGNORE INTO known_posts (id) VALUES (?)", (post.id,))
+
+def remember_post(post: PostCreated, event: Event, ctx: Context[CommentStore]) -> None:
+    ctx.conn.execute("INSERT OR IGNORE INTO known_posts (id) VALUES (?)", (post.id,))
 
 
-def record_decision(decision: CommentModerated, event: Event, conn: sqlite3.Connection) -> None:
+def record_decision(decision: CommentModerated, event: Event, ctx: Context[CommentStore]) -> None:
     """Store Moderation's decision on a pending comment and announce it; a comment is decided once."""
+    conn = ctx.conn
     row = conn.execute(
         "UPDATE comments SET status = ? WHERE id = ? AND status = 'pending' RETURNING post_id, content",
         (decision.status, decision.id),
@@ -79,5 +84,5 @@ def record_decision(decision: CommentModerated, event: Event, conn: sqlite3.Conn
         outbox.add(conn, Event.of(update, source="comments"))
 
 
-HANDLERS = {"PostCreated": remember_post, "CommentModerated": record_decision}
+HANDLERS = {PostCreated: remember_post, CommentModerated: record_decision}
 

@@ -1,6 +1,5 @@
-"""Moderation service: decides each comment and emits CommentModerated."""
 from services.shared.main import run
 
-from .app import create_app
+from . import SERVICE
 
-run("moderation", create_app)
+run(SERVICE)

@@ -7,11 +7,13 @@ changes nothing and emits nothing.
 """
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
+from pydantic import BaseModel, ConfigDict
+
 from services.shared import outbox
-from services.shared.consumer import POSITION_SCHEMA, ConsumingStore
+from services.shared.config import Config, Words
+from services.shared.consumer import POSITION_SCHEMA, ConsumingStore, Context
 from services.shared.db import Database
 from services.shared.events import CommentCreated, CommentModerated, Decision, Event
 
@@ -22,6 +24,14 @@ CREATE TABLE IF NOT EXISTS decisions (
     status  TEXT NOT NULL
 );
 """ + outbox.SCHEMA + POSITION_SCHEMA
+
+
+class ModerationSettings(BaseModel):
+    """Moderation's own settings, each read from BLOG_MODERATION_<FIELD> by `config.load`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reject: Words = ("orange",)  # BLOG_MODERATION_REJECT: comma-separated words; any case
 
 
 class Rule:
@@ -37,25 +47,34 @@ class Rule:
 
 class ModerationStore(ConsumingStore):
     def __init__(self, db: Database, rule: Rule) -> None:
-        super().__init__(db, HANDLERS, context=(rule,))
+        super().__init__(db, HANDLERS)
         self.rule = rule
+
+    @classmethod
+    def open(cls, db: Database, config: Config) -> ModerationStore:
+        """The store deciding by the rule Moderation's settings give."""
+        settings: ModerationSettings = config.settings["moderation"]
+        return cls(db, Rule(settings.reject))
 
     def decided(self) -> dict[str, int]:
         rows = self.db.connection().execute("SELECT status, count(*) AS n FROM decisions GROUP BY status")
         return {"approved": 0, "rejected": 0, **{row["status"]: row["n"] for row in rows}}
 
+    def health(self) -> dict:
+        return dict(decided=self.decided(), rejected_words=list(self.rule.words))
 
-def moderate(comment: CommentCreated, event: Event, conn: sqlite3.Connection, rule: Rule) -> None:
+
+def moderate(comment: CommentCreated, event: Event, ctx: Context[ModerationStore]) -> None:
     """Decide a pending comment once, and emit the decision through the outbox in the same transaction."""
     if comment.status != "pending":  # published already decided: nothing to moderate
         return
-    status = rule.decide(comment.content)
-    inserted = conn.execute(
+    status = ctx.store.rule.decide(comment.content)
+    inserted = ctx.conn.execute(
         "INSERT OR IGNORE INTO decisions (id, post_id, status) VALUES (?, ?, ?)", (comment.id, comment.postId, status)
     ).rowcount
     if inserted:
         decision = CommentModerated(id=comment.id, postId=comment.postId, status=status, content=comment.content)
-        outbox.add(conn, Event.of(decision, source="moderation"))
+        outbox.add(ctx.conn, Event.of(decision, source="moderation"))
 
 
-HANDLERS = {"CommentCreated": moderate}
+HANDLERS = {CommentCreated: moderate}

@@ -24,7 +24,7 @@ import orjson
 from services.shared.consumer import POSITION_SCHEMA, apply_batch, process
 from services.shared.consumer import applied_seq as position_of
 from services.shared.db import Database, ensure_column
-from services.shared.events import SEQ_MAX, CommentCreated, CommentUpdated, Event, PostCreated
+from services.shared.events import SEQ_MAX, CommentCreated, CommentUpdated, Event, Handlers, PostCreated, by_type_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS posts (
@@ -88,7 +88,8 @@ def update_comment(update: CommentUpdated, event: Event, changes: Changes) -> No
     changes.updates.append((update.id, update.postId, update.content, update.status))
 
 
-HANDLERS = {"PostCreated": add_post, "CommentCreated": add_comment, "CommentUpdated": update_comment}
+HANDLERS: Handlers[Changes] = {PostCreated: add_post, CommentCreated: add_comment, CommentUpdated: update_comment}
+_BY_TYPE = by_type_name(HANDLERS)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class QueryView:
         def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
             nonlocal changed
             for event in ordered:
-                process(HANDLERS, event, changes)
+                process(_BY_TYPE, event, changes)
             before = conn.total_changes
             changes.write(conn)
             changed = conn.total_changes != before

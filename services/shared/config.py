@@ -1,49 +1,27 @@
 """Where every service and the CLI learn ports, addresses and the data directory.
 
-The one table of services (`SERVICE_TABLE`) and the settings. Each value has a default and a
-`BLOG_*` environment variable that overrides it.
+The settings only: each value has a default and a `BLOG_*` environment variable that overrides
+it. Which services exist is the service table (`services/table.py`), handed to `load()`: the
+defaults of ports and subscribers, which service may run as replicas, and each service's own
+settings model (`BLOG_<SERVICE>_<FIELD>`) come from the services' declarations.
+`load()` is the one read of the environment.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """One service of the formation: everything else (ports, the bus's subscribers, the broker's
-    queues, blogctl's service list, the tests) reads this table."""
+from . import transport as transport_module
+from .events import describe
 
-    name: str
-    port: int  # its default port; BLOG_<NAME>_PORT overrides it
-    consumes: tuple[str, ...] = ()  # the event types its handlers take (a broker queue is bound to these)
-    emits: tuple[str, ...] = ()  # the event types it publishes through its outbox
-    bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
-    replicable: bool = False  # may run as several processes (BLOG_REPLICAS): it owns no data but its view
-
-
-SERVICE_TABLE: tuple[ServiceSpec, ...] = (
-    ServiceSpec("posts", 4000, emits=("PostCreated",)),
-    ServiceSpec("comments", 4001, consumes=("PostCreated", "CommentModerated"), emits=("CommentCreated", "CommentUpdated")),
-    ServiceSpec("query", 4002, consumes=("PostCreated", "CommentCreated", "CommentUpdated"), replicable=True),
-    ServiceSpec("moderation", 4003, consumes=("CommentCreated",), emits=("CommentModerated",)),
-    ServiceSpec("bus", 4005, bus=True),
-)
-SERVICES = tuple(spec.name for spec in SERVICE_TABLE)
-DEFAULT_PORTS = {spec.name: spec.port for spec in SERVICE_TABLE}
-# Who the bus delivers to, unless BLOG_SUBSCRIBERS says otherwise: every service but itself, as the course's bus does.
-DEFAULT_SUBSCRIBERS = tuple(spec.name for spec in SERVICE_TABLE if not spec.bus)
-# The services that handle events: each has its own queue on a broker.
-CONSUMERS = tuple(spec.name for spec in SERVICE_TABLE if spec.consumes)
-
-
-_BY_NAME = {spec.name: spec for spec in SERVICE_TABLE}
-
-
-def spec(name: str) -> ServiceSpec:
-    """The table's entry for `name` (KeyError for a name that is not a service)."""
-    return _BY_NAME[name]
+if TYPE_CHECKING:
+    from .service import Service
 
 
 def service_of(instance: str) -> str:
@@ -77,9 +55,11 @@ class Subscriber:
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # The service table this configuration was read for (services/table.py), in formation order.
+    services: tuple[Service, ...] = ()
+    ports: dict[str, int] = field(default_factory=dict)
     # Every process of the formation by name: the services, and replicas as `query.2`, `query.3`.
-    instances: tuple[str, ...] = SERVICES
+    instances: tuple[str, ...] = ()
     instance: str | None = None  # BLOG_INSTANCE: which replica this process is (None: the service itself)
     # BLOG_<SERVICE>_HOST (a replica's: BLOG_QUERY_2_HOST): where a process runs on another host
     # (default: this host). `host` is
@@ -100,8 +80,9 @@ class Config:
     # BLOG_CORS_ORIGINS: the web origins allowed to call the services from a browser ("*": any);
     # None: the page's own origins and the course client's dev server (`cors_origins()`)
     cors: tuple[str, ...] | None = None
-    # BLOG_MODERATION_REJECT: Moderation rejects a comment containing any of these words (any case), as the course does
-    moderation_reject: tuple[str, ...] = ("orange",)
+    # Each service's own settings (its declaration's `settings` model), by service name:
+    # field `reject` of Moderation's is BLOG_MODERATION_REJECT.
+    settings: dict[str, BaseModel] = field(default_factory=dict)
     # OTEL_SDK_DISABLED=true: no traces at all (services/shared/tracing.py)
     tracing: bool = True
     trace_rate: float = 20.0  # BLOG_TRACE_RATE: traces a service may start a second (every hop after follows)
@@ -112,21 +93,26 @@ class Config:
     @property
     def transport(self) -> str:
         """Which kind of transport carries the events ("http", "rabbitmq", ...): the registry's answer."""
-        from .transport import kind
-
-        return kind(self)
+        return transport_module.kind(self)
 
     def url(self, service: str) -> str:
         """Base URL a client uses to reach `service` (0.0.0.0 binds are reached on loopback)."""
-        host = self.hosts.get(service) or ("127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host)
-        return f"http://{host}:{self.ports[service]}"
+        return _url(self.host, self.hosts, self.ports, service)
+
+    def service(self, name: str) -> Service:
+        """The declaration of service `name` (or of the service replica `name` runs); KeyError for another name."""
+        found = next((s for s in self.services if s.name == service_of(name)), None)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def page_origins(self) -> list[str]:
-        """The origins the blog page is served from (Query's address), for CORS."""
+        """The origins the blog page is served from (the address of the service that serves it), for CORS."""
         hosts = {"127.0.0.1", "localhost"}
         if self.host not in ("0.0.0.0", "", "::"):
             hosts.add(self.host)
-        return sorted(f"http://{host}:{self.ports[query]}" for host in hosts for query in self.replicas("query"))
+        pages = [name for name in self.instances if self.service(name).page]
+        return sorted(f"http://{host}:{self.ports[name]}" for host in hosts for name in pages)
 
     def me(self, service: str) -> str:
         """This process's name in the formation: `service`, or the replica of it it runs as."""
@@ -148,11 +134,16 @@ class Config:
         return self.data_dir / "run"
 
 
-def _port(env: dict[str, str], service: str, *, variable: str | None = None, default: int | None = None) -> int:
+def _url(host: str, hosts: Mapping[str, str], ports: Mapping[str, int], name: str) -> str:
+    address = hosts.get(name) or ("127.0.0.1" if host in ("0.0.0.0", "", "::") else host)
+    return f"http://{address}:{ports[name]}"
+
+
+def _port(env: dict[str, str], service: str, default: int, *, variable: str | None = None) -> int:
     name = variable or f"BLOG_{service.upper()}_PORT"
     raw = env.get(name)
     if raw is None:
-        return DEFAULT_PORTS[service] if default is None else default
+        return default
     try:
         port = int(raw)
     except ValueError:
@@ -176,19 +167,22 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = int, *,
     return value
 
 
-def _subscribers(env: dict[str, str], base: Config) -> tuple[Subscriber, ...]:
-    """BLOG_SUBSCRIBERS: comma-separated `name=url` pairs, or service names."""
+def _subscribers(env: dict[str, str], table: Sequence[Service], url: Callable[[str], str],
+                 instances: Sequence[str]) -> tuple[Subscriber, ...]:
+    """BLOG_SUBSCRIBERS: comma-separated `name=url` pairs, or process names (`url(name)`: where one
+    listens). Unset: every process of every service but the bus itself, as the course's bus delivers."""
     raw = env.get("BLOG_SUBSCRIBERS")
     if raw is None:
-        return tuple(Subscriber(n, base.url(n) + "/events", batch=True)
-                     for n in base.instances if service_of(n) in DEFAULT_SUBSCRIBERS)
+        buses = {s.name for s in table if s.bus}
+        return tuple(Subscriber(name, url(name) + "/events", batch=True)
+                     for name in instances if service_of(name) not in buses)
     subscribers = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, url = (part.strip() for part in item.partition("="))
+        name, sep, address = (part.strip() for part in item.partition("="))
         if sep:
-            subscribers.append(Subscriber(name, url))
-        elif name in base.ports:
-            subscribers.append(Subscriber(name, base.url(name) + "/events", batch=True))
+            subscribers.append(Subscriber(name, address))
+        elif name in instances:
+            subscribers.append(Subscriber(name, url(name) + "/events", batch=True))
         else:
             raise ConfigError(f"BLOG_SUBSCRIBERS: {name!r} is neither a service nor name=url")
     return tuple(subscribers)
@@ -218,43 +212,40 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
 def _broker_addresses(raw: str) -> str | None:
     """BLOG_BROKER_URL: one address, or several (a cluster's nodes) separated by commas or semicolons,
     each of a scheme the transport registry knows."""
-    from urllib.parse import urlsplit
-
-    from .transport import REGISTRY
-
     addresses = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
     for address in addresses:
-        if urlsplit(address).scheme.lower() not in REGISTRY:
-            known = ", ".join(f"{scheme}://" for scheme in REGISTRY)
+        if urlsplit(address).scheme.lower() not in transport_module.REGISTRY:
+            known = ", ".join(f"{scheme}://" for scheme in transport_module.REGISTRY)
             raise ConfigError(f"BLOG_BROKER_URL: no transport for {address.split(':', 1)[0]!r} URLs (known: {known})")
     return ";".join(addresses) or None
 
 
-def _replicas(env: dict[str, str]) -> dict[str, int]:
+def _replicas(env: dict[str, str], table: Sequence[Service]) -> dict[str, int]:
     """BLOG_REPLICAS: `query=2` (comma-separated SERVICE=N) runs N processes of a service."""
     counts = {}
+    replicable = [s.name for s in table if s.replicable]
     for item in filter(None, (part.strip() for part in env.get("BLOG_REPLICAS", "").split(","))):
         name, sep, count = (part.strip() for part in item.partition("="))
         if not sep or not count.isdigit() or not 1 <= int(count) <= 16:
             raise ConfigError(f"BLOG_REPLICAS: {item!r} is not SERVICE=N with N from 1 to 16")
-        if name not in _BY_NAME or not _BY_NAME[name].replicable:
-            replicable = ", ".join(s.name for s in SERVICE_TABLE if s.replicable)
-            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas (only {replicable}: the others own "
+        if name not in replicable:
+            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas (only {', '.join(replicable)}: the others own "
                               "their data in one SQLite file)")
         counts[name] = int(count)
     return counts
 
 
-def _instance_ports(env: dict[str, str], replicas: dict[str, int]) -> dict[str, int]:
+def _instance_ports(env: dict[str, str], table: Sequence[Service], replicas: dict[str, int]) -> dict[str, int]:
     """Each process's port, in formation order: a service's own, then for its replica k
     BLOG_<SERVICE>_<k>_PORT, or REPLICA_PORT_STEP x (k - 1) above the service's."""
     ports = {}
-    for service in SERVICES:
-        ports[service] = base = _port(env, service)
+    for declared in table:
+        service = declared.name
+        ports[service] = base = _port(env, service, declared.port)
         for k in range(2, replicas.get(service, 1) + 1):
             replica = f"{service}.{k}"
-            ports[replica] = _port(env, service, variable=f"BLOG_{service.upper()}_{k}_PORT",
-                                   default=base + REPLICA_PORT_STEP * (k - 1))
+            ports[replica] = _port(env, service, base + REPLICA_PORT_STEP * (k - 1),
+                                   variable=f"BLOG_{service.upper()}_{k}_PORT")
             clash = next((other for other, port in ports.items() if port == ports[replica] and other != replica), None)
             if clash:
                 raise ConfigError(f"{replica} would listen on port {ports[replica]}, as {clash} does: "
@@ -273,37 +264,54 @@ def _origins(raw: str | None) -> tuple[str, ...] | None:
     return origins
 
 
-def _words(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
-    """A comma-separated list of words, lower-cased (an empty setting is an empty list)."""
-    if raw is None:
-        return default
-    return tuple(word.strip().lower() for word in raw.split(",") if word.strip())
+def _split_words(value: Any) -> Any:
+    """A comma-separated setting as its words, lower-cased (an empty setting is an empty list)."""
+    if isinstance(value, str):
+        return tuple(word.strip().lower() for word in value.split(",") if word.strip())
+    return value
 
 
-def load(env: dict[str, str] | None = None) -> Config:
-    """Read the configuration from `env` (default: the process environment)."""
+# A settings field holding words: `BLOG_MODERATION_REJECT=spam,eggs` is ("spam", "eggs").
+Words = Annotated[tuple[str, ...], BeforeValidator(_split_words)]
+
+
+def settings_variable(service: str, name: str) -> str:
+    """The variable of field `name` of a service's own settings: BLOG_MODERATION_REJECT."""
+    return f"BLOG_{service.upper()}_{name.upper()}"
+
+
+def _own_settings(env: dict[str, str], service: Service) -> BaseModel:
+    """A service's settings model, each field from its BLOG_<SERVICE>_<FIELD> when set."""
+    model = service.settings
+    given = {name: env[settings_variable(service.name, name)]
+             for name in model.model_fields if settings_variable(service.name, name) in env}
+    try:
+        return model.model_validate(given)
+    except ValidationError as exc:
+        variable = settings_variable(service.name, str(exc.errors()[0]["loc"][0]))
+        raise ConfigError(f"{variable}={env.get(variable)!r}: {describe(exc)}") from None
+
+
+def load(env: Mapping[str, str] | None, table: Sequence[Service]) -> Config:
+    """Read the configuration of the formation `table` lists from `env` (None: the process
+    environment). `services.table.load(env)` passes the formation's own table."""
     env = dict(os.environ if env is None else env)
-    replicas = _replicas(env)
-    ports = _instance_ports(env, replicas)
+    replicas = _replicas(env, table)
+    ports = _instance_ports(env, table, replicas)
     instance = env.get("BLOG_INSTANCE") or None
     if instance is not None and instance not in ports:
         raise ConfigError(f"BLOG_INSTANCE={instance!r} is not a process of this formation ({', '.join(ports)})")
-    base = Config(
-        host=env.get("BLOG_HOST", "127.0.0.1"),
+    host = env.get("BLOG_HOST", "127.0.0.1")
+    hosts = {name: env[host_variable(name)] for name in ports if env.get(host_variable(name))}
+    return Config(
+        services=tuple(table),
+        host=host,
         ports=ports,
         instances=tuple(ports),
         instance=instance,
-        hosts={name: env[host_variable(name)] for name in ports if env.get(host_variable(name))},
+        hosts=hosts,
         data_dir=Path(env.get("BLOG_DATA_DIR", ".blog")),
-    )
-    return Config(
-        host=base.host,
-        ports=base.ports,
-        instances=base.instances,
-        instance=base.instance,
-        hosts=base.hosts,
-        data_dir=base.data_dir,
-        subscribers=_subscribers(env, base),
+        subscribers=_subscribers(env, table, lambda name: _url(host, hosts, ports, name), tuple(ports)),
         secret=env.get("BLOG_SECRET") or None,
         delivery_attempts=int(_number(env, "BLOG_DELIVERY_ATTEMPTS", Config.delivery_attempts)),
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
@@ -311,8 +319,8 @@ def load(env: dict[str, str] | None = None) -> Config:
         fsync=_flag(env, "BLOG_FSYNC", Config.fsync),
         broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
-        moderation_reject=_words(env.get("BLOG_MODERATION_REJECT"), Config.moderation_reject),
         cors=_origins(env.get("BLOG_CORS_ORIGINS")),
+        settings={s.name: _own_settings(env, s) for s in table if s.settings is not None},
         tracing=env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true",  # only "true" disables, as the SDK reads it
         trace_rate=_number(env, "BLOG_TRACE_RATE", Config.trace_rate, float, zero=True),
         trace_sampler=env.get("OTEL_TRACES_SAMPLER") or None,

@@ -12,17 +12,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from flask import Flask
 
 from . import tracing
 from .components import components
-from .config import service_of, spec
 from .db import Database, ensure_column
-from .events import Event, dispatch
+from .events import C, Event, Handler, Handlers, by_type_name, dispatch
 from .metrics import metrics_of
 from .transport import Transport, TransportError
 from .web import events_blueprint
@@ -40,13 +40,13 @@ INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
 """
 
 
-def process(handlers: dict[str, Callable], event: Event, *context) -> bool:
+def process(handlers: Mapping[str, Handler[C]], event: Event, ctx: C) -> bool:
     """`dispatch` inside the event's trace: a `process <type>` span when the event is sampled and
     handled here (a type nobody here handles is acknowledged without one)."""
     if event.type not in handlers:
         return False
     with tracing.consuming(event):
-        return dispatch(handlers, event, *context)
+        return dispatch(handlers, event, ctx)
 
 
 class Store(Protocol):
@@ -124,14 +124,24 @@ def apply_batch(
     return gap
 
 
+T = TypeVar("T", bound="ConsumingStore")
+
+
+@dataclass(frozen=True)
+class Context(Generic[T]):
+    """What a handler of a `ConsumingStore` gets as `ctx`: the batch's transaction and the store."""
+
+    conn: sqlite3.Connection
+    store: T
+
+
 class ConsumingStore:
     """A consuming service's store whose events go through its handler table, each handler called
-    with `(data, event, conn, *context)` inside the batch's transaction."""
+    as `handler(data, event, Context(conn, store))` inside the batch's transaction."""
 
-    def __init__(self, db: Database, handlers: dict[str, Callable], context: tuple = ()) -> None:
+    def __init__(self, db: Database, handlers: Handlers[Context]) -> None:
         self.db = db
-        self.handlers = handlers
-        self.context = context
+        self.handlers = by_type_name(handlers)
 
     @property
     def applied_seq(self) -> int:
@@ -140,8 +150,9 @@ class ConsumingStore:
     def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
         """Apply delivered events in one transaction; a redelivered one changes nothing."""
         def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
+            ctx = Context(conn, self)
             for event in ordered:
-                process(self.handlers, event, conn, *self.context)
+                process(self.handlers, event, ctx)
 
         return apply_batch(self.db, events, handle, from_log=from_log)
 
@@ -209,12 +220,11 @@ class Subscription:
     """The transport delivering a service's event types into its consumer, from `start()` on."""
 
     def __init__(self, name: str, transport: Transport, consume: Callable[[list[Event]], None],
-                 types: Iterable[str], handled: Iterable[str]) -> None:
+                 types: Iterable[str]) -> None:
         self.name = name
         self.transport = transport
         self.consume = consume
-        self.types = tuple(types)  # what it subscribes to: its row in the service table
-        self.handled = tuple(handled)  # what its handler table takes (a test checks the two agree)
+        self.types = tuple(types)  # what it subscribes to: its handler table's event types
 
     def start(self) -> None:
         self.transport.start_consuming(self.name, self.consume, types=self.types)
@@ -223,12 +233,12 @@ class Subscription:
         """Nothing here: closing the transport (stopped after this) ends its consumers."""
 
 
-def register_consumer(app: Flask, name: str, store: Store, transport: Transport, handlers: Iterable[str], *,
+def register_consumer(app: Flask, name: str, store: Store, transport: Transport, types: Iterable[str], *,
                       then: Callable[[], None] = lambda: None) -> CatchUp:
-    """Make `name` (a service, or a replica of one: `query.2`) a consumer of the event types
-    its service's row in the service table lists: its
-    `POST /events` route, its subscription and its catch-up, all applying through `store.apply`,
-    each applied batch followed by `then()` (wake the outbox relay, for a service that emits)."""
+    """Make `name` (a service, or a replica of one: `query.2`) a consumer of the event `types`
+    its handlers take: its `POST /events` route, its subscription and its catch-up, all applying
+    through `store.apply`, each applied batch followed by `then()` (wake the outbox relay, for a
+    service that emits). `build_service` calls it for every service with handlers."""
 
     applied = metrics_of(app).applied
 
@@ -245,7 +255,7 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
             catch_up.request()
 
     parts = components(app)
-    parts.add("consumer", Subscription(name, transport, consume, spec(service_of(name)).consumes, handlers))
+    parts.add("consumer", Subscription(name, transport, consume, types))
     parts.add("catch-up", catch_up)
     app.register_blueprint(events_blueprint(consume))
     return catch_up

@@ -12,7 +12,7 @@ so the hops it causes join the same trace (services/shared/tracing.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
@@ -253,13 +253,25 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-Handler = Any  # a callable taking (payload, event, *context)
+C = TypeVar("C")  # what a store hands each handler: its transaction, the changes it collects, ...
+
+# Every service's handlers have this one signature: `handler(data, event, ctx)`, `data` the
+# event's typed data (the `@declare`d class), `ctx` what the service's store passes.
+Handler = Callable[[Any, "Event", C], None]
+# A service's handler table, keyed by event class: what the service consumes is its keys.
+Handlers = Mapping[type[EventData], Handler[C]]
 
 
-def dispatch(handlers: dict[str, Handler], event: Event, *context: Any) -> bool:
-    """Route `event` to its handler; unknown types are acknowledged and ignored (returns False)."""
+def by_type_name(handlers: Handlers[C]) -> dict[str, Handler[C]]:
+    """The handler table by type name, as an event names its type on the wire: what `dispatch` takes."""
+    return {data.__name__: handler for data, handler in handlers.items()}
+
+
+def dispatch(handlers: Mapping[str, Handler[C]], event: Event, ctx: C) -> bool:
+    """Route `event` to its handler (`handlers` from `by_type_name`); unknown types are acknowledged
+    and ignored (returns False)."""
     handler = handlers.get(event.type)
     if handler is None:
         return False
-    handler(event.payload(), event, *context)
+    handler(event.payload(), event, ctx)
     return True

@@ -7,13 +7,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-
-from flask import Flask
+from collections.abc import Sequence
+from services import table
 
 from . import config as config_module
 from . import tracing
 from .components import components
+from .service import Service, build_service
 from .web import serve
 
 
@@ -26,12 +26,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: a KeyboardInterrupt, on which waitress stops serving."""
 
 
-def run(service: str, create_app: Callable[..., Flask]) -> None:
+def run(declaration: Service, formation: Sequence[Service] = table.SERVICE_TABLE) -> None:
+    """Serve the service `declaration` declares (its `__main__`: `run(SERVICE)`), one of `formation`."""
+    service = declaration.name
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        config = config_module.load()
+        config = config_module.load(None, formation)
         tracing.setup(config, config.me(service))  # before the app: its hooks are made for a tracing process
-        app = create_app(config)
+        app = build_service(declaration, config)
     except (config_module.ConfigError, OSError) as exc:
         sys.exit(f"{service}: cannot start: {exc}")
     parts = components(app)

@@ -29,9 +29,10 @@ from blogctl.client import BlogClient  # noqa: E402
 from blogctl.formation import ProcessState, ServiceFailed  # noqa: E402
 from blogctl.runtime import Wiring  # noqa: E402
 from services.bus.app import create_app as create_bus  # noqa: E402
-from services.shared.config import SERVICES, Config, load  # noqa: E402
+from services.shared.config import Config  # noqa: E402
 from services.shared.http import Answer, Unreachable  # noqa: E402
 from services.shared.transport import InMemoryBus  # noqa: E402
+from services.table import SERVICES, load  # noqa: E402
 from tests.in_process import create_apps, relay  # noqa: E402
 from services.shared.transport.bus import HttpTransport  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 from blogctl import __version__
 from blogctl import events, lifecycle, query
 from services.shared.components import components
-from services.shared.config import DEFAULT_SUBSCRIBERS, SERVICES
+from services.table import DEFAULT_SUBSCRIBERS, SERVICES
 from tests.cli.conftest import Cli
 from tests.helpers import free_port
 

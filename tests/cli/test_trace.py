@@ -8,14 +8,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from typer.testing import CliRunner
 
 from blogctl.cli import app
-from services.shared import config as config_module
+from services import table
 from services.shared import tracing
 from services.shared.events import Event
 from services.shared.span_store import SpanStore
 
 
 def record(data_dir, instance: str, work):
-    config = config_module.load({"BLOG_BROKER_URL": "memory://trace-cli", "BLOG_DATA_DIR": str(data_dir)})
+    config = table.load({"BLOG_BROKER_URL": "memory://trace-cli", "BLOG_DATA_DIR": str(data_dir)})
     tracing.setup(config, instance, processors=[SimpleSpanProcessor(SpanStore(data_dir / "traces" / f"{instance}.db"))])
     try:
         return work()

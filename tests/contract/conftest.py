@@ -19,7 +19,7 @@ from waitress.server import create_server
 
 from services.bus.app import create_app as create_bus
 from services.shared.components import components
-from services.shared.config import CONSUMERS, load
+from services.table import CONSUMERS, load
 from services.shared.events import Event
 from services.shared.transport import InMemoryBus
 from services.shared.transport.bus import HttpTransport

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.shared.config import CONSUMERS, DEFAULT_SUBSCRIBERS, SERVICES
+from services.table import CONSUMERS, DEFAULT_SUBSCRIBERS, SERVICES
 from services.shared.transport.rabbitmq import RabbitTransport
 from tests.helpers import (
     BROKER_URL, ROOT, broker_missing, free_port, port_is_listening, process_group_alive, tmpfs, wait_until,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.shared.config import CONSUMERS
+from services.table import CONSUMERS
 from tests.e2e.test_faults import assert_burst_arrived_once, start_burst
 from tests.helpers import RunningBlog, wait_until
 from tests.rabbit_cluster import RabbitCluster, cluster_missing

@@ -24,7 +24,7 @@ import pytest
 from blogctl.bench.load import LoadGenerator
 from blogctl.client import BlogClient, ServiceError
 from services.shared import outbox
-from services.shared.config import CONSUMERS, SERVICE_TABLE, SERVICES
+from services.table import CONSUMERS, SERVICE_TABLE, SERVICES
 from services.shared.signing import HEADER, sign
 from tests.helpers import (
     AckDroppingProxy,

@@ -17,7 +17,8 @@ import requests
 
 from blogctl.bench.load import LoadGenerator
 from blogctl.client import BlogClient
-from services.shared.config import DEFAULT_SUBSCRIBERS, host_variable
+from services.shared.config import host_variable
+from services.table import DEFAULT_SUBSCRIBERS
 from tests.e2e.test_faults import assert_view_is_exactly_the_services_data
 from tests.helpers import RunningBlog, create_post, free_port, view, wait_until, writers
 from tests.netns import Network, netns_missing

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from services.shared import transport as transport_module
-from services.shared.config import load
+from services.table import load
 from tests.e2e.test_cli import Blogctl, blogctl  # noqa: F401 - the fixture
 from tests.helpers import BROKER_URL, broker_missing, free_port, port_is_listening, wait_until
 

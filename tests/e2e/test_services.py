@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from blogctl.client import BlogClient, ServiceError
-from services.shared.config import spec
+from services.table import spec
 from tests.helpers import bus_log, create_comment, create_post, on_both_transports, view, wait_until, writers
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from services.bus.app import create_app as create_bus
-from services.shared.config import load
+from services.table import load
 from services.shared.transport import InMemoryBus
 from tests.in_process import create_apps, relay
 

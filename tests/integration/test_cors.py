@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.shared.config import COURSE_CLIENT_ORIGINS, ConfigError, load
+from services.shared.config import COURSE_CLIENT_ORIGINS, ConfigError
+from services.table import load
 from services.shared.transport import InMemoryBus
 from tests.in_process import create_apps
 

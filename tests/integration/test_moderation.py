@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from services.shared.components import components
-from services.shared.config import load
+from services.table import load
 from tests.in_process import create_apps
 
 

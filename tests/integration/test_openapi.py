@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 
 from services.bus.app import create_app as create_bus
-from services.shared.config import SERVICES, load
+from services.table import SERVICES, load
 from services.shared.transport import InMemoryBus
 
 # schemathesis builds its tests at collection, so the apps exist from import on; their data goes here.

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from services.shared.components import components
-from services.shared.config import DEFAULT_SUBSCRIBERS
+from services.table import DEFAULT_SUBSCRIBERS
 from services.shared.events import Event, PostCreated
 from services.shared.transport import InMemoryBus
 
@@ -142,7 +142,7 @@ def test_a_change_elsewhere_does_not_wake_a_reader_of_an_unchanged_page(blog):
 
 
 def test_only_a_few_readers_wait_at_once_the_others_are_answered_at_once(blog):
-    from services.query.app import WAITERS_MAX
+    from services.query.routes import WAITERS_MAX
 
     etag = blog.query.get("/posts").headers["ETag"]
     held = [waiting_get(blog.apps["query"].test_client(), "/posts?wait=20", etag) for _ in range(WAITERS_MAX)]

@@ -5,7 +5,7 @@ import pytest
 
 from services.bus.app import create_app as create_bus
 from services.query.app import create_app as create_query
-from services.shared.config import load
+from services.table import load
 from services.shared.signing import HEADER, sign
 from services.shared.transport import InMemoryBus
 

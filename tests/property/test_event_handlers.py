@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from services.bus.app import create_app as create_bus
 from services.moderation.store import Rule
-from services.shared.config import load
+from services.table import load
 from services.shared.events import CONTENT_MAX, NOT_BLANK, SCHEMAS, SEQ_MAX, TITLE_MAX, TYPE_MAX
 from services.shared.transport import InMemoryBus
 from tests.in_process import create_apps, relay
@@ -243,7 +243,7 @@ def test_titles_and_comments_with_markup_and_escapes_are_stored_and_served_as_gi
     assert comments.status_code == 201, comments.json
     assert comments.json[0]["status"] == "pending"
     blog.relay()  # and through Moderation: decided, as the default rule says
-    status = Rule(load({}).moderation_reject).decide(content)
+    status = Rule(load({}).settings["moderation"].reject).decide(content)
     assert blog.query.get("/posts").json[post.json["id"]] == {
         "id": post.json["id"], "title": title,
         "comments": [{"id": comments.json[0]["id"], "content": content, "status": status}],

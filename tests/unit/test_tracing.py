@@ -7,11 +7,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from services.bus.log import SCHEMA, EventLog, row_to_event, row_to_json
+from services import table
 from services.shared import config as config_module
 from services.shared import outbox, tracing
 from services.shared.consumer import process
 from services.shared.db import Database
-from services.shared.events import Event
+from services.shared.events import Event, PostCreated, by_type_name
 from services.shared.transport import InMemoryBus
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -19,7 +20,7 @@ NOT_SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
 
 def traced(rate: float = 20.0, **env):
-    config = config_module.load({"BLOG_BROKER_URL": "memory://tracing-test", "BLOG_TRACE_RATE": str(rate), **env})
+    config = table.load({"BLOG_BROKER_URL": "memory://tracing-test", "BLOG_TRACE_RATE": str(rate), **env})
     exporter = InMemorySpanExporter()
     tracing.setup(config, "posts", processors=[SimpleSpanProcessor(exporter)])
     return exporter
@@ -87,7 +88,8 @@ def test_publish_and_process_spans_continue_the_events_trace(spans):
     with tracing.publishing([post(SAMPLED)]) as (published,):
         pass
     seen = []
-    assert process({"PostCreated": lambda data, event: seen.append(tracing.current_traceparent()[0])}, published)
+    handlers = by_type_name({PostCreated: lambda data, event, ctx: seen.append(tracing.current_traceparent()[0])})
+    assert process(handlers, published, None)
     publish, handled = spans.get_finished_spans()
     assert (publish.name, publish.kind, handled.name, handled.kind) == (
         "publish PostCreated", SpanKind.PRODUCER, "process PostCreated", SpanKind.CONSUMER)
@@ -107,12 +109,12 @@ def test_an_event_not_sampled_makes_no_span_at_any_hop_nor_do_the_events_it_caus
         pass
     db = Database(tmp_path / "o.db", outbox.SCHEMA)
 
-    def emit(data, event):
+    def emit(data, event, ctx):
         with db.transaction() as conn:
             outbox.add(conn, post())
 
     for event in delivered:
-        process({"PostCreated": emit}, event)
+        process(by_type_name({PostCreated: emit}), event, None)
     assert published == delivered == events  # passed on untouched
     assert spans.get_finished_spans() == ()
     emitted = [json.loads(row["event"]) for row in db.connection().execute("SELECT event FROM outbox")]
@@ -124,7 +126,7 @@ def test_an_event_without_context_may_start_a_trace_where_it_is_consumed():
     exporter = traced(rate=1)
     try:
         for _ in range(3):
-            process({"PostCreated": lambda data, event: None}, post(None))
+            process(by_type_name({PostCreated: lambda data, event, ctx: None}), post(None), None)
     finally:
         tracing.shutdown()
     (root,) = exporter.get_finished_spans()  # the rate allowed one
@@ -146,7 +148,7 @@ def test_the_bus_starts_a_trace_for_an_event_without_one_within_its_rate():
 
 
 def test_tracing_off_changes_nothing():
-    config = config_module.load({"OTEL_SDK_DISABLED": "true", "BLOG_BROKER_URL": "memory://tracing-test"})
+    config = table.load({"OTEL_SDK_DISABLED": "true", "BLOG_BROKER_URL": "memory://tracing-test"})
     assert tracing.setup(config, "posts") is None and tracing.active() is None
     with tracing.appending([post(None)], tracing.carrying) as (event,):
         assert event.traceparent is None
@@ -157,7 +159,7 @@ def test_a_write_request_has_a_server_span_continuing_the_callers_trace(spans, t
     from services.posts.app import create_app
     from services.shared.components import components
 
-    config = config_module.load({"BLOG_DATA_DIR": str(tmp_path), "BLOG_BROKER_URL": "memory://tracing-test"})
+    config = table.load({"BLOG_DATA_DIR": str(tmp_path), "BLOG_BROKER_URL": "memory://tracing-test"})
     app = create_app(config)
     client = app.test_client()
     client.get("/posts")  # a read: no span
@@ -179,7 +181,7 @@ def test_a_write_request_whose_trace_is_not_kept_makes_no_span_and_its_event_say
     spans = traced(rate=0)  # no trace may start here
     tracing.active().tracer = None  # the SDK is not asked: a span object would be made through it
     try:
-        config = config_module.load({"BLOG_DATA_DIR": str(tmp_path), "BLOG_BROKER_URL": "memory://tracing-test"})
+        config = table.load({"BLOG_DATA_DIR": str(tmp_path), "BLOG_BROKER_URL": "memory://tracing-test"})
         app = create_app(config)
         headers = {"traceparent": sent} if sent else {}
         assert app.test_client().post("/posts", json={"title": "a"}, headers=headers).status_code == 201
@@ -230,7 +232,7 @@ def test_a_rabbitmq_message_s_headers_carry_the_trace_context():
 
 
 def test_the_settings_tracing_reads():
-    load = config_module.load
+    load = table.load
     assert (load({}).tracing, load({}).trace_rate, load({}).log_format) == (True, 20.0, "text")
     assert not load({"OTEL_SDK_DISABLED": "TRUE"}).tracing and load({"OTEL_SDK_DISABLED": "false"}).tracing
     assert load({"BLOG_TRACE_RATE": "0"}).trace_rate == 0 and load({"BLOG_LOG_FORMAT": "JSON"}).log_format == "json"
@@ -243,7 +245,7 @@ def test_the_span_store_keeps_the_newest_spans_and_finds_them_by_id(tmp_path):
     from services.shared.span_store import SpanStore, find_traces, kept, read_spans
 
     store = SpanStore(tmp_path / "traces" / "posts.db", keep=5)
-    config = config_module.load({"BLOG_BROKER_URL": "memory://tracing-test"})
+    config = table.load({"BLOG_BROKER_URL": "memory://tracing-test"})
     tracing.setup(config, "posts", processors=[SimpleSpanProcessor(store)])
     try:
         for n in range(8):

@@ -2,7 +2,8 @@
 import pytest
 
 from services.shared import transport
-from services.shared.config import ConfigError, load
+from services.shared.config import ConfigError
+from services.table import load
 
 
 def test_unset_is_the_formations_own_http_bus():

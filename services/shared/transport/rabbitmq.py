@@ -35,7 +35,9 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.exceptions import KombuError
 from kombu.mixins import ConsumerMixin
 
-from ..config import CONSUMERS, SERVICES, service_of
+from services.table import CONSUMERS, SERVICES
+
+from ..config import service_of
 from ..events import Event, InvalidEvent
 from ..retry import POLICY
 from ..tracing import TRACEPARENT, TRACESTATE, trace_headers
