@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from services.shared import config
-from services.shared.config import SERVICE_TABLE
+from services import table as config
+from services.table import SERVICE_TABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
