@@ -18,7 +18,7 @@ from services.shared.events import SEQ_MAX
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import PostWithComments
 from services.shared.transport import Transport
-from services.shared.web import allow_origins, create_base_app, int_arg, register_health
+from services.shared.web import GATEWAY_HEADER, allow_origins, create_base_app, int_arg, register_health
 
 from .view import HANDLERS, SCHEMA, QueryView
 
@@ -51,7 +51,10 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
 
     @app.get("/")
     def page():
-        """The blog page: reads this service, writes through Posts and Comments."""
+        """The blog page: reads this service, writes through Posts and Comments (through the gateway,
+        when it came that way: one origin, no ports)."""
+        if request.headers.get(GATEWAY_HEADER):
+            return render_template("index.html", posts_port="", comments_port="")
         return render_template("index.html", posts_port=config.ports["posts"], comments_port=config.ports["comments"])
 
     waiters = threading.BoundedSemaphore(WAITERS_MAX)
