@@ -12,7 +12,7 @@ from services.shared.events import SEQ_MAX
 from services.shared.openapi import Error, Operation, Param
 from services.shared.schemas import PostWithComments
 from services.shared.service import Built
-from services.shared.web import int_arg
+from services.shared.web import GATEWAY_HEADER, int_arg
 
 from .view import QueryView
 
@@ -36,7 +36,10 @@ def routes(app: Flask, built: Built[QueryView]) -> list[Operation]:
 
     @app.get("/")
     def page():
-        """The blog page: reads this service, writes through Posts and Comments."""
+        """The blog page: reads this service, writes through Posts and Comments (through the gateway,
+        when it came that way: one origin, no ports)."""
+        if request.headers.get(GATEWAY_HEADER):
+            return render_template("index.html", posts_port="", comments_port="")
         return render_template("index.html", posts_port=config.ports["posts"], comments_port=config.ports["comments"])
 
     waiters = threading.BoundedSemaphore(WAITERS_MAX)

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # Event batches from the bus are larger than anything a person types.
 EVENTS_MAX_BYTES = 8 * 1024 * 1024
 
+# Set by the gateway (nginx, blogctl/gateway.py) on every request it passes on.
+GATEWAY_HEADER = "X-Blog-Gateway"
+
 
 class ApiError(Exception):
     """An expected failure with an HTTP status and a message for the client."""

@@ -5,7 +5,8 @@
 "use strict";
 
 const app = document.getElementById("app");
-const serviceUrl = (port) => `${location.protocol}//${location.hostname}:${port}`;
+// Behind the gateway the page has no ports: every request goes to its own origin.
+const serviceUrl = (port) => (port ? `${location.protocol}//${location.hostname}:${port}` : location.origin);
 const POSTS = serviceUrl(app.dataset.postsPort);
 const COMMENTS = serviceUrl(app.dataset.commentsPort);
 const POLL_MS = 1000; // after an error, or when Query could not hold the request
