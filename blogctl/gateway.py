@@ -134,9 +134,7 @@ def _upstream(config: Config, service: str) -> str:
 
 
 def _location(route: Route) -> str:
-    # `/posts/create` is Posts' `POST /posts` under the course's later name.
-    target = "http://posts/posts" if route.location == "= /posts/create" else f"http://{route.service}"
-    return f"        location {route.location} {{\n            proxy_pass {target};\n        }}"
+    return f"        location {route.location} {{\n            proxy_pass http://{route.service};\n        }}"
 
 
 def write(config: Config, port: int, run_dir: Path) -> Path:

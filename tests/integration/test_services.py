@@ -258,3 +258,13 @@ def test_query_pages_the_view_with_limit_and_offset(blog):
     for bad in ("limit=0", "offset=-1", "limit=many"):
         response = blog.query.get(f"/posts?{bad}")
         assert response.status_code == 400 and "query parameter" in response.json["error"]
+
+
+def test_the_course_s_create_route_behind_its_ingress_creates_a_post(blog):
+    response = blog.posts.post("/posts/create", json={"title": "Through the ingress"})
+    assert response.status_code == 201
+    post = response.json
+    assert blog.posts.get("/posts").json == {post["id"]: post}
+    blog.relay()
+    assert [(e.type, e.data["title"]) for e in blog.bus.log] == [("PostCreated", "Through the ingress")]
+    assert blog.posts.post("/posts/create", json={"title": " "}).status_code == 400
