@@ -172,13 +172,6 @@ class BlogClient:
     def subscribers(self) -> list[dict]:
         return self._request("bus", "GET", "/subscribers")
 
-    def dead_letters(self, subscriber: str | None = None) -> list[dict]:
-        params = {"subscriber": subscriber} if subscriber else {}
-        return self._request("bus", "GET", "/dead-letters", params=params)
-
-    def redeliver(self, subscriber: str, seq: int) -> dict:
-        return self._request("bus", "POST", f"/dead-letters/{_segment(subscriber)}/{seq}/redeliver")
-
     def page_url(self) -> str:
         """The blog page, served by Query."""
         return self.config.url("query") + "/"

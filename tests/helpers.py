@@ -245,12 +245,8 @@ class RunningBlog:
 
     def logged(self, type: str | None = None) -> list[dict]:
         """The transport's event log, read through (`type` filters it)."""
-        log: list[dict] = []
-        while True:
-            page = self.inspection.read_log(after=log[-1]["seq"] if log else 0, limit=1000)
-            log += [event.to_dict() for event in page]
-            if len(page) < 1000:
-                return [e for e in log if type is None or e["type"] == type]
+        return [event.to_dict() for page in self.inspection.iter_log() for event in page
+                if type is None or event.type == type]
 
     def remove_broker_objects(self) -> None:
         """What the tests put in a transport outside the formation (a broker); the bus's log goes with tmp_path."""

@@ -61,8 +61,9 @@ def view_of_writers(formation) -> list[list[dict]]:
 
 
 def held_for_query(formation) -> int:
-    """The events after the first that reach Query: every event on the bus, its types on a broker's queue."""
-    return sum(formation.transport == "http" or e["type"] in spec("query").consumes for e in formation.logged()[1:])
+    """The events after the first that reach Query: every event, or only its types on a transport that filters."""
+    filters = formation.inspection.describe().filters_by_type
+    return sum(not filters or e["type"] in spec("query").consumes for e in formation.logged()[1:])
 
 
 @on_both_transports
