@@ -8,7 +8,6 @@ to then; a time without a zone is UTC, as the log's times are).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path

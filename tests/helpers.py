@@ -26,6 +26,7 @@ from blogctl.bench.load import LoadGenerator, worker_client
 from blogctl.client import BlogClient, ServiceError
 from blogctl.steps import bring_up
 from blogctl.runtime import Runtime, Wiring
+from blogctl.supervise import free_port
 from services.shared import transport as transport_module
 from services.shared.config import SERVICE_TABLE, SERVICES, host_variable, load
 from services.shared.http import HttpClient, Unreachable
@@ -33,12 +34,6 @@ from services.shared.transport import Inspection
 
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # The one wait-until (blogctl.polling's), counting a service not answering yet or an assertion not yet
@@ -284,10 +279,6 @@ def assembled_view(formation: RunningBlog) -> dict:
     """What the Query view must equal: Posts' own posts, each with Comments' own comments on it."""
     client = formation.client
     return {post_id: {**post, "comments": client.comments(post_id)} for post_id, post in client.posts().items()}
-
-
-def bus_log(formation: RunningBlog, type: str | None = None) -> list[dict]:
-    return formation.client.events(event_type=type)
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..client import JSON
 from ..polling import wait_until
 from . import wrk
+from .harness import Bench, post_event
 from .report import Figure, median_of
-
-if TYPE_CHECKING:
-    from .scenarios import Bench
 
 TARGET = 3.0  # p99 / p50
 
@@ -46,7 +43,7 @@ class Tails:
         generators: list[tuple[str, dict[str, Callable[[], Run]]]] = [("python", {
             "bare GET {}": lambda: self.python(lambda c, *_: c.http.request("GET", bench.bare_url).status_code == 200),
             "POST /posts": lambda: self.python(lambda c, *_: bench.create_post(c)),
-            "one event per publish": lambda: self.python(lambda c, *_: bench.publish_batch([_post_event()])),
+            "one event per publish": lambda: self.python(lambda c, *_: bench.publish_batch([post_event()])),
         })]
         if wrk.available():
             loads = {"bare GET {}": lambda: self.wrk(bench.bare_url), "POST /posts": self.wrk_posts}
@@ -123,9 +120,3 @@ def still(read: Callable[[], int]) -> int:
 
     wait_until(unchanged, timeout=60, interval=0.25, message="the benchmark: wrk's last requests to be answered")
     return seen[-1]
-
-
-def _post_event():
-    from .scenarios import post_event
-
-    return post_event()

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 import pytest
-from flask import Flask, jsonify
+from flask import Flask
 from waitress.server import create_server
 
 from services.bus.app import create_app as create_bus

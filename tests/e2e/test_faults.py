@@ -32,7 +32,6 @@ from tests.helpers import (
     FakeSubscriber,
     RunningBlog,
     assembled_view,
-    bus_log,
     create_comment,
     create_post,
     on_both_transports,
@@ -80,7 +79,7 @@ def assert_view_is_exactly_the_services_data(formation: RunningBlog) -> dict:
 
 
 def subscriber(formation: RunningBlog, name: str) -> dict:
-    return next(s for s in formation.health("bus")["subscribers"] if s["name"] == name)
+    return next(s for s in formation.inspection.backlog() if s["name"] == name)
 
 
 @dataclass
@@ -153,7 +152,7 @@ def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicat
     burst.clients.join(90)
 
     assert_burst_arrived_once(formation, burst)
-    log = bus_log(formation)
+    log = formation.logged()
     assert [e["seq"] for e in log] == list(range(1, burst.events + 1))
     assert len({e["id"] for e in log}) == burst.events  # no event logged twice
     by_type = Counter(e["type"] for e in log)
@@ -252,7 +251,7 @@ def test_an_event_a_subscriber_keeps_rejecting_is_parked_and_redelivered_on_comm
 
     wait_until(lambda: [e["data"]["title"] for e in fake.answered(200)] == ["before", "after 1", "after 2"],
                timeout=15, message="the events after the rejected one to reach the fake subscriber")
-    poison_seq = next(e["seq"] for e in bus_log(formation) if e["data"]["title"] == "poison")
+    poison_seq = next(e["seq"] for e in formation.logged() if e["data"]["title"] == "poison")
     letters = bus.dead_letters()
     assert [(d["subscriber"], d["seq"], d["attempts"]) for d in letters] == [("fake", poison_seq, 4)]
     assert "HTTP 500" in letters[0]["error"] and letters[0]["event"]["data"]["title"] == "poison"
@@ -375,7 +374,7 @@ def looked_at_after_warm_up(formation: RunningBlog, service: str) -> float:
 
 
 def logged_titles(formation: RunningBlog) -> list[str]:
-    return [e["data"]["title"] for e in bus_log(formation)]
+    return [e["data"]["title"] for e in formation.logged()]
 
 
 def test_a_full_data_directory_gets_a_clear_503_writes_nothing_and_recovers(formation, small_disk):

@@ -11,7 +11,7 @@ import pytest
 
 from blogctl.client import BlogClient, ServiceError
 from services.shared.config import spec
-from tests.helpers import bus_log, create_comment, create_post, on_both_transports, view, wait_until, writers
+from tests.helpers import create_comment, create_post, on_both_transports, view, wait_until, writers
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +153,7 @@ def test_bus_killed_mid_burst_loses_no_acknowledged_event_and_logs_none_twice(fo
         formation.client.request("bus", "POST", "/events", json=event)
         acknowledged[event["id"]] = event["data"]["id"]
 
-    log = bus_log(formation)
+    log = formation.logged()
     logged_ids = [e["id"] for e in log]
     assert len(logged_ids) == len(set(logged_ids)) == len(acknowledged) == 2000
     assert set(logged_ids) == set(acknowledged)
