@@ -3,13 +3,15 @@ anyone may ask a transport about itself.
 
 Two small protocols: `Transport` (publish, read the log, consume) is what the services use;
 `Inspection` (describe, backlog, read the log page by page, dead letters, reset) is what blogctl,
-the tests and the bench use (docs/transports.md says what each answers). Every transport implements both. Which one runs is chosen by the scheme of
-`BLOG_BROKER_URL` in `REGISTRY`; unset, it is the home-made HTTP bus at the bus's address.
-Handlers never know which transport carried their events, and nothing outside this package
-needs to know either.
+the tests and the bench use (docs/transports.md says what each answers). Every transport
+implements both. Which one runs is chosen by the scheme of `BLOG_BROKER_URL` in `REGISTRY`;
+unset, it is the home-made HTTP bus at the bus's address. Handlers never know which transport
+carried their events, and nothing outside this package needs to know either: it asks the
+transport's description.
 
 Adding a transport: one module in this package with a class that implements both protocols and
-a `from_url(url, config, source)` constructor, and one line in `REGISTRY`.
+a `from_url(url, config, source)` constructor, one line in `REGISTRY`, and its harness in the
+contract tests.
 """
 from __future__ import annotations
 
@@ -211,5 +213,6 @@ from .memory import InMemoryBus  # noqa: E402 - the test double, importable from
 
 __all__ = [
     "PAGE", "REGISTRY", "UNKNOWN_SOURCE", "Consumer", "RecentIds", "Description", "InMemoryBus", "Inspection",
-    "ParksNone", "RedeliveryRefused", "Transport", "TransportError", "from_config", "log_pages", "joins_processes", "kind", "messaging_system", "printable", "transport_class", "url_of",
+    "ParksNone", "RedeliveryRefused", "Transport", "TransportError", "from_config", "joins_processes", "kind",
+    "log_pages", "messaging_system", "printable", "transport_class", "url_of",
 ]
