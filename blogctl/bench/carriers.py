@@ -7,16 +7,28 @@ whom: it never needs to know which transport it is.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from services.shared import transport as transport_module
-from services.shared.events import Event
+from services.shared.events import CommentCreated, Event, PostCreated
 from services.shared.transport import TransportError
 
 from ..runtime import Runtime
 
 SOURCE = "bench"  # the publisher, as the log names it
+
+
+def post_event() -> Event:
+    return Event.of(PostCreated(id=uuid.uuid4().hex[:16], title="a benchmark post"), source=SOURCE)
+
+
+def comment_event(post_id: str) -> Event:
+    return Event.of(CommentCreated(id=uuid.uuid4().hex[:16], content="a benchmark comment", postId=post_id),
+                    source=SOURCE)
+
+
 PAGE = 5000
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from ..errors import BlogctlError
 from ..polling import wait_until
 from ..runtime import Runtime
 from ..steps import bring_up
-from .carriers import SOURCE, Carrier
+from .carriers import Carrier, post_event
 from .load import Load, LoadGenerator, run_load, worker_client
 from .report import Report
 
@@ -63,15 +62,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise BlogctlError(f"no memory figure for pid {pid}")
-
-
-def post_event() -> Event:
-    return Event.of(PostCreated(id=uuid.uuid4().hex[:16], title="a benchmark post"), source=SOURCE)
-
-
-def comment_event(post_id: str) -> Event:
-    return Event.of(CommentCreated(id=uuid.uuid4().hex[:16], content="a benchmark comment", postId=post_id),
-                    source=SOURCE)
 
 
 class Bench:

@@ -28,8 +28,8 @@ from ..runtime import Runtime
 from ..steps import bring_up
 from ..supervise import free_port
 from .bare import bare_endpoint
-from .carriers import carrier_for
-from .harness import CLIENTS, POST, Bench, Sizes, post_event
+from .carriers import carrier_for, post_event
+from .harness import CLIENTS, POST, Bench, Sizes
 from .load import percentile
 from .report import Figure, Report, memory_ratio
 from .servers import SERVERS

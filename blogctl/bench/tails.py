@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ..client import JSON
 from ..polling import wait_until
 from . import wrk
-from .harness import Bench, post_event
+from .carriers import post_event
+from .harness import Bench
 from .report import Figure, median_of
 
 TARGET = 3.0  # p99 / p50

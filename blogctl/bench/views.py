@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from ..steps import bring_up
-from .harness import Bench, comment_event, post_event, read_view, rss_kib, until
+from .carriers import comment_event, post_event
+from .harness import Bench, read_view, rss_kib, until
 from .report import Figure
 
 
