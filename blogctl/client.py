@@ -160,25 +160,6 @@ class BlogClient:
     def view(self) -> dict:
         return self._request("query", "GET", "/posts")
 
-    # Bus
-    def events(self, *, after: int = 0, limit: int | None = None, event_type: str | None = None) -> list[dict]:
-        params: dict[str, Any] = {"after": after}
-        if limit is not None:
-            params["limit"] = limit
-        if event_type:
-            params["type"] = event_type
-        return self._request("bus", "GET", "/events", params=params)
-
-    def subscribers(self) -> list[dict]:
-        return self._request("bus", "GET", "/subscribers")
-
-    def dead_letters(self, subscriber: str | None = None) -> list[dict]:
-        params = {"subscriber": subscriber} if subscriber else {}
-        return self._request("bus", "GET", "/dead-letters", params=params)
-
-    def redeliver(self, subscriber: str, seq: int) -> dict:
-        return self._request("bus", "POST", f"/dead-letters/{_segment(subscriber)}/{seq}/redeliver")
-
     def page_url(self) -> str:
         """The blog page, served by Query."""
         return self.config.url("query") + "/"

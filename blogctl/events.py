@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, TypeVar
 
 import typer
 
-from services.shared.transport import Description, Inspection, TransportError
+from services.shared.events import Event
+from services.shared.transport import Description, Inspection, RedeliveryRefused, TransportError
 
 from . import render
 from .errors import BlogctlError
@@ -66,7 +67,7 @@ def _dead_letters(rt, carrier: Description, subscriber: str | None, json_output:
     if not carrier.dead_letters:
         raise BlogctlError(f"there are no dead letters on {carrier.name}: it keeps an event a consumer could not "
                            f"apply for that consumer and retries it (see the {carrier.backlog_of} in `blogctl status`)")
-    letters = rt.client.dead_letters(subscriber)
+    letters = carried(rt.inspection, lambda: rt.inspection.dead_letters(subscriber))
     if json_output:
         render.print_json(letters)
     elif not letters:
@@ -81,9 +82,23 @@ def carried(log: Inspection, call: Callable[[], T]) -> T:
     try:
         return call()
     except TransportError as exc:
-        carrier = log.describe()
-        hint = "is it running? try `blogctl up`" if carrier.process else f"is {carrier.name} running?"
-        raise BlogctlError(f"{exc} — {hint}") from None
+        raise _unreachable(log, exc) from None
+    except (LookupError, RedeliveryRefused) as exc:  # the transport's answer: no such thing, or refused again
+        raise BlogctlError(str(exc.args[0] if exc.args else exc)) from None
+
+
+def log_pages(log: Inspection, after: int = 0, page: int | None = None) -> Iterator[list[Event]]:
+    """The log after `after`, page by page (`Inspection.iter_log`), a failure as one line for a person."""
+    try:
+        yield from log.iter_log(after=after, page=page or PAGE)
+    except TransportError as exc:
+        raise _unreachable(log, exc) from None
+
+
+def _unreachable(log: Inspection, exc: TransportError) -> BlogctlError:
+    carrier = log.describe()
+    hint = "is it running? try `blogctl up`" if carrier.process else f"is {carrier.name} running?"
+    return BlogctlError(f"{exc} — {hint}")
 
 
 def read_events(log: Inspection, *, after: int = 0, limit: int | None = None, last: int | None = None,
@@ -92,12 +107,10 @@ def read_events(log: Inspection, *, after: int = 0, limit: int | None = None, la
     `event_type`, or only the latest `last` of them (kept as they come: memory stays bounded);
     and the position read up to."""
     found: deque[dict] | list[dict] = deque(maxlen=last) if last is not None else []
-    while limit is None or len(found) < limit:
-        page = carried(log, lambda: log.read_log(after=after, limit=PAGE))
+    for page in log_pages(log, after):
         found.extend(event.to_dict() for event in page if event_type is None or event.type == event_type)
-        if page:
-            after = page[-1].seq
-        if len(page) < PAGE:
+        after = page[-1].seq
+        if limit is not None and len(found) >= limit:
             break
     found = list(found)
     if limit is not None and len(found) > limit:
@@ -134,8 +147,9 @@ def redeliver(
     json_output: JsonOption = False,
 ) -> None:
     """Send a dead letter to its subscriber again; it leaves the dead letters only if taken."""
-    answer = runtime(ctx).client.redeliver(subscriber, seq)
+    inspection = runtime(ctx).inspection
+    carried(inspection, lambda: inspection.redeliver(subscriber, seq))
     if json_output:
-        render.print_json(answer)
+        render.print_json({"status": "OK", "subscriber": subscriber, "seq": seq})
     else:
         console.print(render.text(f"{subscriber} took event {seq}; it is no longer a dead letter"))

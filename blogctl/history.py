@@ -8,7 +8,6 @@ to then; a time without a zone is UTC, as the log's times are).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,7 @@ from services.shared.events import Event
 from services.shared.transport import Inspection
 
 from .errors import BlogctlError
-from .events import carried
+from .events import log_pages
 
 PAGE = 1000  # events per read of the log
 
@@ -53,18 +52,6 @@ def _logged_at(event: Event) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def _log(log: Inspection) -> Iterator[list[Event]]:
-    """The whole log, a page at a time."""
-    after = 0
-    while True:
-        page = carried(log, lambda: log.read_log(after=after, limit=PAGE))
-        if page:
-            yield page
-            after = page[-1].seq
-        if len(page) < PAGE:
-            return
-
-
 def views_at(log: Inspection, positions: list[Position]) -> list[tuple[int, dict]]:
     """For each position: the sequence number it comes to, and the view there.
 
@@ -78,7 +65,7 @@ def views_at(log: Inspection, positions: list[Position]) -> list[tuple[int, dict
         view = open_view(Path(tmp) / "query.db")
         try:
             applied, first = 0, None
-            for page in _log(log):
+            for page in log_pages(log, page=PAGE):
                 first = first or page[0]
                 pending: list[Event] = []
                 for event in page:

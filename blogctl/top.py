@@ -40,7 +40,6 @@ from .runtime import Runtime, runtime
 
 INTERVAL = 1.0  # seconds between frames
 LATEST = 8  # events shown
-PAGE = 1000  # events per read of the log
 UNCOUNTED = frozenset({"/metrics", "/health"})  # what top itself asks: not the formation's traffic
 
 
@@ -155,33 +154,47 @@ def service_row(before: Scrape | None, now: Scrape) -> dict[str, Any]:
     return row
 
 
-def consumer_rows(before: dict[str, Scrape], now: dict[str, Scrape], backlog: list[dict] | None) -> list[dict]:
-    """Each consumer: how fast events reach it and it applies them, and what still waits for it.
+@dataclass(frozen=True)
+class Backlog:
+    """What the transport said waits for each consumer (`Inspection.backlog`), and when it said it."""
 
-    On the HTTP bus the bus's metrics say it (cursor, lag, delivered, failures, dead letters); on
-    a broker, each consumer's queue depth from the transport's backlog.
-    """
-    rows: dict[str, dict[str, Any]] = {}
-    bus = now.get("bus")
-    if bus is not None and bus.samples is not None:
-        delivered = rates_by(before.get("bus"), bus, "blog_events_delivered_total", "subscriber")
-        lag = bus.samples.by("blog_subscriber_lag", "subscriber")
-        failures = bus.samples.by("blog_delivery_failures_total", "subscriber")
-        dead = bus.samples.by("blog_subscriber_dead_letters", "subscriber")
-        for name in lag:
-            rows[name] = dict(name=name, delivered_per_s=_round(delivered.get(name)), waiting=int(lag[name]),
-                              failures=int(failures.get(name, 0)), dead_letters=int(dead.get(name, 0)))
-    for entry in backlog or ():
-        name = entry.get("service") if "service" in entry else entry.get("name")
-        if not name or name in rows:
-            continue  # the broker's stream is the log, not a consumer
-        waiting = entry.get("waiting")
-        rows[name] = dict(name=name, delivered_per_s=None, waiting=waiting, failures=entry.get("failures"),
-                          dead_letters=None)
-    for name, row in rows.items():
+    at: float  # time.monotonic() when read
+    entries: list[dict]
+
+    def by_consumer(self) -> dict[str, dict]:
+        """Each entry by the consumer it is for; the log itself (a broker's stream: no consumer) left out."""
+        found = {}
+        for entry in self.entries:
+            name = entry.get("service") if "service" in entry else entry.get("name")
+            if name:
+                found[name] = entry
+        return found
+
+
+def consumer_rows(before: dict[str, Scrape], now: dict[str, Scrape], backlog: Backlog | None,
+                  earlier: Backlog | None = None) -> list[dict]:
+    """Each consumer: what waits for it, its failures and dead letters (as the transport's backlog
+    says them: a field it does not keep is None), how fast events reach it (its `delivered` count
+    between two backlogs, where the transport keeps one) and how fast it applies them (its own metrics)."""
+    rows = []
+    delivered_before = earlier.by_consumer() if earlier else {}
+    for name, entry in (backlog.by_consumer() if backlog else {}).items():
+        row = dict(name=name, delivered_per_s=_round(_delivered_rate(delivered_before.get(name), entry, earlier, backlog)),
+                   waiting=entry.get("waiting"), failures=entry.get("failures"), dead_letters=entry.get("dead_letters"))
         scraped = now.get(name)
         row["applied_per_s"] = _round(rate(before.get(name), scraped, "blog_events_applied_total")) if scraped else None
-    return list(rows.values())
+        rows.append(row)
+    return rows
+
+
+def _delivered_rate(then: dict | None, entry: dict, earlier: Backlog | None, backlog: Backlog) -> float | None:
+    """Events taken per second between two backlogs; None without a count, or across a reset."""
+    if then is None or earlier is None or backlog.at <= earlier.at:
+        return None
+    before, after = then.get("delivered"), entry.get("delivered")
+    if before is None or after is None or after < before:
+        return None
+    return (after - before) / (backlog.at - earlier.at)
 
 
 def _round(value: float | None) -> float | None:
@@ -196,6 +209,7 @@ class Watcher:
     rt: Runtime
     clock: Callable[[], float] = time.monotonic
     previous: dict[str, Scrape] = field(default_factory=dict)
+    backlog: Backlog | None = None  # the transport's previous answer, for the delivery rates
     latest: list[dict] = field(default_factory=list)
     position: int | None = None  # the log read up to here
 
@@ -211,33 +225,31 @@ class Watcher:
     def frame(self) -> dict[str, Any]:
         carrier = self.rt.inspection.describe()
         if self.position is None:  # the first: read up to the log's end before the scrape the rates start from
-            self._transport(carrier, self.scrape_all())
+            self.backlog = self._transport(self.scrape_all())[0]
         now = self.scrape_all()
-        backlog, problem = self._transport(carrier, now)
+        backlog, problem = self._transport(now)
         frame = {
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "interval": _round(_interval(self.previous, now)),
             "transport": {"kind": carrier.kind, "name": carrier.name, "url": carrier.url, "log": carrier.log,
                           "error": problem},
             "services": [service_row(self.previous.get(name), scraped) for name, scraped in now.items()],
-            "consumers": consumer_rows(self.previous, now, backlog),
+            "consumers": consumer_rows(self.previous, now, backlog, self.backlog),
             "events": list(self.latest),
         }
-        self.previous = now
+        self.previous, self.backlog = now, backlog or self.backlog
         return frame
 
-    def _transport(self, carrier, now: dict[str, Scrape]) -> tuple[list[dict] | None, str | None]:
-        """What waits for each consumer (None when the bus's metrics say it) and the newest events, or
-        why the transport did not say.
+    def _transport(self, now: dict[str, Scrape]) -> tuple[Backlog | None, str | None]:
+        """What waits for each consumer and the newest events, or why the transport did not say.
 
-        Top asks the transport only what the bus's own metrics do not say (a broker's queues), and reads
-        the log only when it grew: an idle bus shows no traffic of top's making.
+        The log is read only when it grew, where the processes' metrics say where it ends: an idle
+        formation shows no traffic of top's making.
         """
-        bus = now.get(carrier.process) if carrier.process else None
-        own = bus is not None and bus.samples is not None
+        end, said = _log_end(now)
         try:
-            backlog = None if own else self.rt.inspection.backlog()
-            if not own or self.position is None or _log_end(now) > self.position:
+            backlog = Backlog(self.clock(), self.rt.inspection.backlog())
+            if self.position is None or not said or end > self.position:
                 self._read_log(now)
         except TransportError as exc:
             return None, str(exc)
@@ -248,7 +260,7 @@ class Watcher:
         if self.position is not None:
             self._read_on()
             return
-        self.position = max(0, _log_end(now) - LATEST)
+        self.position = max(0, _log_end(now)[0] - LATEST)
         if not self._read_on() and self.position:
             # A consumer's position past this log's end (its data directory kept from another log): read it all.
             self.position = 0
@@ -257,25 +269,24 @@ class Watcher:
     def _read_on(self) -> int:
         """Read the log after `position` to its end, keeping the latest events; how many were read."""
         read = 0
-        while True:
-            page = self.rt.inspection.read_log(after=self.position, limit=PAGE)
-            if page:
-                self.position = page[-1].seq
-                self.latest = (self.latest + [event.to_dict() for event in page])[-LATEST:]
-                read += len(page)
-            if len(page) < PAGE:
-                return read
+        for page in self.rt.inspection.iter_log(after=self.position):
+            self.position = page[-1].seq
+            self.latest = (self.latest + [event.to_dict() for event in page])[-LATEST:]
+            read += len(page)
+        return read
 
 
-def _log_end(now: dict[str, Scrape]) -> int:
-    """Where the log ends, as the processes know it: the bus's last seq, else the furthest a consumer applied."""
-    ends = [0]
+def _log_end(now: dict[str, Scrape]) -> tuple[int, bool]:
+    """Where the log ends, as the processes know it (the transport's last seq, else the furthest a
+    consumer applied), and whether a process said it (`blog_bus_last_seq`) rather than only hinted it."""
+    ends, said = [0], False
     for scraped in now.values():
         if scraped.samples is not None and (last := scraped.samples.total("blog_bus_last_seq")) is not None:
             ends.append(int(last))
+            said = True
         if scraped.health and isinstance(scraped.health.get("applied_seq"), int):
             ends.append(scraped.health["applied_seq"])
-    return max(ends)
+    return max(ends), said
 
 
 def _interval(before: dict[str, Scrape], now: dict[str, Scrape]) -> float | None:

@@ -26,6 +26,7 @@ from blogctl.bench.load import LoadGenerator, worker_client
 from blogctl.client import BlogClient, ServiceError
 from blogctl.steps import bring_up
 from blogctl.runtime import Runtime, Wiring
+from blogctl.supervise import free_port
 from services.shared import transport as transport_module
 from services.shared.config import host_variable
 from services.table import SERVICE_TABLE, SERVICES, load
@@ -34,12 +35,6 @@ from services.shared.transport import Inspection
 
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # The one wait-until (blogctl.polling's), counting a service not answering yet or an assertion not yet
@@ -246,12 +241,8 @@ class RunningBlog:
 
     def logged(self, type: str | None = None) -> list[dict]:
         """The transport's event log, read through (`type` filters it)."""
-        log: list[dict] = []
-        while True:
-            page = self.inspection.read_log(after=log[-1]["seq"] if log else 0, limit=1000)
-            log += [event.to_dict() for event in page]
-            if len(page) < 1000:
-                return [e for e in log if type is None or e["type"] == type]
+        return [event.to_dict() for page in self.inspection.iter_log() for event in page
+                if type is None or event.type == type]
 
     def remove_broker_objects(self) -> None:
         """What the tests put in a transport outside the formation (a broker); the bus's log goes with tmp_path."""
@@ -289,10 +280,6 @@ def assembled_view(formation: RunningBlog) -> dict:
     """What the Query view must equal: Posts' own posts, each with Comments' own comments on it."""
     client = formation.client
     return {post_id: {**post, "comments": client.comments(post_id)} for post_id, post in client.posts().items()}
-
-
-def bus_log(formation: RunningBlog, type: str | None = None) -> list[dict]:
-    return formation.client.events(event_type=type)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blogctl.polling import wait_for
+from blogctl.supervise import free_port
 
 
 def cluster_missing() -> str | None:
@@ -28,12 +28,6 @@ def cluster_missing() -> str | None:
     if os.geteuid() != 0:
         return "starting RabbitMQ nodes of the tests' own needs root (their data belongs to the rabbitmq user)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -59,7 +53,7 @@ class RabbitCluster:
         # Not under pytest's tmp_path: the rabbitmq user must be able to reach its data directories.
         self.root = Path(tempfile.mkdtemp(prefix=f"blog-rabbit-{tag}-"))
         self.root.chmod(0o755)
-        self.nodes = [Node(f"blogc{tag}-{i}@localhost", _free_port(), self.root / f"node{i}") for i in range(1, size + 1)]
+        self.nodes = [Node(f"blogc{tag}-{i}@localhost", free_port(), self.root / f"node{i}") for i in range(1, size + 1)]
 
     @property
     def url(self) -> str:
@@ -75,7 +69,7 @@ class RabbitCluster:
         shutil.chown(node.home, "rabbitmq", "rabbitmq")
         env = {
             **os.environ, "RABBITMQ_NODENAME": node.name, "RABBITMQ_NODE_PORT": str(node.port),
-            "RABBITMQ_DIST_PORT": str(_free_port()), "RABBITMQ_MNESIA_BASE": str(node.home / "mnesia"),
+            "RABBITMQ_DIST_PORT": str(free_port()), "RABBITMQ_MNESIA_BASE": str(node.home / "mnesia"),
             "RABBITMQ_LOG_BASE": str(node.home / "log"), "RABBITMQ_PID_FILE": str(node.home / "pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(node.home / "plugins"),
             "RABBITMQ_CONFIG_FILE": str(node.home / "rabbitmq"),

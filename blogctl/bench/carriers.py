@@ -63,13 +63,7 @@ class Carrier:
 
     def logged(self, event_type: str) -> int:
         """Events of `event_type` in the log, read through (a broker's own count of a stream is not reliable)."""
-        count, after = 0, 0
-        while True:
-            page = self.inspection.read_log(after=after, limit=PAGE)
-            count += sum(event.type == event_type for event in page)
-            if len(page) < PAGE:
-                return count
-            after = page[-1].seq
+        return sum(event.type == event_type for page in self.inspection.iter_log(page=PAGE) for event in page)
 
     def consumers(self) -> list[dict]:
         """What the transport holds for each consumer (the log itself, `waiting` None, left out)."""

@@ -1,7 +1,8 @@
 """The one load generator: threads, each with a keep-alive client of its own, calling one function.
 
-The bench runs it for a time (`seconds`) and reads the rate and latencies; the fault tests run it
-for a number of calls (`each`) in the background, watch its progress and join it.
+The bench runs it for a time (`seconds`) and reads the rate and latencies, or in the background
+until it calls `stop()`; the fault tests run it for a number of calls (`each`) in the background,
+watch its progress and join it.
 """
 from __future__ import annotations
 
@@ -51,12 +52,13 @@ def percentile(samples: list[float], p: float) -> float:
 
 
 class LoadGenerator:
-    """`threads` workers calling `call` until `seconds` pass or each has made `each` calls."""
+    """`threads` workers calling `call` until `seconds` pass, or each has made `each` calls, or
+    (given neither) until `stop()`."""
 
     def __init__(self, call: Call, *, threads: int, client: Callable[[], BlogClient],
                  seconds: float | None = None, each: int | None = None) -> None:
-        if (seconds is None) == (each is None):
-            raise ValueError("give either seconds or each")
+        if seconds is not None and each is not None:
+            raise ValueError("give seconds or each, not both")
         self.call = call
         self.client = client
         self.seconds = seconds
@@ -69,13 +71,22 @@ class LoadGenerator:
                          for k in range(threads)]
         self._started = self._deadline = 0.0
         self._elapsed: float | None = None
+        self._stopped = threading.Event()
+
+    def _more(self, i: int) -> bool:
+        """Whether a worker makes its call number `i`."""
+        if self._stopped.is_set():
+            return False
+        if self.each is not None:
+            return i < self.each
+        return self.seconds is None or time.perf_counter() < self._deadline
 
     def _work(self, worker: int) -> None:
         latencies = []
         try:
             with self.client() as client:
                 i = 0
-                while (i < self.each) if self.each is not None else (time.perf_counter() < self._deadline):
+                while self._more(i):
                     started = time.perf_counter()
                     done = self.call(client, worker, i)
                     latencies.append(time.perf_counter() - started)
@@ -98,6 +109,10 @@ class LoadGenerator:
         for thread in self._threads:
             thread.start()
         return self
+
+    def stop(self) -> None:
+        """Every worker ends after the call it is making."""
+        self._stopped.set()
 
     def finished(self) -> bool:
         return not any(thread.is_alive() for thread in self._threads)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,10 +17,8 @@ from contextlib import contextmanager
 
 from flask import Flask
 
-from services.shared.http import HttpClient, Unreachable
-
 from ..client import JSON
-from ..polling import wait_until
+from ..supervise import supervised
 from . import wrk
 from .bare import THREADS
 from .load import run_load
@@ -89,23 +85,13 @@ def serve(server: str, app: str, port: int) -> None:
 def served(server: str, app: str, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     """`app` on `server` in a process group of its own on 127.0.0.1:`port`; its URL, stopped on leaving."""
     data_dir = tempfile.mkdtemp(prefix="blogctl-servers-")
-    env = {**os.environ, "BLOG_DATA_DIR": data_dir, "BLOG_BROKER_URL": "memory://",
-           "BLOG_POSTS_PORT": str(port), **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "blogctl.bench.servers", server, app, str(port)], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    env = {"BLOG_DATA_DIR": data_dir, "BLOG_BROKER_URL": "memory://", "BLOG_POSTS_PORT": str(port), **(env or {})}
     url = f"http://127.0.0.1:{port}/"
     try:
-        with HttpClient(timeout=1) as http:
-            wait_until(lambda: http.get(url + ("health" if app == "posts" else "")).status_code == 200,
-                       timeout=30, ignoring=(Unreachable,), message=f"{app} on {server} to answer")
-        yield url
+        with supervised(f"{app}-on-{server}", "blogctl.bench.servers", server, app, str(port),
+                        answers=url + ("health" if app == "posts" else ""), env=env):
+            yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

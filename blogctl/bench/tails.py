@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..client import JSON
 from ..polling import wait_until
 from . import wrk
 from .carriers import post_event
+from .harness import Bench
 from .report import Figure, median_of
-
-if TYPE_CHECKING:
-    from .scenarios import Bench
 
 TARGET = 3.0  # p99 / p50
 
@@ -76,19 +73,21 @@ class Tails:
         return run
 
     def bus_url(self) -> str | None:
-        """Where wrk can publish one event per request: the HTTP bus, unsigned (wrk cannot sign)."""
-        description = self.bench.carrier.description
-        if description.kind != "http" or self.bench.rt.config.secret:
+        """Where wrk can publish one event per request: the transport's HTTP publish URL, when the
+        formation does not sign (wrk cannot sign)."""
+        if self.bench.rt.config.secret:
             return None
-        return description.url
+        return self.bench.carrier.description.publish_url
 
     def wrk_events(self) -> Run:
-        """One PostCreated per request to the bus, counted by the bus's log: nothing else publishes meanwhile."""
+        """One PostCreated per request to the transport's process, counted by its log's last seq: nothing
+        else publishes meanwhile."""
         bench = self.bench
-        before = bench.health("bus")["last_seq"]
+        process = bench.carrier.description.process
+        before = bench.health(process)["last_seq"]
         body = json.dumps({"type": "PostCreated", "data": {"id": "{id}", "title": "a benchmark post"}})
-        run = self.wrk(self.bus_url() + "/events", body=body, headers={**JSON, "X-Blog-Source": "bench"})
-        bench.count_posts(still(lambda: bench.health("bus")["last_seq"]) - before)
+        run = self.wrk(self.bus_url(), body=body, headers={**JSON, "X-Blog-Source": "bench"})
+        bench.count_posts(still(lambda: bench.health(process)["last_seq"]) - before)
         return run
 
     def report(self) -> None:

@@ -187,21 +187,17 @@ class CatchUp(Worker):
         started = time.perf_counter()
         if self.origin is not None and (why := self.origin.check(self.transport)):
             log.warning("%s: %s; reading it from its start", self.name, why)
+        pages = self.transport.iter_log(after=self.position(), page=self.page)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catch-up-read") as reader:
-            pending = reader.submit(self.transport.read_log, after=self.position(), limit=self.page)
-            while True:
-                events = pending.result()
-                full = len(events) == self.page
-                if full:
-                    pending = reader.submit(self.transport.read_log, after=events[-1].seq, limit=self.page)
-                if events:
-                    self.apply(events, from_log=True)
-                    read += len(events)
-                if not full:
-                    self.last_error = None
-                    if read:
-                        self.last_run = {"events": read, "seconds": round(time.perf_counter() - started, 3)}
-                    return read
+            pending = reader.submit(next, pages, None)
+            while (events := pending.result()) is not None:
+                pending = reader.submit(next, pages, None)
+                self.apply(events, from_log=True)
+                read += len(events)
+        self.last_error = None
+        if read:
+            self.last_run = {"events": read, "seconds": round(time.perf_counter() - started, 3)}
+        return read
 
     def step(self) -> int:
         self.running = True

@@ -44,11 +44,10 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, Sam
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from .events import Event
+from .transport import messaging_system
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-# What `messaging.system` says for each transport (semantic conventions name the brokers; ours is ours).
-MESSAGING_SYSTEM = {"http": "blogctl_bus", "rabbitmq": "rabbitmq", "memory": "blogctl_memory"}
 NOTHING = nullcontext()
 
 
@@ -128,7 +127,7 @@ def setup(config, instance: str, *, processors: Iterable[SpanProcessor] | None =
                               shutdown_on_exit=False)
     for processor in processors if processors is not None else default_processors(config, instance):
         provider.add_span_processor(processor)
-    _active = Tracing(provider, limiter, MESSAGING_SYSTEM.get(config.transport, config.transport))
+    _active = Tracing(provider, limiter, messaging_system(config))
     return _active
 
 

@@ -1,9 +1,10 @@
 """One harness per transport, so the one contract test class runs against each.
 
 - `memory`: an `InMemoryBus` in this process.
-- `http`: the real bus app (`services/bus`) served by waitress on a free port in a thread, its
-  subscribers routes of a small app served the same way, which hand what the bus pushes to the
-  consumer a transport registered (`HttpTransport.receiver`).
+- `http`: the real bus app (`services/bus`) served by waitress on a free port in a thread; each
+  consumer is a small app with the `POST /events` route every service has (`web.events_blueprint`),
+  served the same way on the port the bus delivers to while the consumer runs, and stopped when
+  its transport is closed (a service that is down), so the bus pushes to it as in production.
 - `rabbitmq`: the broker at BROKER_URL under a namespace of the test's own, reset afterwards;
   skipped, with the reason, when no broker answers.
 """
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 import pytest
-from flask import Flask, jsonify
+from flask import Flask
 from waitress.server import create_server
 
 from services.bus.app import create_app as create_bus
@@ -23,27 +24,30 @@ from services.table import CONSUMERS, load
 from services.shared.events import Event
 from services.shared.transport import InMemoryBus
 from services.shared.transport.bus import HttpTransport
-from services.shared.web import ApiError, create_base_app, parse_events
+from services.shared.web import create_base_app, events_blueprint
 from tests.helpers import BROKER_URL, broker_missing, free_port
 
 # The consumers a contract test may start: the table's (the bus must know its subscribers when
 # it starts, and a broker's backlog lists the table's consumers' queues).
 NAMES = CONSUMERS[:2]
+ATTEMPTS = 3  # refusals of an event before the HTTP bus parks it (a consumer that is away is not refusing)
 
 
 class Received:
-    """What one consumer was handed, in order; it can be told to fail the next `fail` deliveries."""
+    """What one consumer was handed, in order; it can be told to fail the next `fail` deliveries, and
+    to refuse every delivery holding an event whose id is in `poison`."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.fail = 0
         self.refused = 0
+        self.poison: set[str] = set()
         self._lock = threading.Lock()
 
     def __call__(self, events: list[Event]) -> None:
         with self._lock:
-            if self.fail:
-                self.fail -= 1
+            if self.fail or self.poison & {e.id for e in events}:
+                self.fail = max(0, self.fail - 1)
                 self.refused += 1
                 raise RuntimeError("refused on purpose")
             self.events.extend(events)
@@ -97,13 +101,15 @@ class MemoryHarness(Harness):
         return InMemoryBus(down=True).transport()
 
 
-def serve(app: Flask) -> tuple[int, callable]:
-    """Serve `app` with waitress on a free loopback port in a thread; returns the port and a stop."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+def serve(app: Flask, port: int = 0) -> tuple[int, callable]:
+    """Serve `app` with waitress on loopback `port` (0: a free one) in a thread; returns the port and a stop."""
+    server = create_server(app, host="127.0.0.1", port=port, threads=4)
     thread = threading.Thread(target=server.run, name="waitress-test", daemon=True)
     thread.start()
 
     def stop() -> None:
+        if not thread.is_alive():
+            return  # stopped already
         # Closed from inside the server's own loop (its trigger runs the call there): closing the
         # listening socket from here would pull it from under the loop's select() (EBADF).
         server.trigger.pull_trigger(lambda: [channel.close() for channel in list(server._map.values())])
@@ -116,22 +122,10 @@ def serve(app: Flask) -> tuple[int, callable]:
 class HttpHarness(Harness):
     def __init__(self, data_dir) -> None:
         super().__init__()
-        self.consumers: dict[str, HttpTransport] = {}
-        subscribers_app = create_base_app("subscribers", load({"BLOG_DATA_DIR": str(data_dir)}))
-
-        @subscribers_app.post("/events/<name>")
-        def receive(name: str):
-            try:
-                consumer = self.consumers[name].receiver(name)
-            except KeyError:
-                raise ApiError(503, f"nothing consumes as {name} now") from None
-            consumer(parse_events())
-            return jsonify({})
-
-        subscribers_port, self._stop_subscribers = serve(subscribers_app)
+        self.ports = {name: free_port() for name in NAMES}  # where the bus delivers to each consumer
         self.config = load({
-            "BLOG_DATA_DIR": str(data_dir), "BLOG_BUS_PORT": str(free_port()), "BLOG_DELIVERY_ATTEMPTS": "1000",
-            "BLOG_SUBSCRIBERS": ",".join(f"{n}=http://127.0.0.1:{subscribers_port}/events/{n}" for n in NAMES),
+            "BLOG_DATA_DIR": str(data_dir), "BLOG_BUS_PORT": str(free_port()), "BLOG_DELIVERY_ATTEMPTS": str(ATTEMPTS),
+            "BLOG_SUBSCRIBERS": ",".join(f"{n}=http://127.0.0.1:{port}/events" for n, port in self.ports.items()),
         })
         bus = create_bus(self.config)
         self.delivery = components(bus)["delivery"]
@@ -146,15 +140,20 @@ class HttpHarness(Harness):
         return HttpTransport(f"http://127.0.0.1:{free_port()}", timeout=1)
 
     def consume(self, name, types=("#",)):
+        """The consumer as a service runs it: its transport told to consume, its `POST /events` route
+        served where the bus delivers; closing the transport takes the route down."""
         received, transport = super().consume(name, types)
-        self.consumers[name] = transport
+        app = create_base_app(name, self.config)
+        app.register_blueprint(events_blueprint(received))
+        _, stop = serve(app, self.ports[name])
+        close = transport.close
+        transport.close = lambda: (stop(), close())
         return received, transport
 
     def close(self) -> None:
         super().close()
         self.delivery.stop()
         self._stop_bus()
-        self._stop_subscribers()
 
 
 class RabbitHarness(Harness):

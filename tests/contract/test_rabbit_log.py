@@ -31,11 +31,7 @@ def reader(rabbit: RabbitHarness, stream_port: int | None) -> RabbitTransport:
 
 
 def read_all(transport: RabbitTransport, after: int, page: int) -> list[tuple]:
-    read = []
-    while chunk := transport.read_log(after=after, limit=page):  # bounded: the log holds 125 events
-        read += [(e.id, e.type, e.data, e.source, e.time, e.seq) for e in chunk]
-        after = chunk[-1].seq
-    return read
+    return [(e.id, e.type, e.data, e.source, e.time, e.seq) for chunk in transport.iter_log(after, page) for e in chunk]
 
 
 def test_the_stream_protocol_and_amqp_read_the_same_events(rabbit):

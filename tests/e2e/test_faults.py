@@ -26,12 +26,12 @@ from blogctl.client import BlogClient, ServiceError
 from services.shared import outbox
 from services.table import CONSUMERS, SERVICE_TABLE, SERVICES
 from services.shared.signing import HEADER, sign
+from services.shared.transport import RedeliveryRefused
 from tests.helpers import (
     AckDroppingProxy,
     FakeSubscriber,
     RunningBlog,
     assembled_view,
-    bus_log,
     create_comment,
     create_post,
     on_both_transports,
@@ -79,7 +79,7 @@ def assert_view_is_exactly_the_services_data(formation: RunningBlog) -> dict:
 
 
 def subscriber(formation: RunningBlog, name: str) -> dict:
-    return next(s for s in formation.health("bus")["subscribers"] if s["name"] == name)
+    return next(s for s in formation.inspection.backlog() if s["name"] == name)
 
 
 @dataclass
@@ -152,7 +152,7 @@ def test_bus_sigkilled_while_clients_write_posts_and_comments_loses_and_duplicat
     burst.clients.join(90)
 
     assert_burst_arrived_once(formation, burst)
-    log = bus_log(formation)
+    log = formation.logged()
     assert [e["seq"] for e in log] == list(range(1, burst.events + 1))
     assert len({e["id"] for e in log}) == burst.events  # no event logged twice
     by_type = Counter(e["type"] for e in log)
@@ -207,8 +207,9 @@ def test_query_down_during_500_posts_and_1000_comments_catches_up_to_exactly_the
     writers(formation, 4, 250, comment).join(90)
 
     wait_until(lambda: outbox_pending(formation) == 0, timeout=30, message="every event to be published")
-    # Query gets every event on the bus, the types it handles on a broker (not Moderation's decisions).
-    held = events_for(500, 1000) - (1000 if formation.transport == "rabbitmq" else 0)
+    # Query gets every event from a transport that does not filter by type, else only the types it
+    # handles (not Moderation's decisions).
+    held = events_for(500, 1000) - (1000 if formation.inspection.describe().filters_by_type else 0)
     wait_until(lambda: formation.backlog("query") == held, timeout=60, message="every event to wait for query")
 
     formation.start("query")
@@ -243,15 +244,15 @@ def test_an_event_a_subscriber_keeps_rejecting_is_parked_and_redelivered_on_comm
     fake = fake_subscriber(lambda event: 500 if failing.is_set() and event["data"]["title"] == "poison" else 200)
     formation.env.update(BLOG_SUBSCRIBERS=f"posts,comments,query,fake={fake.url}", BLOG_DELIVERY_ATTEMPTS="4")
     formation.start()
-    client = formation.client
+    bus = formation.inspection
     titles = ["before", "poison", "after 1", "after 2"]
     for title in titles:
         create_post(formation, title)
 
     wait_until(lambda: [e["data"]["title"] for e in fake.answered(200)] == ["before", "after 1", "after 2"],
                timeout=15, message="the events after the rejected one to reach the fake subscriber")
-    poison_seq = next(e["seq"] for e in bus_log(formation) if e["data"]["title"] == "poison")
-    letters = client.dead_letters()
+    poison_seq = next(e["seq"] for e in formation.logged() if e["data"]["title"] == "poison")
+    letters = bus.dead_letters()
     assert [(d["subscriber"], d["seq"], d["attempts"]) for d in letters] == [("fake", poison_seq, 4)]
     assert "HTTP 500" in letters[0]["error"] and letters[0]["event"]["data"]["title"] == "poison"
     status = subscriber(formation, "fake")
@@ -267,19 +268,17 @@ def test_an_event_a_subscriber_keeps_rejecting_is_parked_and_redelivered_on_comm
     # The other subscribers were not held up by it.
     wait_until(lambda: [p["title"] for p in view(formation).values()] == titles, timeout=10)
 
-    with pytest.raises(ServiceError) as still_failing:
-        client.redeliver("fake", poison_seq)
-    assert still_failing.value.status == 502 and "stays a dead letter" in str(still_failing.value)
-    assert len(client.dead_letters()) == 1
+    with pytest.raises(RedeliveryRefused, match="stays a dead letter"):
+        bus.redeliver("fake", poison_seq)
+    assert len(bus.dead_letters("fake")) == 1
 
     failing.clear()
-    client.redeliver("fake", poison_seq)  # a 2xx, or ServiceError
+    bus.redeliver("fake", poison_seq)  # returns once the subscriber took it
     assert [e["seq"] for e in fake.answered(200)][-1] == poison_seq
-    assert client.dead_letters() == []
+    assert bus.dead_letters() == []
     assert subscriber(formation, "fake")["dead_letters"] == 0
-    with pytest.raises(ServiceError) as again:
-        client.redeliver("fake", poison_seq)
-    assert again.value.status == 404
+    with pytest.raises(LookupError, match=f"no dead letter {poison_seq} for fake"):
+        bus.redeliver("fake", poison_seq)
 
 
 def test_a_hanging_subscriber_times_out_and_slows_no_other(formation, fake_subscriber):
@@ -307,7 +306,7 @@ def test_a_hanging_subscriber_times_out_and_slows_no_other(formation, fake_subsc
     assert hanging["cursor"] == 0 and hanging["failures"] >= 1 and hanging["lag"] == 8
     assert fake.received == []  # it has answered nothing yet
     # A timeout is not a rejection: retried, never parked.
-    assert formation.client.dead_letters() == []
+    assert formation.inspection.dead_letters() == []
 
     fake.release.set()  # the subscriber answers again: it gets everything, in order, at least once
     wait_until(lambda: subscriber(formation, "hang")["cursor"] == 8, timeout=20,
@@ -375,7 +374,7 @@ def looked_at_after_warm_up(formation: RunningBlog, service: str) -> float:
 
 
 def logged_titles(formation: RunningBlog) -> list[str]:
-    return [e["data"]["title"] for e in bus_log(formation)]
+    return [e["data"]["title"] for e in formation.logged()]
 
 
 def test_a_full_data_directory_gets_a_clear_503_writes_nothing_and_recovers(formation, small_disk):

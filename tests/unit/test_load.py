@@ -1,6 +1,8 @@
 """The one load generator (the bench's, behind the fault tests' bursts too), with a stand-in client."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from blogctl.bench.load import LoadFailed, LoadGenerator, run_load
@@ -43,3 +45,19 @@ def test_a_failing_worker_fails_the_load_and_says_why():
     with pytest.raises(LoadFailed, match=r"1 of 2 load workers failed: worker 1: posts service refused"):
         load.join(5)
     assert load.done == 4 + 2  # worker 0 made all its calls; worker 1 two before failing
+
+
+def test_a_load_given_neither_seconds_nor_each_runs_until_stopped():
+    calls = threading.Event()
+
+    def call(client, worker, i):
+        calls.set()
+        return 1
+
+    load = LoadGenerator(call, threads=2, client=FakeClient).start()
+    assert calls.wait(5) and not load.finished()  # it runs on, however long
+    load.stop()
+    done = load.join(5)
+    assert load.finished() and done.count == load.done >= 1
+    with pytest.raises(ValueError, match="not both"):
+        LoadGenerator(call, threads=1, client=FakeClient, seconds=1, each=1)

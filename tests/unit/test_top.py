@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from blogctl.top import Samples, Scrape, consumer_rows, frame_view, rate, service_row
+from blogctl.top import Backlog, Samples, Scrape, consumer_rows, frame_view, rate, service_row
 
 POSTS_BEFORE = """
 # TYPE process_cpu_seconds_total counter
@@ -31,26 +31,6 @@ blog_events_published_total{type="PostCreated"} 200
 # TYPE blog_outbox_pending gauge
 blog_outbox_pending 0
 """
-BUS_BEFORE = """
-# TYPE blog_subscriber_lag gauge
-blog_subscriber_lag{subscriber="query"} 0
-# TYPE blog_events_delivered_total counter
-blog_events_delivered_total{subscriber="query"} 1000
-"""
-BUS_AFTER = """
-# TYPE blog_bus_last_seq gauge
-blog_bus_last_seq 1500
-# TYPE blog_subscriber_lag gauge
-blog_subscriber_lag{subscriber="query"} 7
-# TYPE blog_events_delivered_total counter
-blog_events_delivered_total{subscriber="query"} 1400
-# TYPE blog_delivery_failures_total counter
-blog_delivery_failures_total{subscriber="query"} 2
-# TYPE blog_subscriber_dead_letters gauge
-blog_subscriber_dead_letters{subscriber="query"} 1
-"""
-
-
 def scraped(name, at, exposition, pid=10, **health):
     return Scrape(name, at, health={"status": "ok", "pid": pid, "uptime": 75.0, **health}, samples=Samples(exposition))
 
@@ -80,15 +60,32 @@ def test_a_process_that_does_not_answer_is_down():
     assert row["health"] == "down" and row["pid"] is None and row["requests_per_s"] is None
 
 
-def test_consumers_from_the_bus_metrics_or_from_a_brokers_queues():
-    before = {"bus": scraped("bus", 100.0, BUS_BEFORE)}
-    now = {"bus": scraped("bus", 102.0, BUS_AFTER)}
-    [query] = consumer_rows(before, now, backlog=None)
+QUERY_APPLIED = "# TYPE blog_events_applied_total counter\nblog_events_applied_total{type=\"PostCreated\"} %d\n"
+
+
+def test_consumers_from_the_transports_backlog_with_rates_between_two_of_them():
+    before = {"query": scraped("query", 100.0, QUERY_APPLIED % 1000)}
+    now = {"query": scraped("query", 102.0, QUERY_APPLIED % 1398)}
+    earlier = Backlog(100.0, [dict(name="query", waiting=0, cursor=1000, delivered=1000, failures=0, dead_letters=0)])
+    later = Backlog(102.0, [dict(name="query", waiting=7, cursor=1400, delivered=1400, failures=2, dead_letters=1)])
+    [query] = consumer_rows(before, now, later, earlier)
     assert query == dict(name="query", delivered_per_s=200.0, waiting=7, failures=2, dead_letters=1,
-                         applied_per_s=None)
-    queues = [{"name": "blog.query", "service": "query", "waiting": 4},
-              {"name": "blog.log", "service": None, "waiting": None}]
-    assert [(r["name"], r["waiting"]) for r in consumer_rows({}, {}, queues)] == [("query", 4)]
+                         applied_per_s=199.0)
+    [first] = consumer_rows({}, now, later)  # one backlog is no rate
+    assert first["delivered_per_s"] is None and first["waiting"] == 7
+
+
+def test_a_brokers_queues_are_consumers_and_its_stream_is_not():
+    queues = Backlog(1.0, [{"name": "blog.query", "service": "query", "waiting": 4},
+                           {"name": "blog.log", "service": None, "waiting": None}])
+    [query] = consumer_rows({}, {}, queues, queues)
+    assert (query["name"], query["waiting"], query["delivered_per_s"], query["dead_letters"]) == ("query", 4, None, None)
+
+
+def test_no_delivery_rate_across_a_reset_of_the_transport():
+    earlier = Backlog(1.0, [dict(name="query", waiting=0, delivered=500)])
+    later = Backlog(2.0, [dict(name="query", waiting=0, delivered=3)])
+    assert consumer_rows({}, {}, later, earlier)[0]["delivered_per_s"] is None
 
 
 def test_a_frame_renders_services_consumers_and_events():

@@ -2,20 +2,22 @@
 anyone may ask a transport about itself.
 
 Two small protocols: `Transport` (publish, read the log, consume) is what the services use;
-`Inspection` (describe, backlog, read the log, reset) is what blogctl, the tests and the bench
-use. Every transport implements both. Which one runs is chosen by the scheme of
-`BLOG_BROKER_URL` in `REGISTRY`; unset, it is the home-made HTTP bus at the bus's address.
-Handlers never know which transport carried their events, and nothing outside this package
-needs to know either.
+`Inspection` (describe, backlog, read the log page by page, dead letters, reset) is what blogctl,
+the tests and the bench use (docs/transports.md says what each answers). Every transport
+implements both. Which one runs is chosen by the scheme of `BLOG_BROKER_URL` in `REGISTRY`;
+unset, it is the home-made HTTP bus at the bus's address. Handlers never know which transport
+carried their events, and nothing outside this package needs to know either: it asks the
+transport's description.
 
 Adding a transport: one module in this package with a class that implements both protocols and
-a `from_url(url, config, source)` constructor, and one line in `REGISTRY`.
+a `from_url(url, config, source)` constructor, one line in `REGISTRY`, and its harness in the
+contract tests.
 """
 from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -27,6 +29,8 @@ Consumer = Callable[[list[Event]], None]
 
 # What the log names as an event's source when its publisher did not say who it is.
 UNKNOWN_SOURCE = "unknown"
+
+PAGE = 1000  # events per read when the log is read page by page
 
 
 class RecentIds:
@@ -50,6 +54,10 @@ class TransportError(Exception):
     """The transport could not be reached or refused the request; the caller retries later."""
 
 
+class RedeliveryRefused(Exception):
+    """A dead letter sent again was refused again by its subscriber: it stays a dead letter."""
+
+
 class Transport(Protocol):
     """What a service does with events."""
 
@@ -61,8 +69,14 @@ class Transport(Protocol):
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Up to `limit` logged events with a sequence number above `after`, oldest first."""
 
+    def iter_log(self, after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
+        """The log after `after` to its end, one page of up to `page` events at a time, oldest first
+        (each page read when asked for: `log_pages`); raises TransportError as `read_log` does."""
+
     def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
-        """Begin delivering events of `types` (default: all) for consumer `name` into `consumer`."""
+        """Begin delivering events of `types` (default: all) for consumer `name` into `consumer`; a
+        transport that pushes to the service's own `POST /events` route instead has nothing to start
+        (its description says whether a consumer gets only `types`: `filters_by_type`)."""
 
     def close(self) -> None:
         """Release connections; stop consuming."""
@@ -79,6 +93,8 @@ class Description:
     log: str  # what its log is called: "the bus log", "stream blog.log"
     backlog_of: str  # what `backlog()` lists: "subscribers" (cursor and lag each) or "queues" (messages ready)
     dead_letters: bool  # whether it parks an event a consumer keeps rejecting (else it retries it in place)
+    filters_by_type: bool  # whether a consumer is handed only the types it subscribed to (else every event)
+    publish_url: str | None = None  # where one event can be POSTed as JSON, unsigned, by any HTTP client (or None)
 
 
 class Inspection(Protocol):
@@ -95,6 +111,19 @@ class Inspection(Protocol):
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """As `Transport.read_log`."""
 
+    def iter_log(self, after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
+        """As `Transport.iter_log`."""
+
+    def dead_letters(self, subscriber: str | None = None) -> list[dict[str, Any]]:
+        """The events parked after a subscriber (or `subscriber` alone) kept rejecting them: each dict
+        has `subscriber`, `seq`, `attempts`, `error`, `parked_at` and `event`. Always empty on a
+        transport whose description says `dead_letters=False`. LookupError: no such subscriber."""
+
+    def redeliver(self, subscriber: str, seq: int) -> None:
+        """Send dead letter `seq` to `subscriber` again; it leaves the dead letters only if taken.
+        LookupError: no such dead letter (always, on a transport that parks none); RedeliveryRefused:
+        the subscriber refused it again."""
+
     def reset(self) -> None:
         """Delete everything this transport holds under its namespace (tests and the bench clean up with it)."""
 
@@ -108,6 +137,27 @@ REGISTRY: dict[str, str] = {
     "amqps": "services.shared.transport.rabbitmq:RabbitTransport",
     "memory": "services.shared.transport.memory:InMemoryTransport",
 }
+
+
+def log_pages(read_log: Callable[..., list[Event]], after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
+    """`Inspection.iter_log` over a transport's `read_log`: pages until one comes back short."""
+    while True:
+        events = read_log(after=after, limit=page)
+        if events:
+            yield events
+            after = events[-1].seq
+        if len(events) < page:
+            return
+
+
+class ParksNone:
+    """The dead-letter half of `Inspection` for a transport that parks nothing (it retries in place)."""
+
+    def dead_letters(self, subscriber: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def redeliver(self, subscriber: str, seq: int) -> None:
+        raise LookupError(f"no dead letter {seq} for {subscriber}: {self.describe().name} parks none")
 
 
 def url_of(config) -> str:
@@ -153,9 +203,16 @@ def kind(config) -> str:
     return transport_class(url_of(config)).kind
 
 
+def messaging_system(config) -> str:
+    """What a trace's `messaging.system` says for the transport the configuration names (semantic
+    conventions name the brokers; ours are ours), without connecting."""
+    return transport_class(url_of(config)).messaging_system
+
+
 from .memory import InMemoryBus  # noqa: E402 - the test double, importable from the seam itself
 
 __all__ = [
-    "REGISTRY", "UNKNOWN_SOURCE", "Consumer", "RecentIds", "Description", "InMemoryBus", "Inspection", "Transport",
-    "TransportError", "from_config", "joins_processes", "kind", "printable", "transport_class", "url_of",
+    "PAGE", "REGISTRY", "UNKNOWN_SOURCE", "Consumer", "RecentIds", "Description", "InMemoryBus", "Inspection",
+    "ParksNone", "RedeliveryRefused", "Transport", "TransportError", "from_config", "joins_processes", "kind",
+    "log_pages", "messaging_system", "printable", "transport_class", "url_of",
 ]

@@ -1,8 +1,10 @@
 """The home-made event bus over HTTP (`services/bus`): the default transport.
 
 Publishing is `POST /events` to the bus, which logs before it answers; delivery is pushed by
-the bus to each subscriber's `POST /events` (the service's own route), so `start_consuming` only
-records which types a consumer takes, for a receiver that hands it what the bus pushed.
+the bus to each subscriber's `POST /events` (the service's own route, `web.events_blueprint`),
+every event to every subscriber (a handler table acknowledges the types it does not take), so
+`start_consuming` has nothing to start. An event a subscriber keeps rejecting is parked as a
+dead letter, listed and sent again through this transport's inspection.
 
 It also works with the course's own bus in our place (one `{"type","data"}` per POST, a log
 of bare events without ids or sequence numbers, a 100 kB body limit). Ours answers
@@ -15,24 +17,27 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import replace
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 
 from .. import signing
 from ..events import Event, InvalidEvent
 from ..http import Answer, HttpClient, Unreachable
-from . import Consumer, Description, RecentIds, TransportError
+from . import PAGE, Consumer, Description, RecentIds, RedeliveryRefused, TransportError, log_pages
 
 log = logging.getLogger(__name__)
+NOT_FOUND = 404
 TOO_LARGE = 413
+REFUSED_AGAIN = 502  # what the bus answers when a dead letter sent again is refused again
 UNREADABLE = "Unreadable"  # the type given to an entry of another bus's log that is not an event
 
 
 class HttpTransport:
     kind = "http"
+    messaging_system = "blogctl_bus"  # what a trace's `messaging.system` says
     between_processes = True
 
     def __init__(
@@ -43,7 +48,6 @@ class HttpTransport:
         self.secret = secret
         self.source = source  # the publisher, as the bus's log names it
         self._http = http or HttpClient(timeout=timeout)  # keep-alive, shared by the relay and catch-up threads
-        self._receivers: dict[str, Consumer] = {}
         self._ours: bool | None = None  # is the bus ours? asked on first use, again after a failure
         self._sent = RecentIds()  # to another bus, one event per request: a retried batch skips what it took
 
@@ -113,19 +117,9 @@ class HttpTransport:
             raise
 
     def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
-        """Nothing to start: the bus pushes to the service's `POST /events`. Recorded for `receiver`."""
-        wanted = frozenset(types)
-        self._receivers[name] = lambda events: consumer(
-            [e for e in events if "#" in wanted or e.type in wanted]
-        )
-
-    def receiver(self, name: str) -> Consumer:
-        """What a `POST /events` route for consumer `name` hands its events to: only the types it asked
-        for (KeyError: nothing consumes as `name` here, or the transport was closed)."""
-        return self._receivers[name]
+        """Nothing to start: the bus pushes every event to the consumer's own `POST /events` route."""
 
     def close(self) -> None:
-        self._receivers.clear()  # a closed transport takes nothing more
         self._http.close()
 
     # Inspection
@@ -133,8 +127,11 @@ class HttpTransport:
     def describe(self) -> Description:
         return Description(
             kind=self.kind, name="the HTTP bus", url=self.bus_url, process="bus", log="the bus log",
-            backlog_of="subscribers", dead_letters=True,
+            backlog_of="subscribers", dead_letters=True, filters_by_type=False, publish_url=self.bus_url + "/events",
         )
+
+    def iter_log(self, after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
+        return log_pages(self.read_log, after, page)
 
     def backlog(self) -> list[dict[str, Any]]:
         """Each subscriber of the bus: its cursor, its lag (`waiting`), failures and last error."""
@@ -142,6 +139,30 @@ class HttpTransport:
         if response.status_code != 200:
             raise TransportError(f"event bus answered GET /subscribers with {response.status_code}")
         return [dict(subscriber, waiting=subscriber.get("lag")) for subscriber in response.json()]
+
+    def dead_letters(self, subscriber: str | None = None) -> list[dict[str, Any]]:
+        """`GET /dead-letters`: each parked event with its subscriber, attempts and last error."""
+        response = self._call("GET", "/dead-letters", params={"subscriber": subscriber} if subscriber else {})
+        return self._answer(response, "GET /dead-letters")
+
+    def redeliver(self, subscriber: str, seq: int) -> None:
+        """`POST /dead-letters/{subscriber}/{seq}/redeliver`: the bus sends it now and answers with the outcome."""
+        response = self._call("POST", f"/dead-letters/{quote(subscriber, safe='')}/{seq}/redeliver")
+        self._answer(response, "POST /dead-letters/.../redeliver")
+
+    def _answer(self, response, what: str) -> Any:
+        """The JSON of a 200; the bus's own error as LookupError (404), RedeliveryRefused (502), else TransportError."""
+        if response.status_code == 200:
+            return response.json()
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            error = response.text[:200]
+        if response.status_code == NOT_FOUND:
+            raise LookupError(error)
+        if response.status_code == REFUSED_AGAIN:
+            raise RedeliveryRefused(error)
+        raise TransportError(f"event bus answered {what} with {response.status_code}: {error}")
 
     def reset(self) -> None:
         """Delete the bus's log, cursors and dead letters (`DELETE /events`)."""

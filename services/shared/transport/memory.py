@@ -7,13 +7,13 @@ consumer that raises keeps its cursor and gets the same events again at the next
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..events import Event, utc_now
-from . import UNKNOWN_SOURCE, Consumer, Description, TransportError
+from . import PAGE, UNKNOWN_SOURCE, Consumer, Description, ParksNone, TransportError, log_pages
 
 ALL = "#"
 
@@ -121,8 +121,9 @@ _NAMED: dict[str, InMemoryBus] = {}
 _NAMED_LOCK = threading.Lock()
 
 
-class InMemoryTransport:
+class InMemoryTransport(ParksNone):
     kind = "memory"
+    messaging_system = "blogctl_memory"  # what a trace's `messaging.system` says
     between_processes = False
 
     def __init__(self, bus: InMemoryBus, source: str | None = None) -> None:
@@ -151,8 +152,11 @@ class InMemoryTransport:
     def describe(self) -> Description:
         return Description(
             kind=self.kind, name="the in-memory bus", url=f"memory://{self.bus.name}", process=None,
-            log="the in-memory log", backlog_of="subscribers", dead_letters=False,
+            log="the in-memory log", backlog_of="subscribers", dead_letters=False, filters_by_type=True,
         )
+
+    def iter_log(self, after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
+        return log_pages(self.read_log, after, page)
 
     def backlog(self) -> list[dict[str, Any]]:
         if self.bus.down:

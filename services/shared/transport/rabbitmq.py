@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import amqp
@@ -42,7 +42,7 @@ from ..events import Event, InvalidEvent
 from ..retry import POLICY
 from ..tracing import TRACEPARENT, TRACESTATE, trace_headers
 from . import Consumer as EventConsumer
-from . import UNKNOWN_SOURCE, Description, RecentIds, TransportError, printable
+from . import PAGE, UNKNOWN_SOURCE, Description, ParksNone, RecentIds, TransportError, log_pages, printable
 from .amqp_wire import TRANSPORT, coalesced_writes
 from .rabbit_stream import STREAM_PORT, StreamLog, StreamUnavailable
 
@@ -76,8 +76,9 @@ class Names:
         )
 
 
-class RabbitTransport:
+class RabbitTransport(ParksNone):
     kind = "rabbitmq"
+    messaging_system = "rabbitmq"  # what a trace's `messaging.system` says
     between_processes = True
 
     def __init__(self, url: str, *, source: str | None = None, namespace: str = "blog", timeout: float = 5.0,
@@ -299,8 +300,11 @@ class RabbitTransport:
     def describe(self) -> Description:
         return Description(
             kind=self.kind, name="RabbitMQ", url=self.safe_url, process=None, log=f"stream {self.names.namespace}.log",
-            backlog_of="queues", dead_letters=False,
+            backlog_of="queues", dead_letters=False, filters_by_type=True,
         )
+
+    def iter_log(self, after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
+        return log_pages(self.read_log, after, page)
 
     def backlog(self) -> list[dict]:
         """Each consumer's queue (`waiting`: its ready messages) and the stream (the log: `waiting` None)."""
