@@ -88,11 +88,21 @@ def read_dotenv(root: Path) -> dict[str, str]:
 
 
 class Formation:
+    """The Procfile's processes under one run directory.
+
+    Besides the Procfile's commands and `env`, a process may get more environment (`service_env`:
+    a data directory of its own) and a command to run under (`prefix`: `ip netns exec HOST`); these
+    mappings, like `env`, are read at each start, so their owner may change them between starts.
+    `identify(name)` says who answers on a service's port ("posts (pid 12)"), None when nothing
+    does: named when a start finds the port taken.
+    """
+
     def __init__(
         self, procfile: Path, *, run_dir: Path, env: Mapping[str, str],
         addresses: Mapping[str, tuple[str, int]] | None = None, skipped: Mapping[str, str] | None = None,
         cwd: Path | None = None, identify: Callable[[str], str | None] | None = None,
-        replicas: Mapping[str, str] | None = None,
+        replicas: Mapping[str, str] | None = None, service_env: Mapping[str, Mapping[str, str]] | None = None,
+        prefix: Mapping[str, list[str]] | None = None,
     ) -> None:
         try:
             entries = dict(parse_procfile(procfile.read_text()).processes)
@@ -112,14 +122,11 @@ class Formation:
         self.procfile = procfile
         self.cwd = cwd or procfile.parent  # where the processes run: honcho's rule unless told otherwise
         self.run_dir = run_dir
-        self.env = dict(env)
+        self.env = env
         self.addresses = dict(addresses or {})
         self.skipped = dict(skipped or {})  # Procfile entries this mode does not run: name -> why
-        # Per process, on top of the Procfile's command and `env` (the tests use them): more
-        # environment (a data directory of its own), and a command to run it under (`ip netns exec HOST`).
-        self.service_env: dict[str, dict[str, str]] = {}
-        self.prefix: dict[str, list[str]] = {}
-        # Who answers on a service's port ("posts (pid 12)"), None when nothing does: named when a start finds it taken.
+        self.service_env = service_env if service_env is not None else {}
+        self.prefix = prefix if prefix is not None else {}
         self.identify = identify
         self._children: dict[str, subprocess.Popen] = {}  # started by this blogctl: reaped here
 

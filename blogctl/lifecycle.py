@@ -1,4 +1,4 @@
-"""Commands that run the formation: up, down, status, logs, kill, start."""
+"""Commands that run the formation: up, down, status, logs, kill, start, restart, wait."""
 from __future__ import annotations
 
 import signal
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from services.shared.transport import REGISTRY, TransportError, joins_processes, url_of
+from services.shared.transport import REGISTRY, TransportError
 
 from . import render
 from .errors import BlogctlError
@@ -18,16 +18,14 @@ from .options import JsonOption, Signal, TimeoutOption, process_argument
 from .render import console, text
 from .runtime import Runtime, runtime
 from .steps import bring_up, recover, service_rows, show_services
-
-
-def _names(services: list[str] | None, formation: Formation) -> list[str]:
-    names = services or formation.names
-    formation.check(names)
-    return list(dict.fromkeys(names))
+from .supervisor import Supervisor
 
 
 def up(
     ctx: typer.Context,
+    services: Annotated[list[str] | None, process_argument(
+        "Start only these services (or replicas); the others can be started later with `blogctl start`.",
+        required=False, metavar="SERVICE")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once all are healthy; leave them running.")] = False,
     broker: Annotated[str | None, typer.Option(
         "--broker", metavar="URL",
@@ -41,57 +39,36 @@ def up(
     )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
-    """Start every service in the Procfile and wait until each answers /health.
+    """Start the services in the Procfile (or those named), in the order of need, and wait until each answers /health.
 
+    The order comes from the service table, and `up` prints it: the bus (or the broker, which must answer) first,
+    then the services that handle events, then those that only emit them.
     In the foreground it then streams the services' logs, honcho-style; Ctrl-C stops them all.
     A service that dies (or is killed) does not take the others down.
     """
     rt = runtime(ctx)
-    with rt.exclusive("up"):
-        if broker is not None:
-            _check_same_transport(rt, broker)
-            rt.use("BLOG_BROKER_URL", broker)
-        if replicas:
-            rt.use("BLOG_REPLICAS", ",".join(replicas))
-        if not joins_processes(rt.config):
-            raise BlogctlError(f"{url_of(rt.config)} carries events only inside one process (it is for tests); a "
-                               "formation needs the HTTP bus (leave BLOG_BROKER_URL unset) or a broker such as amqp://")
-        formation = rt.formation
-        if strays := formation.strays():
-            raise BlogctlError(f"{', '.join(strays)} still running but not part of this formation "
-                               f"({', '.join(formation.names)}) — stop the formation first (`blogctl down`)")
-        recover(rt)
-        states = formation.states()
-        missing = [s.name for s in states if not s.running]
-        if not missing:
-            console.print("The formation is already up; nothing changed.")
-            show_services(rt)
-            return
-        running = [s.name for s in states if s.running]
-        if running:
-            console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
-        offsets = {name: log_size(formation.log_path(name)) for name in formation.names}
-        rt.record()
-        bring_up(rt, missing, timeout)
+    settings = {"BLOG_BROKER_URL": broker} if broker is not None else {}
+    if replicas:
+        settings["BLOG_REPLICAS"] = ",".join(replicas)
+    brought = Supervisor(rt).up(services, settings=settings, timeout=timeout)
+    if not brought.started:
+        console.print("The formation is already up; nothing changed." if not services else
+                      text(f"Already running: {', '.join(brought.running)}; nothing changed."), soft_wrap=True)
         show_services(rt)
-        console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
-        console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
-        if detach:
-            console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
-                          markup=False, soft_wrap=True)
-            return
+        return
+    if brought.running:
+        console.print(text(f"Already running: {', '.join(brought.running)}. Started: {', '.join(brought.started)}."),
+                      soft_wrap=True)
+    show_services(rt)
+    console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
+    console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
+    if detach:
+        console.print(f"Running in the background; logs in {rt.formation.run_dir}. Stop with `blogctl down`.",
+                      markup=False, soft_wrap=True)
+        return
     # The lock is let go while the logs stream, so `blogctl down` or `kill` from elsewhere can act.
     console.print("Streaming logs; press Ctrl-C to stop every service.", style="dim")
-    _serve_in_foreground(rt, offsets)
-
-
-def _check_same_transport(rt: Runtime, broker: str) -> None:
-    """`up --broker` onto a formation already running on another transport would split it in two."""
-    running = [s.name for s in rt.formation.states() if s.running]
-    if running and rt.config.broker_url != broker:
-        now = rt.inspection.describe()
-        raise BlogctlError(f"{', '.join(running)} already running with events through {now.name} at {now.url} — "
-                           "stop the formation first (`blogctl down`)")
+    _serve_in_foreground(rt, brought.offsets)
 
 
 def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
@@ -210,8 +187,9 @@ def logs(
     json_output: JsonOption = False,
 ) -> None:
     """Show the services' logs (kept in the data directory's run/ folder)."""
-    formation = runtime(ctx).formation
-    names = _names([service] if service else None, formation)
+    rt = runtime(ctx)
+    formation = rt.formation
+    names = Supervisor(rt).names([service] if service else None)
     present = [name for name in names if formation.log_path(name).exists()]
     if not present:
         raise BlogctlError(
@@ -249,7 +227,7 @@ def kill(
     not_running = []
     with rt.exclusive("kill"):
         recover(rt)
-        for name in _names(services, formation):
+        for name in Supervisor(rt).names(services):
             before = formation.stop(name, getattr(signal, f"SIG{sig.value}"))
             if before.running:
                 console.print(text(f"killed {name} (pid {before.pid}) with SIG{sig.value}; it is gone"))
@@ -266,7 +244,7 @@ def start(
 ) -> None:
     """Start single services and wait until they answer /health."""
     rt = runtime(ctx)
-    names = _names(services, rt.formation)
+    names = Supervisor(rt).names(services)
     missing = []
     with rt.exclusive("start"):
         recover(rt)
@@ -279,3 +257,44 @@ def start(
         if missing:
             bring_up(rt, missing, timeout)
     show_services(rt, names)
+
+
+def restart(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, process_argument(
+        "The services (or replicas) to restart; every running one if left out.", required=False,
+        metavar="SERVICE")] = None,
+    timeout: TimeoutOption = HEALTH_TIMEOUT,
+) -> None:
+    """Stop services and start them again, in the order of need, and wait until each answers /health.
+
+    Their data stays; a service that was not running is started.
+    """
+    rt = runtime(ctx)
+    for name, (before, after) in Supervisor(rt).restart(services, timeout=timeout).items():
+        was = f"pid {before} → {after}" if before else f"was not running; now pid {after}"
+        console.print(text(f"restarted {name} ({was})"), soft_wrap=True)
+
+
+def wait(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, process_argument(
+        "The services (or replicas) to wait for; every one of the formation if left out.", required=False,
+        metavar="SERVICE")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait in all.")] = HEALTH_TIMEOUT,
+    json_output: JsonOption = False,
+) -> None:
+    """Wait until each service answers /health: exit 0 when all do, 1 naming those that do not (for scripts and CI)."""
+    rt = runtime(ctx)
+    supervisor = Supervisor(rt)
+    names = supervisor.names(services)
+    unhealthy = supervisor.wait(names, timeout=timeout)
+    if json_output:
+        render.print_json({"healthy": [name for name in names if name not in unhealthy], "unhealthy": unhealthy})
+        if unhealthy:
+            raise typer.Exit(1)
+        return
+    if unhealthy:
+        raise BlogctlError(f"not healthy after {timeout:g}s: "
+                           + "; ".join(f"{name} ({why})" for name, why in unhealthy.items()))
+    console.print(text(f"healthy: {', '.join(names)}"), soft_wrap=True)

@@ -80,7 +80,7 @@ class InProcessBlog:
     def wiring(self) -> Wiring:
         return Wiring(
             client=lambda config: BlogClient(config, http=InProcessHttp(self, config)),
-            formation=lambda config, procfile, env: self.formation,
+            formation=lambda config, procfile, env, **supervision: self.formation,
             inspection=lambda config: HttpTransport(config.url("bus"), http=InProcessHttp(self, config)),
         )
 
