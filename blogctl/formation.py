@@ -69,8 +69,8 @@ class Record:
 @dataclass(frozen=True)
 class ProcessState:
     name: str
-    state: str  # "running", "stopped", or "exited" (a pid file whose process is gone)
-    pid: int | None = None
+    state: str  # "running", "stopped" (on purpose: no pid file), or "exited" (a pid file whose process is gone)
+    pid: int | None = None  # an exited process's last pid
     started_at: float | None = None
 
     @property
@@ -168,7 +168,7 @@ class Formation:
         child = self._children.get(name)
         if child is not None and child.pid == record.pid and child.poll() is not None:
             return False  # reaped just now: no zombie left behind
-        proc = _proc_stat(record.pid)
+        proc = proc_stat(record.pid)
         if proc is None:
             return _signalable(record.pid) if not Path("/proc").is_dir() else False
         state, ticks = proc
@@ -179,7 +179,7 @@ class Formation:
         if record is None:
             return ProcessState(name, "stopped")
         if not self._alive(name, record):
-            return ProcessState(name, "exited")
+            return ProcessState(name, "exited", record.pid, record.started_at)
         return ProcessState(name, "running", record.pid, record.started_at)
 
     def states(self) -> list[ProcessState]:
@@ -223,7 +223,7 @@ class Formation:
             pgid = os.getpgid(pid)
         except ProcessLookupError:
             return self.state(name)
-        leader = pgid if _proc_stat(pgid) is not None else pid
+        leader = pgid if proc_stat(pgid) is not None else pid
         self._write_record(name, Record(leader, _start_ticks(leader), time.time(), self.commands[name]))
         return self.state(name)
 
@@ -347,7 +347,7 @@ def _marker(text: str) -> bytes:
     return f"--- blogctl {time.strftime('%Y-%m-%d %H:%M:%S')}: {text} ---\n".encode()
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
+def proc_stat(pid: int) -> tuple[str, str] | None:
     """(state, start time in clock ticks) from /proc/PID/stat, or None when there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -358,7 +358,7 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
 
 
 def _start_ticks(pid: int) -> str | None:
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     return stat[1] if stat else None
 
 

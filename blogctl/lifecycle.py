@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from typing import Annotated
 
@@ -13,12 +14,12 @@ from services.shared.transport import REGISTRY, TransportError
 from . import render
 from .errors import BlogctlError
 from .follow import LogFollower, log_size
-from .formation import HEALTH_TIMEOUT, Formation, describe_exit
+from .formation import HEALTH_TIMEOUT
 from .options import JsonOption, Signal, TimeoutOption, process_argument
 from .render import console, text
 from .runtime import Runtime, runtime
 from .steps import bring_up, recover, service_rows, show_services
-from .supervisor import Supervisor
+from .supervisor import DetachedWatcher, Supervisor, Watcher
 
 
 def up(
@@ -51,6 +52,8 @@ def up(
     if replicas:
         settings["BLOG_REPLICAS"] = ",".join(replicas)
     brought = Supervisor(rt).up(services, settings=settings, timeout=timeout)
+    if detach:
+        watcher = DetachedWatcher(rt).start()
     if not brought.started:
         console.print("The formation is already up; nothing changed." if not services else
                       text(f"Already running: {', '.join(brought.running)}; nothing changed."), soft_wrap=True)
@@ -63,7 +66,8 @@ def up(
     console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
     console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
     if detach:
-        console.print(f"Running in the background; logs in {rt.formation.run_dir}. Stop with `blogctl down`.",
+        kept = f"kept up by `blogctl supervise` (pid {watcher})" if watcher else "not restarted (BLOG_RESTART=no)"
+        console.print(f"Running in the background, {kept}; logs in {rt.formation.run_dir}. Stop with `blogctl down`.",
                       markup=False, soft_wrap=True)
         return
     # The lock is let go while the logs stream, so `blogctl down` or `kill` from elsewhere can act.
@@ -78,26 +82,17 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     follower = LogFollower(formation, offsets)
-    pids = {s.name: s.pid for s in formation.states()}
+    watcher = Watcher(rt)
     try:
         try:
             while True:  # until Ctrl-C or SIGTERM, or until every service has stopped
                 follower.print_new()
-                states = formation.states()
-                for state in states:
-                    if state.pid != pids[state.name]:
-                        follower.print_new()
-                        if state.running:
-                            note = f"{state.name} started (pid {state.pid})"
-                        else:
-                            code = formation.exit_code(state.name)
-                            how = describe_exit(code) if code is not None else "exited"
-                            note = f"{state.name} {how}"
-                            if any(other.running for other in states):
-                                note += f"; the others keep running (`blogctl start {state.name}`)"
-                        console.print(text(note, "bold yellow"), soft_wrap=True)
-                        pids[state.name] = state.pid
-                if not any(state.running for state in states):  # `blogctl down` from elsewhere, say
+                notes = watcher.tick()
+                if notes:
+                    follower.print_new()
+                for note in notes:
+                    console.print(text(note, "bold yellow"), soft_wrap=True)
+                if not watcher.anything_running:  # `blogctl down` from elsewhere, say
                     console.print("Every service has stopped; `blogctl up` starts them again.", style="bold")
                     return
                 time.sleep(0.1)
@@ -123,6 +118,7 @@ def down(ctx: typer.Context) -> None:
     rt = runtime(ctx)
     with rt.exclusive("down"):
         formation = rt.formation
+        DetachedWatcher(rt).stop()  # first: nothing restarts what down stops (it would wait for the lock anyway)
         recover(rt)
         everything = [*formation.names, *formation.strays()]
         stopped = [before for name in reversed(everything) if (before := formation.stop(name)).running]
@@ -298,3 +294,17 @@ def wait(
         raise BlogctlError(f"not healthy after {timeout:g}s: "
                            + "; ".join(f"{name} ({why})" for name, why in unhealthy.items()))
     console.print(text(f"healthy: {', '.join(names)}"), soft_wrap=True)
+
+
+def supervise(ctx: typer.Context) -> None:
+    """Keep the running formation up by its restart policy until every service has stopped (`up --detach` starts
+    this in the background; `down` stops it)."""
+    rt = runtime(ctx)
+    watcher = Watcher(rt)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    console.print(text(f"supervising {', '.join(name for name, pid in watcher.pids.items() if pid)}"), soft_wrap=True)
+    while watcher.anything_running:
+        for note in watcher.tick():
+            console.print(text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}"), soft_wrap=True)
+        time.sleep(0.2)
+    console.print("every service has stopped; nothing left to supervise", markup=False)

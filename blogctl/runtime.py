@@ -24,6 +24,7 @@ from .client import BlogClient, ServiceError
 from .errors import BlogctlError
 from .formation import Formation, PortTaken, RunLock, child_environment
 from .render import err_console, text
+from .restarts import RESTARTS_FILE
 
 # The formation: the project's top-level Procfile, which the package carries as `blogctl/Procfile`
 # (in the source tree a link to it; in a built package a copy), so an installed blogctl runs anywhere.
@@ -136,7 +137,8 @@ class Runtime:
             json.dump(settings, out)
 
     def forget(self) -> None:
-        (self.config.run_dir / FORMATION_RECORD).unlink(missing_ok=True)
+        for name in (FORMATION_RECORD, RESTARTS_FILE):
+            (self.config.run_dir / name).unlink(missing_ok=True)
 
     @cached_property
     def config(self) -> Config:

@@ -6,7 +6,7 @@ from graphlib import TopologicalSorter
 
 from services.shared.config import ServiceSpec, service_of, spec
 
-from . import render
+from . import render, restarts
 from .formation import HEALTH_TIMEOUT
 from .render import console, text
 from .runtime import Runtime
@@ -87,6 +87,7 @@ def recover(rt: Runtime) -> list[str]:
 def service_rows(rt: Runtime) -> list[dict]:
     """Each Procfile process: its port, pid, process state, and whether its port answers /health as itself."""
     rows = []
+    restarted = restarts.saved(rt.config.run_dir)
     for state in rt.formation.states():
         port = rt.config.ports.get(state.name)
         pid, process, health, problem = state.pid, state.state, None, None
@@ -106,6 +107,7 @@ def service_rows(rt: Runtime) -> list[dict]:
             "service": state.name, "port": port, "pid": pid, "process": process,
             "healthy": health is not None if port is not None else state.running,
             "uptime": state.uptime, "health": health, "error": problem,
+            "restarts": 0, "last_exit": None, "gave_up": None, **restarted.get(state.name, {}),
         })
     return rows
 

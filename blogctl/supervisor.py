@@ -6,17 +6,26 @@ of need, restart them, wait until they are healthy.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from services.shared.transport import TransportError, joins_processes, url_of
 
 from .errors import BlogctlError
 from .follow import log_size
-from .formation import HEALTH_TIMEOUT, FormationError
+from . import restarts
+from .formation import HEALTH_TIMEOUT, STOP_GRACE, DataDirError, FormationError, RunLock, describe_exit, proc_stat
 from .polling import wait_for
 from .render import console, text
-from .runtime import Runtime
+from .restarts import Restarter, policies
+from .runtime import PROCFILE, Runtime
 from .steps import bring_up, recover, start_order
 
 
@@ -151,3 +160,162 @@ class Supervisor:
         except BlogctlError as exc:
             return str(exc)
 
+
+class Watcher:
+    """Keeps the formation up by its restart policy (restarts.py), one `tick` at a time: what the foreground
+    `up` and, after `up --detach`, `blogctl supervise` run.
+
+    It acts only while holding the run lock, and looks again once it has it: a `blogctl kill` or `down`
+    at work holds the lock until the pid file is gone, so what it stops on purpose is never restarted.
+    """
+
+    HEALTH_EVERY = 2.0  # seconds between two /health checks of the running processes
+
+    def __init__(self, rt: Runtime, restarter: Restarter | None = None) -> None:
+        self.rt = rt
+        formation = rt.formation
+        self.restarter = restarter or Restarter(policies(rt.env, formation.names))
+        self.pids: dict[str, int | None] = {}
+        for state in formation.states():
+            self.pids[state.name] = state.pid  # one that exited already (between `up` and now) is handled at once
+            if state.running:
+                self.restarter.started(state.name)
+        self.next_health = time.monotonic() + self.HEALTH_EVERY
+
+    @property
+    def anything_running(self) -> bool:
+        return any(pid is not None for pid in self.pids.values()) or any(
+            track.due is not None for track in self.restarter.tracks.values())
+
+    def tick(self) -> list[str]:
+        """Look at every process once; restart what is due. Returns what happened, a line each."""
+        notes: list[str] = []
+        formation = self.rt.formation
+        for state in formation.states():
+            seen = self.pids.get(state.name)
+            if state.running and state.pid != seen:  # started, by us or by `blogctl start`
+                notes.append(f"{state.name} started (pid {state.pid})")
+                self.pids[state.name] = state.pid
+                self.restarter.started(state.name)
+            elif not state.running and seen is not None:
+                with self._locked() as locked:
+                    if not locked:
+                        continue  # another blogctl at work: look again next time
+                    state = formation.state(state.name)
+                    if state.state == "exited":
+                        notes.append(self.restarter.exited(state.name, formation.exit_code(state.name)))
+                    elif not state.running:
+                        code = formation.exit_code(state.name)
+                        how = describe_exit(code) if code is not None else "stopped"
+                        notes.append(f"{state.name} {how} by blogctl; not restarted (`blogctl start {state.name}`)")
+                        self.restarter.forget(state.name)
+                    self.pids[state.name] = state.pid if state.running else None
+        notes += self._restart_due()
+        if time.monotonic() >= self.next_health:
+            notes += self._check_health()
+            self.next_health = time.monotonic() + self.HEALTH_EVERY
+        if notes:
+            restarts.save(formation.run_dir, self.restarter.tracks)
+        return notes
+
+    def _restart_due(self) -> list[str]:
+        notes = []
+        for name in self.restarter.due():
+            with self._locked() as locked:
+                if not locked:
+                    continue  # another blogctl at work: next time
+                if self.rt.formation.state(name).state == "exited":
+                    notes.append(self._start(name))
+                else:
+                    self.restarter.forget(name)  # started or stopped by a blogctl meanwhile
+        return notes
+
+    def _check_health(self) -> list[str]:
+        notes = []
+        for name, pid in self.pids.items():
+            if pid is None or name not in self.rt.config.ports:
+                continue
+            if self.restarter.health(name, self.supervisor._unhealthy(name) is None):
+                with self._locked() as locked:
+                    if locked and self.rt.formation.state(name).pid == pid:
+                        failures = self.restarter.policies[name].health_failures
+                        self.rt.formation.stop(name)
+                        self.restarter.track(name).last_exit = f"failed /health {failures} times in a row"
+                        notes.append(f"{name} failed /health {failures} times in a row; " + self._start(name))
+        return notes
+
+    def _start(self, name: str) -> str:
+        try:
+            state = self.rt.formation.start(name)
+        except BlogctlError as exc:
+            self.restarter.track(name).gave_up = f"could not start again: {exc}"
+            return f"{name} could not start again: {exc}"
+        self.pids[name] = state.pid
+        self.restarter.started(name, restart=True)
+        return f"restarted {name} (pid {state.pid})"
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.rt)
+
+    @contextmanager
+    def _locked(self) -> Iterator[bool]:
+        """The run lock if it is free now (True), else False at once."""
+        lock = RunLock(self.rt.config.data_dir, "up (keeping the formation up)", wait=0)
+        try:
+            lock.__enter__()
+        except DataDirError:
+            raise
+        except FormationError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.__exit__(None, None, None)
+
+
+WATCHER_FILE = "supervise.json"  # the detached watcher's pid (not a .pid file: it is no process of the Procfile)
+
+
+class DetachedWatcher:
+    """After `up --detach`, `blogctl supervise` runs `Watcher` in a session of its own, so the restart
+    policy holds with no terminal open; `down` stops it, and it ends by itself once nothing runs.
+
+    A separate small process rather than a daemon inside a service: the services stay plain Procfile
+    commands, and the watcher's own crash leaves them running (`blogctl up --detach` starts it again).
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.path = rt.config.run_dir / WATCHER_FILE
+
+    def pid(self) -> int | None:
+        """The running watcher's pid, or None."""
+        try:
+            saved = json.loads(self.path.read_text())
+            pid, ticks = saved["pid"], saved["start_ticks"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        stat = proc_stat(pid)
+        return pid if stat is not None and stat[0] not in ("Z", "X") and stat[1] == ticks else None
+
+    def start(self) -> int | None:
+        """Start the watcher unless one runs, or every restart policy is `no`; its pid."""
+        if (pid := self.pid()) is not None:
+            return pid
+        if all(policy.mode == "no" for policy in policies(self.rt.env, self.rt.formation.names).values()):
+            return None
+        options = [] if self.rt.procfile == PROCFILE else ["--procfile", str(self.rt.procfile)]
+        with open(self.rt.config.run_dir / "supervise.log", "ab") as log:
+            child = subprocess.Popen([sys.executable, "-m", "blogctl", *options, "supervise"], env=self.rt.env,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.path.write_text(json.dumps({"pid": child.pid, "start_ticks": proc_stat(child.pid)[1]}))
+        return child.pid
+
+    def stop(self) -> None:
+        if (pid := self.pid()) is not None:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: self.pid() is None, timeout=STOP_GRACE)
+        self.path.unlink(missing_ok=True)

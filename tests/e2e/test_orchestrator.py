@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from services.shared.config import SERVICES
 from services.shared.transport.rabbitmq import RabbitTransport
-from tests.e2e.test_cli import blogctl  # noqa: F401 - the fixture: a blogctl on free ports that cleans up
-from tests.helpers import BROKER_URL, broker_missing, port_is_listening
+from tests.e2e.test_cli import blogctl, foreground_up, output_of  # noqa: F401 - the fixture: a blogctl on free ports that cleans up
+from tests.helpers import BROKER_URL, broker_missing, port_is_listening, process_group_alive, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -56,23 +59,27 @@ def test_up_with_replicas_orders_each_replica_with_its_service(blogctl):
     blogctl.assert_nothing_left()
 
 
-@pytest.mark.rabbitmq
-def test_on_rabbitmq_the_broker_comes_first_and_a_subset_runs(blogctl):
+@pytest.fixture
+def on_rabbitmq(blogctl) -> Iterator[None]:
+    """This test's formation under a broker namespace of its own, removed afterwards (skipped without a broker)."""
     if reason := broker_missing():
         pytest.skip(reason)
     blogctl.env["BLOG_BROKER_NAMESPACE"] = namespace = f"test{uuid.uuid4().hex[:10]}"
-    try:
-        out = blogctl("up", "--detach", "--broker", BROKER_URL, "posts", "query").stdout
-        assert "Start order: RabbitMQ → query → posts" in out
-        assert set(blogctl.recorded_pids()) == {"posts", "query"}
-        blogctl("wait", "--timeout", "5", "posts", "query")
-        out = blogctl("up", "--detach").stdout  # the recorded broker: no bus process to start
-        assert "Start order: RabbitMQ → comments, moderation" in out
-        blogctl("wait", "--timeout", "10")
-        blogctl("down")
-        blogctl.assert_nothing_left()
-    finally:
-        RabbitTransport(BROKER_URL, namespace=namespace).reset()
+    yield
+    RabbitTransport(BROKER_URL, namespace=namespace).reset()
+
+
+@pytest.mark.rabbitmq
+def test_on_rabbitmq_the_broker_comes_first_and_a_subset_runs(blogctl, on_rabbitmq):
+    out = blogctl("up", "--detach", "--broker", BROKER_URL, "posts", "query").stdout
+    assert "Start order: RabbitMQ → query → posts" in out
+    assert set(blogctl.recorded_pids()) == {"posts", "query"}
+    blogctl("wait", "--timeout", "5", "posts", "query")
+    out = blogctl("up", "--detach").stdout  # the recorded broker: no bus process to start
+    assert "Start order: RabbitMQ → comments, moderation" in out
+    blogctl("wait", "--timeout", "10")
+    blogctl("down")
+    blogctl.assert_nothing_left()
 
 
 def test_up_says_in_one_line_when_the_broker_does_not_answer(blogctl):
@@ -81,3 +88,49 @@ def test_up_says_in_one_line_when_the_broker_does_not_answer(blogctl):
     assert error.startswith("error: RabbitMQ at amqp://guest:***@127.0.0.1:1// did not answer within 1s (")
     assert len(error.splitlines()) == 1
     blogctl.assert_nothing_left()
+
+
+def service(blogctl, name: str) -> dict:
+    return next(row for row in blogctl.json("status")["services"] if row["service"] == name)
+
+
+def test_foreground_up_restarts_a_killed_service_but_not_one_blogctl_killed(blogctl):
+    blogctl.env.update(BLOG_RESTART_BACKOFF="0.2")
+    with foreground_up(blogctl) as up:
+        pid = blogctl.recorded_pids()["query"]
+        os.killpg(pid, signal.SIGKILL)  # a crash: not through blogctl
+        wait_until(lambda: service(blogctl, "query")["healthy"] and service(blogctl, "query")["pid"] != pid,
+                   timeout=15, message="query restarted")
+        query = service(blogctl, "query")
+        assert (query["restarts"], query["last_exit"], query["gave_up"]) == (1, "was killed by SIGKILL", None)
+        assert "restarts" in blogctl("status").stdout
+
+        blogctl("kill", "comments")  # on purpose: stays down
+        wait_until(lambda: "comments was killed by SIGKILL by blogctl; not restarted" in "".join(up.output),
+                   timeout=10, message="the note on comments")
+        assert service(blogctl, "comments")["process"] == "stopped"
+        os.kill(up.pid, signal.SIGINT)
+        up.wait(30)
+    out = output_of(up)
+    assert "query was killed by SIGKILL; restarting in 0.2s" in out and "restarted query (pid" in out
+    blogctl.assert_nothing_left()
+
+
+def test_a_flapping_process_is_given_up_after_the_maximum_and_status_says_why(blogctl, tmp_path):
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("flappy: sleep 0.3; exit 3\nsteady: exec sleep 60\n")
+    blogctl.env.update(BLOG_RESTART_BACKOFF="0.1", BLOG_RESTART_MAX="3")
+    out = blogctl("--procfile", str(procfile), "up", "--detach").stdout
+    assert "kept up by `blogctl supervise` (pid" in out
+
+    def gave_up():
+        row = next(r for r in blogctl.json("--procfile", str(procfile), "status")["services"] if r["service"] == "flappy")
+        return row if row["gave_up"] else None
+
+    row = wait_until(gave_up, timeout=30, message="the policy to give up on flappy")
+    assert row["restarts"] == 3 and row["process"] == "exited"
+    assert row["gave_up"] == "exited with code 3; gave up after 3 restarts in a row"
+    steady = blogctl.recorded_pids()["steady"]
+    blogctl("--procfile", str(procfile), "down")
+    assert not process_group_alive(steady)
+    assert "gave up after 3 restarts in a row" in (blogctl.data_dir / "run" / "supervise.log").read_text()
