@@ -1,9 +1,11 @@
 """Commands that run the formation: up, down, status, logs, kill, start, restart, wait."""
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import time
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -13,7 +15,7 @@ from services.shared.transport import REGISTRY, TransportError
 
 from . import render
 from .errors import BlogctlError
-from .follow import LogFollower, log_size
+from .follow import LogFilter, LogFollower, log_size, search
 from .formation import HEALTH_TIMEOUT
 from .options import JsonOption, Signal, TimeoutOption, process_argument
 from .render import console, text
@@ -176,26 +178,41 @@ def _mode(rt: Runtime) -> dict:
 
 def logs(
     ctx: typer.Context,
-    service: Annotated[str | None, process_argument("One service (or replica); all of them if left out.",
-                                                     required=False)] = None,
+    services: Annotated[list[str] | None, process_argument(
+        "Services (or replicas); all of them if left out.", required=False, metavar="SERVICE")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many recent lines to show per service.")] = 20,
+    lines: Annotated[int | None, typer.Option(
+        "--lines", "-n", min=0, show_default=False,
+        help="How many recent lines to show per service (default: 20; with a filter, every match).")] = None,
+    grep: Annotated[str | None, typer.Option("--grep", "-g", metavar="RE",
+                                             help="Only lines matching this regular expression.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="AGE", help="Only lines written in the last AGE: 90s, 5m, 2h, 1d.")] = None,
+    trace: Annotated[str | None, typer.Option(
+        "--trace", metavar="TRACE_ID", help="Only the lines of this trace (services logging with BLOG_LOG_FORMAT=json).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Show the services' logs (kept in the data directory's run/ folder)."""
+    """Show the services' logs (kept in the data directory's run/ folder), searched with --grep, --since, --trace."""
     rt = runtime(ctx)
     formation = rt.formation
-    names = Supervisor(rt).names([service] if service else None)
+    names = Supervisor(rt).names(services)
     present = [name for name in names if formation.log_path(name).exists()]
     if not present:
         raise BlogctlError(
             f"no logs for {', '.join(names)} in {formation.run_dir} — start the services with `blogctl up`"
         )
-    tails = {name: formation.tail(name, lines) for name in present}
+    keep = LogFilter(_pattern(grep), _since(since), trace)
+    if keep.active:
+        found = {name: search(formation.log_path(name), keep) for name in present}
+        tails = {name: matches[-lines:] if lines is not None else matches for name, matches in found.items()}
+    else:
+        tails = {name: formation.tail(name, 20 if lines is None else lines) for name in present}
     if json_output and not follow:
         render.print_json(tails)
         return
-    follower = LogFollower(formation, {name: log_size(formation.log_path(name)) for name in names}, as_json=json_output)
+    follower = LogFollower(formation, {name: log_size(formation.log_path(name)) for name in names}, as_json=json_output,
+                           keep=keep)
     for name, tail in tails.items():
         for line in tail:
             follower.emit(name, line, when=None)
@@ -207,6 +224,23 @@ def logs(
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
+
+
+def _pattern(grep: str | None) -> re.Pattern | None:
+    try:
+        return re.compile(grep) if grep else None
+    except re.error as exc:
+        raise typer.BadParameter(f"{grep!r} is not a regular expression: {exc}", param_hint="--grep") from None
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(age: str | None) -> datetime | None:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", age.strip()) if age else None
+    if age and not match:
+        raise typer.BadParameter(f"{age!r} is not an age such as 90s, 5m, 2h or 1d", param_hint="--since")
+    return datetime.now() - timedelta(seconds=float(match.group(1)) * AGE_UNITS[match.group(2)]) if match else None
 
 
 def kill(

@@ -1,9 +1,11 @@
-"""blogctl as a local orchestrator, through real processes: the order of need, subsets, restart, wait."""
+"""blogctl as a local orchestrator, through real processes: the order of need, subsets, restart, wait, the
+restart policy, searching the logs."""
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -134,3 +136,34 @@ def test_a_flapping_process_is_given_up_after_the_maximum_and_status_says_why(bl
     blogctl("--procfile", str(procfile), "down")
     assert not process_group_alive(steady)
     assert "gave up after 3 restarts in a row" in (blogctl.data_dir / "run" / "supervise.log").read_text()
+
+
+def test_logs_grep_and_trace_find_one_traces_lines_across_processes(blogctl, tmp_path):
+    # Stand-ins for services logging with BLOG_LOG_FORMAT=json: each prints lines of two traces, then runs on.
+    def line(message: str, trace: str) -> str:
+        return "echo '" + json.dumps({"time": "2026-12-03 06:00:00,000", "message": message, "trace_id": trace}) + "'"
+
+    procfile = tmp_path / "Procfile"
+    procfile.write_text(f"writer: {line('created p-3', 'a' * 32)}; {line('created p-4', 'b' * 32)}; exec sleep 60\n"
+                        f"reader: {line('applied p-3', 'a' * 32)}; {line('applied p-4', 'b' * 32)}; exec sleep 60\n")
+    options = ["--procfile", str(procfile)]
+    blogctl.env["BLOG_RESTART"] = "no"
+    blogctl(*options, "up", "--detach")
+    messages = lambda found: {name: [json.loads(text)["message"] for text in lines] for name, lines in found.items()}  # noqa: E731
+    found = wait_until(lambda: messages(blogctl.json(*options, "logs", "--trace", "a" * 32)) == {
+        "writer": ["created p-3"], "reader": ["applied p-3"]}, timeout=10, message="both processes' lines")
+    assert found
+    assert messages(blogctl.json(*options, "logs", "--grep", "^{.*applied", "--trace", "b" * 32)) == {
+        "writer": [], "reader": ["applied p-4"]}
+
+    follow = subprocess.Popen(blogctl.command(*options, "logs", "--follow", "--json", "--grep", "p-5"), env=blogctl.env,
+                              cwd=blogctl.cwd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        with open(blogctl.data_dir / "run" / "reader.log", "a") as log:  # as the process would write it
+            log.write('{"message": "applied p-6"}\n{"message": "applied p-5"}\n')
+        first = json.loads(follow.stdout.readline())
+        assert (first["service"], json.loads(first["line"])["message"]) == ("reader", "applied p-5")
+    finally:
+        os.killpg(follow.pid, signal.SIGINT)
+        follow.wait(10)
+    blogctl(*options, "down")
