@@ -66,6 +66,7 @@ class Supervisor:
                                    "amqp://")
             formation = rt.formation
             names = self.names(services)
+            policies(rt.env, formation.names)  # a bad BLOG_RESTART* setting stops `up` before anything starts
             if strays := formation.strays():
                 raise BlogctlError(f"{', '.join(strays)} still running but not part of this formation "
                                    f"({', '.join(formation.names)}) — stop the formation first (`blogctl down`)")
