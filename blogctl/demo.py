@@ -262,5 +262,8 @@ def demo_moderation(
 
     Starts the services if needed and leaves them as it found them. Exit code 0 only if every step held.
     """
-    if not ModerationDemo(runtime(ctx), wait=wait).run():
+    rt = runtime(ctx)
+    with rt.exclusive("demo-moderation"):  # it kills and starts Moderation: no other blogctl (nor a restart) meanwhile
+        held = ModerationDemo(rt, wait=wait).run()
+    if not held:
         raise typer.Exit(1)

@@ -1,8 +1,11 @@
-"""Following the services' log files: what `up` in the foreground and `logs --follow` print."""
+"""Following and searching the services' log files: what `up` in the foreground and `logs` print."""
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from . import render
@@ -17,11 +20,76 @@ def log_size(path: os.PathLike) -> int:
         return 0
 
 
+SEARCHED = 16 * 1024 * 1024  # bytes at the end of each log that a search reads
+# When a line was written: a service's text line (`2026-12-03 06:15:44,123 posts INFO ...`) or blogctl's marker
+# (`--- blogctl 2026-12-03 06:15:44: ...`); a JSON line (BLOG_LOG_FORMAT=json) says it in "time".
+STAMP = re.compile(r"^(?:--- blogctl )?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which lines `logs` shows: matching `pattern`, written at `since` or later, of trace `trace` (JSON lines)."""
+
+    pattern: re.Pattern | None = None
+    since: datetime | None = None
+    trace: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.pattern or self.since or self.trace)
+
+    def keeps(self, line: str, when: datetime | None) -> bool:
+        if self.pattern and not self.pattern.search(line):
+            return False
+        if self.since and (when is None or when < self.since):
+            return False
+        return not self.trace or _fields(line).get("trace_id") == self.trace
+
+
+def _fields(line: str) -> dict:
+    """A JSON log line's fields ({} for any other line)."""
+    if not line.startswith("{"):
+        return {}
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        return {}
+    return fields if isinstance(fields, dict) else {}
+
+
+def written_at(line: str) -> datetime | None:
+    """When `line` was written, if it says so."""
+    stamp = _fields(line).get("time") or (match.group(1) if (match := STAMP.match(line)) else None)
+    try:
+        return datetime.strptime(str(stamp)[:19], "%Y-%m-%d %H:%M:%S") if stamp else None
+    except ValueError:
+        return None
+
+
+def search(path: os.PathLike, keep: LogFilter) -> list[str]:
+    """The lines of the log at `path` that `keep` keeps; a line with no time of its own (a traceback's) has its
+    predecessor's."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log_size(path) - SEARCHED))
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    found, when = [], None
+    for line in text.splitlines():
+        when = written_at(line) or when
+        if keep.keeps(line, when):
+            found.append(line)
+    return found
+
+
 class LogFollower:
     """Prints the lines appended to each service's log since `offsets`, prefixed and coloured like honcho."""
 
-    def __init__(self, formation: Formation, offsets: dict[str, int], *, as_json: bool = False) -> None:
+    def __init__(self, formation: Formation, offsets: dict[str, int], *, as_json: bool = False,
+                 keep: LogFilter | None = None) -> None:
         self.formation = formation
+        self.keep = keep or LogFilter()
         self.offsets = dict(offsets)
         self.partial = {name: b"" for name in offsets}
         self.width = max(map(len, offsets), default=0)
@@ -52,4 +120,6 @@ class LogFollower:
 
     def print_new(self) -> None:
         for name, line in self.read_new():
-            self.emit(name, line, datetime.now())
+            now = datetime.now()
+            if self.keep.keeps(line, written_at(line) or now):
+                self.emit(name, line, now)

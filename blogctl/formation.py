@@ -69,8 +69,8 @@ class Record:
 @dataclass(frozen=True)
 class ProcessState:
     name: str
-    state: str  # "running", "stopped", or "exited" (a pid file whose process is gone)
-    pid: int | None = None
+    state: str  # "running", "stopped" (on purpose: no pid file), or "exited" (a pid file whose process is gone)
+    pid: int | None = None  # an exited process's last pid
     started_at: float | None = None
 
     @property
@@ -88,11 +88,21 @@ def read_dotenv(root: Path) -> dict[str, str]:
 
 
 class Formation:
+    """The Procfile's processes under one run directory.
+
+    Besides the Procfile's commands and `env`, a process may get more environment (`service_env`:
+    a data directory of its own) and a command to run under (`prefix`: `ip netns exec HOST`); these
+    mappings, like `env`, are read at each start, so their owner may change them between starts.
+    `identify(name)` says who answers on a service's port ("posts (pid 12)"), None when nothing
+    does: named when a start finds the port taken.
+    """
+
     def __init__(
         self, procfile: Path, *, run_dir: Path, env: Mapping[str, str],
         addresses: Mapping[str, tuple[str, int]] | None = None, skipped: Mapping[str, str] | None = None,
         cwd: Path | None = None, identify: Callable[[str], str | None] | None = None,
-        replicas: Mapping[str, str] | None = None,
+        replicas: Mapping[str, str] | None = None, service_env: Mapping[str, Mapping[str, str]] | None = None,
+        prefix: Mapping[str, list[str]] | None = None,
     ) -> None:
         try:
             entries = dict(parse_procfile(procfile.read_text()).processes)
@@ -112,14 +122,11 @@ class Formation:
         self.procfile = procfile
         self.cwd = cwd or procfile.parent  # where the processes run: honcho's rule unless told otherwise
         self.run_dir = run_dir
-        self.env = dict(env)
+        self.env = env
         self.addresses = dict(addresses or {})
         self.skipped = dict(skipped or {})  # Procfile entries this mode does not run: name -> why
-        # Per process, on top of the Procfile's command and `env` (the tests use them): more
-        # environment (a data directory of its own), and a command to run it under (`ip netns exec HOST`).
-        self.service_env: dict[str, dict[str, str]] = {}
-        self.prefix: dict[str, list[str]] = {}
-        # Who answers on a service's port ("posts (pid 12)"), None when nothing does: named when a start finds it taken.
+        self.service_env = service_env if service_env is not None else {}
+        self.prefix = prefix if prefix is not None else {}
         self.identify = identify
         self._children: dict[str, subprocess.Popen] = {}  # started by this blogctl: reaped here
 
@@ -161,7 +168,7 @@ class Formation:
         child = self._children.get(name)
         if child is not None and child.pid == record.pid and child.poll() is not None:
             return False  # reaped just now: no zombie left behind
-        proc = _proc_stat(record.pid)
+        proc = proc_stat(record.pid)
         if proc is None:
             return _signalable(record.pid) if not Path("/proc").is_dir() else False
         state, ticks = proc
@@ -172,7 +179,7 @@ class Formation:
         if record is None:
             return ProcessState(name, "stopped")
         if not self._alive(name, record):
-            return ProcessState(name, "exited")
+            return ProcessState(name, "exited", record.pid, record.started_at)
         return ProcessState(name, "running", record.pid, record.started_at)
 
     def states(self) -> list[ProcessState]:
@@ -216,7 +223,7 @@ class Formation:
             pgid = os.getpgid(pid)
         except ProcessLookupError:
             return self.state(name)
-        leader = pgid if _proc_stat(pgid) is not None else pid
+        leader = pgid if proc_stat(pgid) is not None else pid
         self._write_record(name, Record(leader, _start_ticks(leader), time.time(), self.commands[name]))
         return self.state(name)
 
@@ -340,7 +347,7 @@ def _marker(text: str) -> bytes:
     return f"--- blogctl {time.strftime('%Y-%m-%d %H:%M:%S')}: {text} ---\n".encode()
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
+def proc_stat(pid: int) -> tuple[str, str] | None:
     """(state, start time in clock ticks) from /proc/PID/stat, or None when there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -351,7 +358,7 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
 
 
 def _start_ticks(pid: int) -> str | None:
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     return stat[1] if stat else None
 
 

@@ -1,33 +1,34 @@
-"""Commands that run the formation: up, down, status, logs, kill, start."""
+"""Commands that run the formation: up, down, status, logs, kill, start, restart, wait."""
 from __future__ import annotations
 
+import re
 import signal
+import sys
 import time
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from services.shared.transport import REGISTRY, TransportError, joins_processes, url_of
+from services.shared.transport import REGISTRY, TransportError
 
 from . import render
 from .errors import BlogctlError
-from .follow import LogFollower, log_size
-from .formation import HEALTH_TIMEOUT, Formation, describe_exit
+from .follow import LogFilter, LogFollower, log_size, search
+from .formation import HEALTH_TIMEOUT
 from .options import JsonOption, Signal, TimeoutOption, process_argument
 from .render import console, text
 from .runtime import Runtime, runtime
 from .steps import bring_up, recover, service_rows, show_services
-
-
-def _names(services: list[str] | None, formation: Formation) -> list[str]:
-    names = services or formation.names
-    formation.check(names)
-    return list(dict.fromkeys(names))
+from .supervisor import DetachedWatcher, Supervisor, Watcher
 
 
 def up(
     ctx: typer.Context,
+    services: Annotated[list[str] | None, process_argument(
+        "Start only these services (or replicas); the others can be started later with `blogctl start`.",
+        required=False, metavar="SERVICE")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once all are healthy; leave them running.")] = False,
     broker: Annotated[str | None, typer.Option(
         "--broker", metavar="URL",
@@ -41,57 +42,39 @@ def up(
     )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
-    """Start every service in the Procfile and wait until each answers /health.
+    """Start the services in the Procfile (or those named), in the order of need, and wait until each answers /health.
 
+    The order comes from the service table, and `up` prints it: the bus (or the broker, which must answer) first,
+    then the services that handle events, then those that only emit them.
     In the foreground it then streams the services' logs, honcho-style; Ctrl-C stops them all.
     A service that dies (or is killed) does not take the others down.
     """
     rt = runtime(ctx)
-    with rt.exclusive("up"):
-        if broker is not None:
-            _check_same_transport(rt, broker)
-            rt.use("BLOG_BROKER_URL", broker)
-        if replicas:
-            rt.use("BLOG_REPLICAS", ",".join(replicas))
-        if not joins_processes(rt.config):
-            raise BlogctlError(f"{url_of(rt.config)} carries events only inside one process (it is for tests); a "
-                               "formation needs the HTTP bus (leave BLOG_BROKER_URL unset) or a broker such as amqp://")
-        formation = rt.formation
-        if strays := formation.strays():
-            raise BlogctlError(f"{', '.join(strays)} still running but not part of this formation "
-                               f"({', '.join(formation.names)}) — stop the formation first (`blogctl down`)")
-        recover(rt)
-        states = formation.states()
-        missing = [s.name for s in states if not s.running]
-        if not missing:
-            console.print("The formation is already up; nothing changed.")
-            show_services(rt)
-            return
-        running = [s.name for s in states if s.running]
-        if running:
-            console.print(text(f"Already running: {', '.join(running)}. Starting: {', '.join(missing)}."))
-        offsets = {name: log_size(formation.log_path(name)) for name in formation.names}
-        rt.record()
-        bring_up(rt, missing, timeout)
+    settings = {"BLOG_BROKER_URL": broker} if broker is not None else {}
+    if replicas:
+        settings["BLOG_REPLICAS"] = ",".join(replicas)
+    brought = Supervisor(rt).up(services, settings=settings, timeout=timeout)
+    if detach:
+        watcher = DetachedWatcher(rt).start()
+    if not brought.started:
+        console.print("The formation is already up; nothing changed." if not services else
+                      text(f"Already running: {', '.join(brought.running)}; nothing changed."), soft_wrap=True)
         show_services(rt)
-        console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
-        console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
-        if detach:
-            console.print(f"Running in the background; logs in {formation.run_dir}. Stop with `blogctl down`.",
-                          markup=False, soft_wrap=True)
-            return
+        return
+    if brought.running:
+        console.print(text(f"Already running: {', '.join(brought.running)}. Started: {', '.join(brought.started)}."),
+                      soft_wrap=True)
+    show_services(rt)
+    console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
+    console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
+    if detach:
+        kept = f"kept up by `blogctl supervise` (pid {watcher})" if watcher else "not restarted (BLOG_RESTART=no)"
+        console.print(f"Running in the background, {kept}; logs in {rt.formation.run_dir}. Stop with `blogctl down`.",
+                      markup=False, soft_wrap=True)
+        return
     # The lock is let go while the logs stream, so `blogctl down` or `kill` from elsewhere can act.
     console.print("Streaming logs; press Ctrl-C to stop every service.", style="dim")
-    _serve_in_foreground(rt, offsets)
-
-
-def _check_same_transport(rt: Runtime, broker: str) -> None:
-    """`up --broker` onto a formation already running on another transport would split it in two."""
-    running = [s.name for s in rt.formation.states() if s.running]
-    if running and rt.config.broker_url != broker:
-        now = rt.inspection.describe()
-        raise BlogctlError(f"{', '.join(running)} already running with events through {now.name} at {now.url} — "
-                           "stop the formation first (`blogctl down`)")
+    _serve_in_foreground(rt, brought.offsets)
 
 
 def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
@@ -101,26 +84,17 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     follower = LogFollower(formation, offsets)
-    pids = {s.name: s.pid for s in formation.states()}
+    watcher = Watcher(rt)
     try:
         try:
             while True:  # until Ctrl-C or SIGTERM, or until every service has stopped
                 follower.print_new()
-                states = formation.states()
-                for state in states:
-                    if state.pid != pids[state.name]:
-                        follower.print_new()
-                        if state.running:
-                            note = f"{state.name} started (pid {state.pid})"
-                        else:
-                            code = formation.exit_code(state.name)
-                            how = describe_exit(code) if code is not None else "exited"
-                            note = f"{state.name} {how}"
-                            if any(other.running for other in states):
-                                note += f"; the others keep running (`blogctl start {state.name}`)"
-                        console.print(text(note, "bold yellow"), soft_wrap=True)
-                        pids[state.name] = state.pid
-                if not any(state.running for state in states):  # `blogctl down` from elsewhere, say
+                notes = watcher.tick()
+                if notes:
+                    follower.print_new()
+                for note in notes:
+                    console.print(text(note, "bold yellow"), soft_wrap=True)
+                if not watcher.anything_running:  # `blogctl down` from elsewhere, say
                     console.print("Every service has stopped; `blogctl up` starts them again.", style="bold")
                     return
                 time.sleep(0.1)
@@ -146,6 +120,7 @@ def down(ctx: typer.Context) -> None:
     rt = runtime(ctx)
     with rt.exclusive("down"):
         formation = rt.formation
+        DetachedWatcher(rt).stop()  # first: nothing restarts what down stops (it would wait for the lock anyway)
         recover(rt)
         everything = [*formation.names, *formation.strays()]
         stopped = [before for name in reversed(everything) if (before := formation.stop(name)).running]
@@ -203,25 +178,41 @@ def _mode(rt: Runtime) -> dict:
 
 def logs(
     ctx: typer.Context,
-    service: Annotated[str | None, process_argument("One service (or replica); all of them if left out.",
-                                                     required=False)] = None,
+    services: Annotated[list[str] | None, process_argument(
+        "Services (or replicas); all of them if left out.", required=False, metavar="SERVICE")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many recent lines to show per service.")] = 20,
+    lines: Annotated[int | None, typer.Option(
+        "--lines", "-n", min=0, show_default=False,
+        help="How many recent lines to show per service (default: 20; with a filter, every match).")] = None,
+    grep: Annotated[str | None, typer.Option("--grep", "-g", metavar="RE",
+                                             help="Only lines matching this regular expression.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="AGE", help="Only lines written in the last AGE: 90s, 5m, 2h, 1d.")] = None,
+    trace: Annotated[str | None, typer.Option(
+        "--trace", metavar="TRACE_ID", help="Only the lines of this trace (services logging with BLOG_LOG_FORMAT=json).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Show the services' logs (kept in the data directory's run/ folder)."""
-    formation = runtime(ctx).formation
-    names = _names([service] if service else None, formation)
+    """Show the services' logs (kept in the data directory's run/ folder), searched with --grep, --since, --trace."""
+    rt = runtime(ctx)
+    formation = rt.formation
+    names = Supervisor(rt).names(services)
     present = [name for name in names if formation.log_path(name).exists()]
     if not present:
         raise BlogctlError(
             f"no logs for {', '.join(names)} in {formation.run_dir} — start the services with `blogctl up`"
         )
-    tails = {name: formation.tail(name, lines) for name in present}
+    keep = LogFilter(_pattern(grep), _since(since), trace)
+    if keep.active:
+        found = {name: search(formation.log_path(name), keep) for name in present}
+        tails = {name: matches[-lines:] if lines is not None else matches for name, matches in found.items()}
+    else:
+        tails = {name: formation.tail(name, 20 if lines is None else lines) for name in present}
     if json_output and not follow:
         render.print_json(tails)
         return
-    follower = LogFollower(formation, {name: log_size(formation.log_path(name)) for name in names}, as_json=json_output)
+    follower = LogFollower(formation, {name: log_size(formation.log_path(name)) for name in names}, as_json=json_output,
+                           keep=keep)
     for name, tail in tails.items():
         for line in tail:
             follower.emit(name, line, when=None)
@@ -233,6 +224,23 @@ def logs(
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
+
+
+def _pattern(grep: str | None) -> re.Pattern | None:
+    try:
+        return re.compile(grep) if grep else None
+    except re.error as exc:
+        raise typer.BadParameter(f"{grep!r} is not a regular expression: {exc}", param_hint="--grep") from None
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(age: str | None) -> datetime | None:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", age.strip()) if age else None
+    if age and not match:
+        raise typer.BadParameter(f"{age!r} is not an age such as 90s, 5m, 2h or 1d", param_hint="--since")
+    return datetime.now() - timedelta(seconds=float(match.group(1)) * AGE_UNITS[match.group(2)]) if match else None
 
 
 def kill(
@@ -249,7 +257,7 @@ def kill(
     not_running = []
     with rt.exclusive("kill"):
         recover(rt)
-        for name in _names(services, formation):
+        for name in Supervisor(rt).names(services):
             before = formation.stop(name, getattr(signal, f"SIG{sig.value}"))
             if before.running:
                 console.print(text(f"killed {name} (pid {before.pid}) with SIG{sig.value}; it is gone"))
@@ -266,7 +274,7 @@ def start(
 ) -> None:
     """Start single services and wait until they answer /health."""
     rt = runtime(ctx)
-    names = _names(services, rt.formation)
+    names = Supervisor(rt).names(services)
     missing = []
     with rt.exclusive("start"):
         recover(rt)
@@ -279,3 +287,58 @@ def start(
         if missing:
             bring_up(rt, missing, timeout)
     show_services(rt, names)
+
+
+def restart(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, process_argument(
+        "The services (or replicas) to restart; every running one if left out.", required=False,
+        metavar="SERVICE")] = None,
+    timeout: TimeoutOption = HEALTH_TIMEOUT,
+) -> None:
+    """Stop services and start them again, in the order of need, and wait until each answers /health.
+
+    Their data stays; a service that was not running is started.
+    """
+    rt = runtime(ctx)
+    for name, (before, after) in Supervisor(rt).restart(services, timeout=timeout).items():
+        was = f"pid {before} → {after}" if before else f"was not running; now pid {after}"
+        console.print(text(f"restarted {name} ({was})"), soft_wrap=True)
+
+
+def wait(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, process_argument(
+        "The services (or replicas) to wait for; every one of the formation if left out.", required=False,
+        metavar="SERVICE")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait in all.")] = HEALTH_TIMEOUT,
+    json_output: JsonOption = False,
+) -> None:
+    """Wait until each service answers /health: exit 0 when all do, 1 naming those that do not (for scripts and CI)."""
+    rt = runtime(ctx)
+    supervisor = Supervisor(rt)
+    names = supervisor.names(services)
+    unhealthy = supervisor.wait(names, timeout=timeout)
+    if json_output:
+        render.print_json({"healthy": [name for name in names if name not in unhealthy], "unhealthy": unhealthy})
+        if unhealthy:
+            raise typer.Exit(1)
+        return
+    if unhealthy:
+        raise BlogctlError(f"not healthy after {timeout:g}s: "
+                           + "; ".join(f"{name} ({why})" for name, why in unhealthy.items()))
+    console.print(text(f"healthy: {', '.join(names)}"), soft_wrap=True)
+
+
+def supervise(ctx: typer.Context) -> None:
+    """Keep the running formation up by its restart policy until every service has stopped (`up --detach` starts
+    this in the background; `down` stops it)."""
+    rt = runtime(ctx)
+    watcher = Watcher(rt)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    console.print(text(f"supervising {', '.join(name for name, pid in watcher.pids.items() if pid)}"), soft_wrap=True)
+    while watcher.anything_running:
+        for note in watcher.tick():
+            console.print(text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}"), soft_wrap=True)
+        time.sleep(0.2)
+    console.print("every service has stopped; nothing left to supervise", markup=False)

@@ -34,6 +34,6 @@ def _complete_processes(ctx: typer.Context, incomplete: str) -> list[str]:
     return [name for name in runtime(ctx).config.instances if name.startswith(incomplete)]
 
 
-def process_argument(help: str, *, required: bool = True):
-    return typer.Argument(help=help, metavar="SERVICE..." if required else "[SERVICE]", callback=_processes,
+def process_argument(help: str, *, required: bool = True, metavar: str | None = None):
+    return typer.Argument(help=help, metavar=metavar or ("SERVICE..." if required else "[SERVICE]"), callback=_processes,
                           autocompletion=_complete_processes, show_default=False)

@@ -85,7 +85,8 @@ def duration(seconds: float | None) -> str:
 
 def services_table(rows: list[dict], title: str = "Services") -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("service", "port", "pid", "process", "health", "uptime"):
+    restarted = any(row.get("restarts") or row.get("last_exit") for row in rows)
+    for column in ("service", "port", "pid", "process", "health", "uptime", *("restarts",) * restarted):
         table.add_column(column, justify="right" if column in ("port", "pid", "uptime") else "left")
     for row in rows:
         healthy = row["healthy"]
@@ -94,8 +95,17 @@ def services_table(rows: list[dict], title: str = "Services") -> Table:
         table.add_row(
             text(row["service"], "bold"), str(row.get("port") or "—"), str(row.get("pid") or "—"),
             text(row["process"], process_style), health, duration(row.get("uptime")),
+            *(restarts_cell(row),) * restarted,
         )
     return table
+
+
+def restarts_cell(row: dict) -> Text:
+    """`2 (last: was killed by SIGKILL)`; red once the restart policy gave up."""
+    if row.get("gave_up"):
+        return text(f"{row.get('restarts', 0)}, gave up: {row['gave_up']}", "red")
+    last = f" (last: {row['last_exit']})" if row.get("last_exit") else ""
+    return text(f"{row.get('restarts', 0)}{last}", "yellow" if last else "")
 
 
 def subscribers_table(subscribers: list[dict], title: str = "Bus subscribers") -> Table:

@@ -26,6 +26,7 @@ from .client import BlogClient, ServiceError
 from .errors import BlogctlError
 from .formation import Formation, PortTaken, RunLock, child_environment
 from .render import err_console, text
+from .restarts import RESTARTS_FILE
 
 # The formation: the project's top-level Procfile, which the package carries as `blogctl/Procfile`
 # (in the source tree a link to it; in a built package a copy), so an installed blogctl runs anywhere.
@@ -37,7 +38,8 @@ FORMATION_RECORD = "formation.json"
 RECORDED_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE", "BLOG_REPLICAS")
 
 
-def make_formation(config: Config, procfile: Path, env: Mapping[str, str]) -> Formation:
+def make_formation(config: Config, procfile: Path, env: Mapping[str, str], **supervision) -> Formation:
+    """The supervisor for `config`'s formation; `supervision` is passed on (`identify`, `service_env`, `prefix`)."""
     addresses = {name: (urlsplit(config.url(name)).hostname, port) for name, port in config.ports.items()}
     carrier = inspect(config).describe()
     skipped = {  # a transport's own process (the bus) runs only when the transport in use needs it
@@ -48,7 +50,7 @@ def make_formation(config: Config, procfile: Path, env: Mapping[str, str]) -> Fo
     cwd = config.data_dir if procfile == PROCFILE else None
     replicas = {name: service_of(name) for name in config.instances if name != service_of(name)}  # query.2: query
     return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped, cwd=cwd,
-                     replicas=replicas)
+                     replicas=replicas, **supervision)
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,25 @@ class Wiring:
     """Factories for a command's collaborators. Tests hand in fakes: `CliRunner().invoke(app, args, obj=Wiring(...))`."""
 
     client: Callable[[Config], BlogClient] = BlogClient
-    formation: Callable[[Config, Path, Mapping[str, str]], Formation] = make_formation
+    formation: Callable[..., Formation] = make_formation  # (config, procfile, env, **supervision), as make_formation
     inspection: Callable[[Config], Inspection] = inspect
 
 
 class Runtime:
-    """Built lazily, so `--help` works even when a `BLOG_*` variable is broken."""
+    """Built lazily, so `--help` works even when a `BLOG_*` variable is broken.
 
-    def __init__(self, *, overrides: dict[str, str], procfile: Path | None, wiring: Wiring | None = None) -> None:
+    `service_env` and `prefix` (per process: more environment, a command to run under) go to the
+    supervisor, which reads them at each start; the bench and the tests set them.
+    """
+
+    def __init__(self, *, overrides: dict[str, str], procfile: Path | None, wiring: Wiring | None = None,
+                 service_env: dict[str, dict[str, str]] | None = None,
+                 prefix: dict[str, list[str]] | None = None) -> None:
         self.overrides = overrides
         self.procfile = procfile or PROCFILE
         self.wiring = wiring or Wiring()
+        self.service_env = service_env if service_env is not None else {}
+        self.prefix = prefix if prefix is not None else {}
 
     @cached_property
     def env(self) -> dict[str, str]:
@@ -129,7 +139,8 @@ class Runtime:
             json.dump(settings, out)
 
     def forget(self) -> None:
-        (self.config.run_dir / FORMATION_RECORD).unlink(missing_ok=True)
+        for name in (FORMATION_RECORD, RESTARTS_FILE):
+            (self.config.run_dir / name).unlink(missing_ok=True)
 
     @cached_property
     def config(self) -> Config:
@@ -144,9 +155,10 @@ class Runtime:
 
     @cached_property
     def formation(self) -> Formation:
-        formation = self.wiring.formation(self.config, self.procfile, self.env)
-        formation.identify = lambda name: self.listener(name).holder  # names what holds a port a start needs
-        return formation
+        return self.wiring.formation(
+            self.config, self.procfile, self.env, service_env=self.service_env, prefix=self.prefix,
+            identify=lambda name: self.listener(name).holder,  # names what holds a port a start needs
+        )
 
     def exclusive(self, command: str) -> RunLock:
         """Hold this while changing the formation: one blogctl at a time per data directory."""
@@ -175,7 +187,7 @@ class Runtime:
             return Listener(holder="another program (its /health names no service and pid)")
         process = health.get("instance") or service  # a replica answers as `query.2`
         # The formation's data directory, unless this process was given one of its own.
-        expected = self.formation.service_env.get(name, {}).get("BLOG_DATA_DIR") or str(self.config.data_dir)
+        expected = self.service_env.get(name, {}).get("BLOG_DATA_DIR") or str(self.config.data_dir)
         ours = process == name and data_dir == expected
         holder = f"{process} (pid {pid})" + ("" if data_dir == expected else f" of {data_dir}")
         return Listener(health=health, holder=holder, ours=ours, problem=problem)

@@ -2,28 +2,57 @@
 health, find processes whose pid files are gone, and the services table."""
 from __future__ import annotations
 
+from graphlib import TopologicalSorter
+
 from services.shared.config import service_of
+from services.shared.service import Service
 from services.table import spec
 
-from . import render
+from . import render, restarts
 from .formation import HEALTH_TIMEOUT
 from .render import console, text
 from .runtime import Runtime
 
 
-def start_order(names: list[str]) -> list[list[str]]:
-    """`names` in the phases they start in, from the service table: the bus before its clients (so
-    nobody's first call finds it missing), then the consumers before the rest (on a broker their
-    queues must exist before anything is published); Procfile entries outside the table last."""
-    def phase(name: str) -> int:
-        try:
-            service = spec(service_of(name))  # a replica (`query.2`) starts with its service
-        except KeyError:
-            return 2
-        return 0 if service.bus else 1 if service.consumes else 2
+def dependencies(names: list[str]) -> dict[str, set[str]]:
+    """What each of `names` needs healthy before it starts, from the service table (among `names` only:
+    what runs already is ready). A transport's own process (the bus) comes before every other
+    service, so nobody's first call finds it missing; a service that handles no events comes after
+    those that handle what it emits (on a broker their queues must exist before its first publish).
+    A replica (`query.2`) starts as its service; Procfile entries outside the table come last."""
+    table = {name: _spec(name) for name in names}
+    services = [name for name, service in table.items() if service is not None]
+    needs: dict[str, set[str]] = {}
+    for name, service in table.items():
+        if service is None:
+            needs[name] = set(services)
+        elif service.bus:
+            needs[name] = set()
+        else:
+            needs[name] = {other for other in services if table[other].bus}
+            if not service.consumes:
+                needs[name] |= {other for other in services
+                               if set(table[other].consumes) & {data.__name__ for data in service.emits}}
+    return needs
 
-    phases = [[name for name in names if phase(name) == number] for number in range(3)]
-    return [names for names in phases if names]
+
+def start_order(names: list[str]) -> list[list[str]]:
+    """`names` in the phases they start in (`dependencies`): each phase once the one before is healthy."""
+    sorter = TopologicalSorter(dependencies(names))
+    sorter.prepare()
+    phases = []
+    while sorter.is_active():
+        ready = sorter.get_ready()
+        phases.append([name for name in names if name in ready])
+        sorter.done(*ready)
+    return phases
+
+
+def _spec(name: str) -> Service | None:
+    try:
+        return spec(service_of(name))
+    except KeyError:
+        return None
 
 
 def bring_up(rt: Runtime, names: list[str], timeout: float = HEALTH_TIMEOUT) -> None:
@@ -61,6 +90,7 @@ def recover(rt: Runtime) -> list[str]:
 def service_rows(rt: Runtime) -> list[dict]:
     """Each Procfile process: its port, pid, process state, and whether its port answers /health as itself."""
     rows = []
+    restarted = restarts.saved(rt.config.run_dir)
     for state in rt.formation.states():
         port = rt.config.ports.get(state.name)
         pid, process, health, problem = state.pid, state.state, None, None
@@ -80,6 +110,7 @@ def service_rows(rt: Runtime) -> list[dict]:
             "service": state.name, "port": port, "pid": pid, "process": process,
             "healthy": health is not None if port is not None else state.running,
             "uptime": state.uptime, "health": health, "error": problem,
+            "restarts": 0, "last_exit": None, "gave_up": None, **restarted.get(state.name, {}),
         })
     return rows
 

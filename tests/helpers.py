@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import ChainMap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from blogctl import polling
 from blogctl.bench.load import LoadGenerator, worker_client
 from blogctl.client import BlogClient, ServiceError
 from blogctl.steps import bring_up
-from blogctl.runtime import Runtime, Wiring
+from blogctl.runtime import Runtime, Wiring, make_formation
 from blogctl.supervise import free_port
 from services.shared import transport as transport_module
 from services.shared.config import host_variable
@@ -158,8 +159,12 @@ class RunningBlog:
     @cached_property
     def runtime(self) -> Runtime:
         """What `blogctl` works with for this formation: its supervisor, and this formation's client."""
+        def supervisor(config, procfile, env, **supervision):  # what the test sets in `env` wins, at each start
+            return make_formation(config, procfile, ChainMap(self.env, env), **supervision)
+
         return Runtime(overrides=dict(self.env), procfile=None,  # blogctl's own Procfile, as `blogctl up` runs
-                       wiring=Wiring(client=lambda config: self.client))
+                       wiring=Wiring(client=lambda config: self.client, formation=supervisor),
+                       service_env=self.service_env, prefix=self.launch_prefix)
 
     @cached_property
     def client(self) -> BlogClient:
@@ -191,9 +196,6 @@ class RunningBlog:
     def start(self, *services: str, wait: bool = True) -> None:
         """Start `services` (default: all this transport needs) as `blogctl up` does, in the order of need."""
         supervisor = self.runtime.formation
-        supervisor.env.update(self.env)  # what the test set since the formation was made
-        supervisor.service_env = self.service_env
-        supervisor.prefix = self.launch_prefix
         names = list(services or supervisor.names)
         if wait:
             bring_up(self.runtime, names)

@@ -190,5 +190,5 @@ class Bench:
         formation = self.rt.formation
         for name in names:
             formation.stop(name)
-            formation.service_env[name] = env
+            self.rt.service_env[name] = env  # the supervisor reads it at the next start
         bring_up(self.rt, names)

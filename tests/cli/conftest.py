@@ -81,7 +81,7 @@ class InProcessBlog:
     def wiring(self) -> Wiring:
         return Wiring(
             client=lambda config: BlogClient(config, http=InProcessHttp(self, config)),
-            formation=lambda config, procfile, env: self.formation,
+            formation=lambda config, procfile, env, **supervision: self.formation,
             inspection=lambda config: HttpTransport(config.url("bus"), http=InProcessHttp(self, config)),
         )
 
@@ -165,8 +165,9 @@ class Cli:
 
     def __call__(self, *args: str, wiring: Wiring | None = None, env: dict | None = None):
         obj = wiring or (self.blog.wiring() if self.blog else None)
-        if self.blog:  # the run directory (its lock) beside the in-process services' data
-            env = {"BLOG_DATA_DIR": str(self.blog.config.data_dir), **(env or {})}
+        if self.blog:  # the run directory (its lock) beside the in-process services' data; the services are
+            # in this process, so no `blogctl supervise` is started to restart them
+            env = {"BLOG_DATA_DIR": str(self.blog.config.data_dir), "BLOG_RESTART": "no", **(env or {})}
         return self.runner.invoke(app, list(args), obj=obj, env=env, prog_name="blogctl")
 
     def ok(self, *args: str):

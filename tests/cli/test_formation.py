@@ -20,7 +20,8 @@ def make_formation(tmp_path):
 
     def make(procfile: str, **kwargs) -> Formation:
         (tmp_path / "Procfile").write_text(procfile)
-        formation = Formation(tmp_path / "Procfile", run_dir=tmp_path / "run", env=dict(os.environ), **kwargs)
+        kwargs.setdefault("env", dict(os.environ))
+        formation = Formation(tmp_path / "Procfile", run_dir=tmp_path / "run", **kwargs)
         made.append(formation)
         return formation
 
@@ -119,10 +120,9 @@ def test_process_group_alive_sees_a_group_die_after_it_was_seen_alive():
 
 
 def test_a_process_gets_its_own_environment_and_runs_under_its_own_prefix(make_formation):
-    formation = make_formation('a: echo "data=$DATA via=$VIA"; exec sleep 60\nb: echo "data=$DATA"; exec sleep 60\n')
-    formation.env["DATA"] = "shared"
-    formation.service_env["a"] = {"DATA": "its own"}
-    formation.prefix["a"] = ["env", "VIA=prefix"]  # as `ip netns exec HOST` runs a service on a test host
+    formation = make_formation('a: echo "data=$DATA via=$VIA"; exec sleep 60\nb: echo "data=$DATA"; exec sleep 60\n',
+                               env={**os.environ, "DATA": "shared"}, service_env={"a": {"DATA": "its own"}},
+                               prefix={"a": ["env", "VIA=prefix"]})  # as `ip netns exec HOST` runs a service on a test host
     pids = {name: formation.start(name).pid for name in ("a", "b")}
     wait_until(lambda: "data=its own via=prefix" in formation.tail("a"), timeout=5)
     wait_until(lambda: "data=shared" in formation.tail("b"), timeout=5)

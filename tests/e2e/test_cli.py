@@ -157,9 +157,18 @@ def test_demo_failure_twice_then_from_a_stopped_formation(blogctl):
 
 @contextmanager
 def foreground_up(blogctl: Blogctl) -> Iterator[subprocess.Popen]:
-    """`blogctl up` in the foreground, once every service answers; SIGKILLed if a test leaves it running."""
+    """`blogctl up` in the foreground, once every service answers, its lines gathered in `up.output` as they come
+    (`output_of(up)` once it has ended); SIGKILLed if a test leaves it running."""
     up = subprocess.Popen(blogctl.command("up"), env=blogctl.env, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up.output = []
+
+    def read() -> None:
+        for line in up.stdout:
+            up.output.append(line)
+
+    up.reader = threading.Thread(target=read, daemon=True)
+    up.reader.start()
     try:
         wait_until(lambda: all(blogctl.healthy(s) for s in SERVICES), timeout=30, message="all services healthy")
         blogctl.seen_pids |= set(blogctl.recorded_pids().values())
@@ -170,12 +179,19 @@ def foreground_up(blogctl: Blogctl) -> Iterator[subprocess.Popen]:
             up.wait(10)
 
 
+def output_of(up: subprocess.Popen) -> str:
+    """Everything a `foreground_up` printed, once it has ended."""
+    up.reader.join(30)
+    return "".join(up.output)
+
+
 def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
     with foreground_up(blogctl) as up:
         blogctl("kill", "comments")  # the foreground formation survives a dead member
         assert all(blogctl.healthy(s) for s in ("posts", "query", "bus"))
         os.kill(up.pid, signal.SIGINT)
-        output, _ = up.communicate(timeout=30)
+        up.wait(30)
+        output = output_of(up)
     assert up.returncode == 0, output
     assert f"{'posts'.ljust(max(map(len, SERVICES)))} | " in output and "Serving on" in output
     assert "comments was killed by SIGKILL" in output and "Stopping the formation" in output
@@ -185,7 +201,8 @@ def test_foreground_up_streams_logs_and_ctrl_c_stops_everything(blogctl):
 def test_foreground_up_ends_when_down_stops_every_service_from_elsewhere(blogctl):
     with foreground_up(blogctl) as up:
         blogctl("down")
-        output, _ = up.communicate(timeout=30)
+        up.wait(30)
+        output = output_of(up)
     assert up.returncode == 0, output
     assert "Every service has stopped" in output and "Stopping the formation" not in output
     blogctl.assert_nothing_left()
