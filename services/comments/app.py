@@ -8,7 +8,7 @@ from services.shared import outbox, transport as transport_module
 from services.shared.components import Closing, components
 from services.shared.config import Config
 from services.shared.consumer import register_consumer
-from services.shared.db import Checkpointer, Database
+from services.shared.db import writer_database
 from services.shared.metrics import metrics_of
 from services.shared.openapi import EVENTS_IN, Error, Operation, Param, register_openapi
 from services.shared.schemas import Comment, NewComment
@@ -30,14 +30,14 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="comments")
-    db = Database(config.db_path("comments"), SCHEMA, durable=config.fsync)
+    db = writer_database(config, "comments", SCHEMA)  # SQLite, or PostgreSQL shared by its replicas
     store = CommentStore(db)
     app = create_base_app("comments", config)
     allow_origins(app, config)
     components(app).add("transport", Closing(transport))
-    components(app).add("checkpoints", Checkpointer(db))
+    components(app).add("database", db.upkeep())
     relay = outbox.Relay(db, transport, published=metrics_of(app).published)
-    catch_up = register_consumer(app, "comments", store, transport, HANDLERS, then=relay.notify)
+    catch_up = register_consumer(app, config.me("comments"), store, transport, HANDLERS, then=relay.notify)
     components(app).add("relay", relay)
 
     @app.post("/posts/<post_id>/comments")

@@ -13,7 +13,7 @@ from services.shared import outbox, transport as transport_module
 from services.shared.components import Closing, components
 from services.shared.config import Config
 from services.shared.consumer import register_consumer
-from services.shared.db import Checkpointer, Database
+from services.shared.db import writer_database
 from services.shared.metrics import metrics_of
 from services.shared.openapi import EVENTS_IN, register_openapi
 from services.shared.transport import Transport
@@ -25,13 +25,13 @@ from .store import HANDLERS, SCHEMA, ModerationStore, Rule
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="moderation")
-    db = Database(config.db_path("moderation"), SCHEMA, durable=config.fsync)
+    db = writer_database(config, "moderation", SCHEMA)  # SQLite, or PostgreSQL shared by its replicas
     store = ModerationStore(db, Rule(config.moderation_reject))
     app = create_base_app("moderation", config)
     components(app).add("transport", Closing(transport))
-    components(app).add("checkpoints", Checkpointer(db))
+    components(app).add("database", db.upkeep())
     relay = outbox.Relay(db, transport, published=metrics_of(app).published)
-    catch_up = register_consumer(app, "moderation", store, transport, HANDLERS, then=relay.notify)
+    catch_up = register_consumer(app, config.me("moderation"), store, transport, HANDLERS, then=relay.notify)
     components(app).add("relay", relay)
 
     register_health(app, "moderation", lambda: dict(

@@ -7,7 +7,7 @@ from services.shared import config as config_module
 from services.shared import outbox, transport as transport_module
 from services.shared.components import Closing, components
 from services.shared.config import Config
-from services.shared.db import Checkpointer, Database
+from services.shared.db import writer_database
 from services.shared.metrics import metrics_of
 from services.shared.openapi import EVENTS_IN, Error, Operation, register_openapi
 from services.shared.schemas import NewPost, Post
@@ -26,12 +26,12 @@ OPERATIONS = [
 def create_app(config: Config | None = None, transport: Transport | None = None) -> Flask:
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="posts")
-    db = Database(config.db_path("posts"), SCHEMA, durable=config.fsync)
+    db = writer_database(config, "posts", SCHEMA)  # SQLite, or PostgreSQL shared by its replicas
     store = PostStore(db)
     app = create_base_app("posts", config)
     allow_origins(app, config)
     components(app).add("transport", Closing(transport))
-    components(app).add("checkpoints", Checkpointer(db))
+    components(app).add("database", db.upkeep())
     relay = components(app).add("relay", outbox.Relay(db, transport, published=metrics_of(app).published))  # tests drive relay.relay_once()
 
     @app.post("/posts")
