@@ -34,10 +34,16 @@ def up(
         help="Carry events through the broker at URL instead of the HTTP bus, which is then not started "
         f"(default: BLOG_BROKER_URL; the schemes known: {', '.join(REGISTRY)}).",
     )] = None,
+    database: Annotated[str | None, typer.Option(
+        "--database", metavar="URL",
+        help="Keep the writers' tables (Posts, Comments, Moderation) in this PostgreSQL database, a schema each, "
+        "so they can have replicas (default: BLOG_DATABASE_URL; unset: a SQLite file each).",
+    )] = None,
     replicas: Annotated[list[str] | None, typer.Option(
         "--replicas", metavar="SERVICE=N",
         help="Run N processes of a service that can have replicas, e.g. query=2: query and query.2, each with its "
-        "own port (100 above the last), database and subscription (default: BLOG_REPLICAS). Repeatable.",
+        "own port (100 above the last), database and subscription (default: BLOG_REPLICAS); posts, comments and "
+        "moderation too with --database. Repeatable.",
     )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
@@ -51,6 +57,8 @@ def up(
         if broker is not None:
             _check_same_transport(rt, broker)
             rt.use("BLOG_BROKER_URL", broker)
+        if database is not None:
+            rt.use("BLOG_DATABASE_URL", database)
         if replicas:
             rt.use("BLOG_REPLICAS", ",".join(replicas))
         if not joins_processes(rt.config):

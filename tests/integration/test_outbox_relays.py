@@ -1,0 +1,75 @@
+"""Two relays of one outbox on PostgreSQL (two replicas of Posts), under 8 writers: every event is
+published exactly once, and each post's events in the order they were written."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+
+from services.posts.store import SCHEMA
+from services.shared import outbox
+from services.shared.config import load
+from services.shared.db import writer_database
+from services.shared.events import CommentCreated, Event
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.postgres
+
+WRITERS, POSTS_EACH, EVENTS_EACH = 8, 5, 60
+
+
+class RecordingTransport:
+    """Records every publish, with no deduplication (a real bus would hide a double publish), and takes
+    a little time over it, so that two relays overlap."""
+
+    def __init__(self, published: list[tuple[str, Event]], relay: str) -> None:
+        self.published, self.relay = published, relay
+
+    def publish(self, events: list[Event]) -> None:
+        time.sleep(random.uniform(0, 0.003))
+        self.published.extend((self.relay, event) for event in events)  # list.extend is atomic under the GIL
+
+
+def test_two_relays_publish_every_event_once_and_each_post_in_order(postgres_url):
+    config = load({"BLOG_DATABASE_URL": postgres_url})
+    replicas = [writer_database(config, "posts", SCHEMA) for _ in range(2)]  # as two Posts processes open it
+    published: list[tuple[str, Event]] = []
+    relays = [outbox.Relay(db, RecordingTransport(published, f"relay{i}"), batch=20, idle_wait=0.01)
+              for i, db in enumerate(replicas)]
+
+    def write(worker: int) -> None:
+        db = replicas[worker % 2]
+        for n in range(EVENTS_EACH):
+            post = f"w{worker}p{n % POSTS_EACH}"
+            with db.transaction() as conn:  # one event per transaction, as a request writes it
+                outbox.add(conn, Event.of(CommentCreated(id=f"{post}-{n}", content=str(n), postId=post)))
+
+    for relay in relays:
+        relay.start()
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+    try:
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join(60)
+        total = WRITERS * EVENTS_EACH
+        wait_until(lambda: len(published) >= total and outbox.pending(replicas[0]) == 0, timeout=30,
+                   message="the relays to empty the outbox")
+    finally:
+        for relay in relays:
+            relay.stop()
+        for db in replicas:
+            db.close()
+
+    assert all(relay.last_error is None for relay in relays)
+    ids = Counter(event.id for _, event in published)
+    assert len(ids) == total and set(ids.values()) == {1}  # exactly once each
+    by_post: dict[str, list[int]] = defaultdict(list)
+    for _, event in published:
+        by_post[event.data["postId"]].append(int(event.data["content"]))
+    assert len(by_post) == WRITERS * POSTS_EACH
+    assert all(numbers == sorted(numbers) for numbers in by_post.values()), "a post's events out of order"
+    assert {relay for relay, _ in published} == {"relay0", "relay1"}  # both relays took part
