@@ -217,7 +217,7 @@ class RunningBlog:
         """blogctl's client, to this formation's ports (and test hosts' addresses, once set)."""
         return BlogClient(load({
             **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
-            **{k: v for k, v in self.env.items() if k == "BLOG_REPLICAS" or k.endswith("_PORT")},  # replicas too
+            **{k: v for k, v in self.env.items() if k in ("BLOG_REPLICAS", "BLOG_DATABASE_URL") or k.endswith("_PORT")},
             **{host_variable(name): address for name, address in self.addresses.items()},
         }), timeout=10)
 
