@@ -14,6 +14,7 @@ from flask import Flask
 from . import config as config_module
 from . import tracing
 from .components import components
+from .db import UNAVAILABLE
 from .web import serve
 
 
@@ -32,8 +33,8 @@ def run(service: str, create_app: Callable[..., Flask]) -> None:
         config = config_module.load()
         tracing.setup(config, config.me(service))  # before the app: its hooks are made for a tracing process
         app = create_app(config)
-    except (config_module.ConfigError, OSError) as exc:
-        sys.exit(f"{service}: cannot start: {exc}")
+    except (config_module.ConfigError, OSError, *UNAVAILABLE) as exc:  # UNAVAILABLE: its database, say
+        sys.exit(f"{service}: cannot start: {' '.join(str(exc).split())}")
     parts = components(app)
     terminated = threading.Event()  # waitress returns from serve() on the interrupt rather than raising it
 

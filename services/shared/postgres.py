@@ -15,10 +15,10 @@ from functools import lru_cache
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import RowMaker
 
 from .components import Closing
+from .db import Database
 
 
 class Row(tuple):
@@ -62,9 +62,6 @@ class Connection:
     def execute(self, query: str, params: Sequence = ()) -> psycopg.Cursor:
         return self.raw.execute(_placeholders(query), params) if params else self.raw.execute(query)
 
-    @property
-    def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
 
 class PostgresDatabase:
@@ -87,12 +84,6 @@ class PostgresDatabase:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"blog schema {name}",))
             conn.raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
             conn.raw.execute(_ddl(schema))
-
-    @property
-    def path(self) -> str:
-        """Where the data is, for messages: the server and schema (no password)."""
-        info = conninfo_to_dict(self.url)
-        return f"postgresql://{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')} schema {self.name}"
 
     def connection(self) -> Connection:
         conn = getattr(self._local, "conn", None)
@@ -124,9 +115,4 @@ class PostgresDatabase:
         """What the service runs beside it for this database: nothing but closing the connections at stop."""
         return Closing(self)
 
-    def close(self) -> None:
-        with self._lock:
-            for raw in self._all:
-                raw.close()
-            self._all.clear()
-        self._local = threading.local()
+    close = Database.close  # every thread's connection (kept in `_all`, under `_lock`), as on SQLite

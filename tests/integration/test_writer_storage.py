@@ -3,6 +3,9 @@ commit together, the relay moves the outbox to the bus, applying an event twice 
 replicas at once) changes nothing the second time."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -18,6 +21,7 @@ from services.shared.config import load
 from services.shared.db import writer_database
 from services.shared.events import CommentCreated, CommentModerated, PostCreated
 from services.shared.transport import InMemoryBus
+from tests.helpers import free_port
 from tests.unit.test_moderation import logged, queued
 
 
@@ -136,3 +140,13 @@ def test_two_comments_replicas_announce_each_decision_once(open_db):
     updated = [e["data"]["id"] for e in queued(replicas[1].db) if e["type"] == "CommentUpdated"]
     assert sorted(updated) == sorted(ids)
     assert {c["status"] for c in replicas[1].for_post("p1")} == {"approved"} and replicas[1].count() == (1, 30)
+
+
+def test_a_writer_whose_database_cannot_be_reached_says_so_in_one_line(tmp_path):
+    env = {**os.environ, "BLOG_DATA_DIR": str(tmp_path), "BLOG_POSTS_PORT": str(free_port()),
+           "BLOG_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/blog"}  # nothing listens there
+    started = subprocess.run([sys.executable, "-m", "services.posts"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert started.returncode == 1
+    [line] = started.stderr.splitlines()
+    assert line.startswith("posts: cannot start: connection failed: ") and "127.0.0.1" in line
