@@ -14,6 +14,7 @@ from services.comments.store import SCHEMA as COMMENTS_SCHEMA
 from services.comments.store import CommentStore, UnknownPost
 from services.moderation.store import SCHEMA as MODERATION_SCHEMA
 from services.moderation.store import ModerationStore, Rule
+from services.posts.app import create_app as create_posts
 from services.posts.store import SCHEMA as POSTS_SCHEMA
 from services.posts.store import PostStore
 from services.shared import outbox
@@ -21,7 +22,7 @@ from services.shared.config import load
 from services.shared.db import writer_database
 from services.shared.events import CommentCreated, CommentModerated, PostCreated
 from services.shared.transport import InMemoryBus
-from tests.helpers import free_port
+from tests.helpers import free_port, postgres_admin
 from tests.unit.test_moderation import logged, queued
 
 
@@ -150,3 +151,18 @@ def test_a_writer_whose_database_cannot_be_reached_says_so_in_one_line(tmp_path)
     assert started.returncode == 1
     [line] = started.stderr.splitlines()
     assert line.startswith("posts: cannot start: connection failed: ") and "127.0.0.1" in line
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_is_a_503_and_the_next_request_connects_again(tmp_path, postgres_url):
+    app = create_posts(load({"BLOG_DATA_DIR": str(tmp_path), "BLOG_DATABASE_URL": postgres_url}),
+                       transport=InMemoryBus().transport("posts"))
+    client = app.test_client()  # requests in this thread: one connection, the one cut below
+    assert client.post("/posts", json={"title": "before"}).status_code == 201
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+    lost = client.post("/posts", json={"title": "while cut"})
+    assert lost.status_code == 503 and lost.get_json()["error"].startswith("posts storage is unavailable (")
+    assert "\n" not in lost.get_json()["error"]
+    assert client.post("/posts", json={"title": "after"}).status_code == 201
+    assert sorted(post["title"] for post in client.get("/posts").get_json().values()) == ["after", "before"]
