@@ -52,7 +52,8 @@ def moderate(comment: CommentCreated, event: Event, conn: sqlite3.Connection, ru
         return
     status = rule.decide(comment.content)
     inserted = conn.execute(
-        "INSERT INTO decisions (id, post_id, status) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (comment.id, comment.postId, status)
+        "INSERT INTO decisions (id, post_id, status) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (comment.id, comment.postId, status),
     ).rowcount
     if inserted:
         decision = CommentModerated(id=comment.id, postId=comment.postId, status=status, content=comment.content)

@@ -239,7 +239,8 @@ def _database_url(raw: str | None) -> str | None:
     if not raw or not raw.strip():
         return None
     if not raw.strip().lower().startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"BLOG_DATABASE_URL={raw.split('://')[0]}://... is not a PostgreSQL URL "
+        shown = raw.split("://")[0] + "://..." if "://" in raw else repr(raw)  # a URL's password is not repeated
+        raise ConfigError(f"BLOG_DATABASE_URL={shown} is not a PostgreSQL URL "
                           "(postgresql://USER@HOST:PORT/DBNAME), and SQLite needs none")
     return raw.strip()
 

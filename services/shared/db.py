@@ -14,11 +14,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
 
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .postgres import PostgresDatabase
 
 T = TypeVar("T")
 
@@ -238,7 +242,7 @@ def insert_with_new_id(db: Database, write: Callable[[Connection, str], T], atte
     raise RuntimeError(f"no free id found in {attempts} tries")
 
 
-def writer_database(config, service: str, schema: str) -> Database:
+def writer_database(config: Config, service: str, schema: str) -> Database | PostgresDatabase:
     """A writer's storage: its SQLite file, or its schema in BLOG_DATABASE_URL's PostgreSQL database."""
     if config.database_url is None:
         return Database(config.db_path(service), schema, durable=config.fsync)
