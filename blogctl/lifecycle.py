@@ -35,10 +35,16 @@ def up(
         help="Carry events through the broker at URL instead of the HTTP bus, which is then not started "
         f"(default: BLOG_BROKER_URL; the schemes known: {', '.join(REGISTRY)}).",
     )] = None,
+    database: Annotated[str | None, typer.Option(
+        "--database", metavar="URL",
+        help="Keep the writers' tables (Posts, Comments, Moderation) in this PostgreSQL database, a schema each, "
+        "so they can have replicas (default: BLOG_DATABASE_URL; unset: a SQLite file each).",
+    )] = None,
     replicas: Annotated[list[str] | None, typer.Option(
         "--replicas", metavar="SERVICE=N",
         help="Run N processes of a service that can have replicas, e.g. query=2: query and query.2, each with its "
-        "own port (100 above the last), database and subscription (default: BLOG_REPLICAS). Repeatable.",
+        "own port (100 above the last), database and subscription (default: BLOG_REPLICAS); posts, comments and "
+        "moderation too with --database. Repeatable.",
     )] = None,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
@@ -51,6 +57,8 @@ def up(
     """
     rt = runtime(ctx)
     settings = {"BLOG_BROKER_URL": broker} if broker is not None else {}
+    if database is not None:
+        settings["BLOG_DATABASE_URL"] = database
     if replicas:
         settings["BLOG_REPLICAS"] = ",".join(replicas)
     brought = Supervisor(rt).up(services, settings=settings, timeout=timeout)

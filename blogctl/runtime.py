@@ -32,10 +32,10 @@ from .restarts import RESTARTS_FILE
 # (in the source tree a link to it; in a built package a copy), so an installed blogctl runs anywhere.
 PROCFILE = Path(__file__).with_name("Procfile")
 
-# Where `up` records the settings that shape the formation (`--broker`, `--replicas`), so later
+# Where `up` records the settings that shape the formation (`--broker`, `--replicas`, `--database`), so later
 # commands on the same data directory (status, kill, start, down) see the same formation.
 FORMATION_RECORD = "formation.json"
-RECORDED_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE", "BLOG_REPLICAS")
+RECORDED_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE", "BLOG_REPLICAS", "BLOG_DATABASE_URL")
 
 
 def make_formation(config: Config, procfile: Path, env: Mapping[str, str], **supervision) -> Formation:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.helpers import RunningBlog, broker_missing
+from tests.helpers import RunningBlog, broker_missing, drop_writer_schemas, fresh_postgres_database, postgres_missing
 
 
 @pytest.fixture
@@ -25,6 +25,22 @@ def formation(tmp_path, transport):
     finally:
         running.stop()
         running.remove_broker_objects()
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A database of this test run's own on the PostgreSQL server (`blog_test_<random>`), dropped at the end."""
+    if reason := postgres_missing():
+        pytest.skip(reason)
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_database):
+    """BLOG_DATABASE_URL for one test: the run's database, with no writer schema left from a test before."""
+    drop_writer_schemas(postgres_database)
+    return postgres_database
 
 
 @pytest.fixture

@@ -81,6 +81,53 @@ def tmpfs(mount_point: Path, options: str = "size=1m") -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
+# PostgreSQL for the writers' tests: the machine's server unless told otherwise (a database is made per run).
+POSTGRES_SERVER = os.environ.get("BLOG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+WRITER_SCHEMAS = tuple(spec.name for spec in SERVICE_TABLE if spec.emits)  # a schema each (services/shared/postgres.py)
+
+
+@cache
+def postgres_missing() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None when a server answers at POSTGRES_SERVER."""
+    import psycopg
+
+    try:
+        psycopg.connect(f"{POSTGRES_SERVER}/postgres", connect_timeout=3).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())
+        return (f"no PostgreSQL server answers at {POSTGRES_SERVER} ({reason}); start one (`pg_ctlcluster "
+                "--skip-systemctl-redirect $(ls /etc/postgresql) main start`) or set BLOG_TEST_POSTGRES_URL")
+    return None
+
+
+def postgres_admin(statement: str) -> None:
+    """Run one statement on the test server's maintenance database (CREATE/DROP DATABASE cannot run in a transaction)."""
+    import psycopg
+
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new database `blog_test_<random>` on the test server, its URL; dropped on leaving, with any
+    connection still open to it."""
+    name = f"blog_test_{uuid.uuid4().hex[:12]}"
+    postgres_admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def drop_writer_schemas(url: str) -> None:
+    """Empty a test database of the writers' schemas, so the next test starts from none."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {', '.join(WRITER_SCHEMAS)} CASCADE")
+
+
 @cache
 def broker_missing() -> str | None:
     """Why the RabbitMQ tests cannot run here, or None when a broker answers at BROKER_URL."""
@@ -171,7 +218,7 @@ class RunningBlog:
         """blogctl's client, to this formation's ports (and test hosts' addresses, once set)."""
         return BlogClient(load({
             **{f"BLOG_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
-            **{k: v for k, v in self.env.items() if k == "BLOG_REPLICAS" or k.endswith("_PORT")},  # replicas too
+            **{k: v for k, v in self.env.items() if k in ("BLOG_REPLICAS", "BLOG_DATABASE_URL") or k.endswith("_PORT")},
             **{host_variable(name): address for name, address in self.addresses.items()},
         }), timeout=10)
 

@@ -1,15 +1,14 @@
-"""Comments, the posts Comments has heard of (from PostCreated), and the outbox, in one SQLite file.
+"""Comments, the posts Comments has heard of (from PostCreated), and the outbox, in one SQLite file
+(or the `comments` schema of BLOG_DATABASE_URL's PostgreSQL database).
 
 A new comment is `pending`; Moderation's decision (CommentModerated) sets its status once and
 is announced as CommentUpdated, in the same transaction. A repeated decision changes nothing.
 """
 from __future__ import annotations
 
-import sqlite3
-
 from services.shared import outbox
 from services.shared.consumer import POSITION_SCHEMA, ConsumingStore, Context
-from services.shared.db import Database, ensure_column, insert_with_new_id
+from services.shared.db import Connection, Database, ensure_column, insert_with_new_id
 from services.shared.events import CommentCreated, CommentModerated, CommentUpdated, Event, PostCreated
 
 SCHEMA = """
@@ -38,7 +37,7 @@ class CommentStore(ConsumingStore):
 
     def create(self, post_id: str, content: str) -> list[dict]:
         """Add a comment and its CommentCreated; return all of the post's comments."""
-        def write(conn: sqlite3.Connection, comment_id: str) -> list[dict]:
+        def write(conn: Connection, comment_id: str) -> list[dict]:
             if conn.execute("SELECT 1 FROM known_posts WHERE id = ?", (post_id,)).fetchone() is None:
                 raise UnknownPost(post_id)
             conn.execute(
@@ -53,7 +52,7 @@ class CommentStore(ConsumingStore):
         return self._for_post(self.db.connection(), post_id)
 
     @staticmethod
-    def _for_post(conn: sqlite3.Connection, post_id: str) -> list[dict]:
+    def _for_post(conn: Connection, post_id: str) -> list[dict]:
         rows = conn.execute("SELECT id, content, status FROM comments WHERE post_id = ? ORDER BY pos", (post_id,))
         return [{"id": row["id"], "content": row["content"], "status": row["status"]} for row in rows]
 
@@ -69,7 +68,7 @@ class CommentStore(ConsumingStore):
 
 
 def remember_post(post: PostCreated, event: Event, ctx: Context[CommentStore]) -> None:
-    ctx.conn.execute("INSERT OR IGNORE INTO known_posts (id) VALUES (?)", (post.id,))
+    ctx.conn.execute("INSERT INTO known_posts (id) VALUES (?) ON CONFLICT DO NOTHING", (post.id,))
 
 
 def record_decision(decision: CommentModerated, event: Event, ctx: Context[CommentStore]) -> None:

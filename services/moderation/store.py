@@ -1,4 +1,5 @@
-"""What Moderation decided, its outbox and its position in the log, in one SQLite file.
+"""What Moderation decided, its outbox and its position in the log, in one SQLite file (or the
+`moderation` schema of BLOG_DATABASE_URL's PostgreSQL database).
 
 The course's rule: a comment containing a rejected word ("orange" by default) is rejected,
 any other approved. Each comment is decided once: the decision is stored with the comment's
@@ -70,7 +71,8 @@ def moderate(comment: CommentCreated, event: Event, ctx: Context[ModerationStore
         return
     status = ctx.store.rule.decide(comment.content)
     inserted = ctx.conn.execute(
-        "INSERT OR IGNORE INTO decisions (id, post_id, status) VALUES (?, ?, ?)", (comment.id, comment.postId, status)
+        "INSERT INTO decisions (id, post_id, status) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (comment.id, comment.postId, status),
     ).rowcount
     if inserted:
         decision = CommentModerated(id=comment.id, postId=comment.postId, status=status, content=comment.content)

@@ -1,10 +1,9 @@
-"""Posts and their outbox in one SQLite file: a post and its PostCreated commit together."""
+"""Posts and their outbox in one SQLite file (or the `posts` schema of BLOG_DATABASE_URL's PostgreSQL
+database): a post and its PostCreated commit together."""
 from __future__ import annotations
 
-import sqlite3
-
 from services.shared import outbox
-from services.shared.db import Database, insert_with_new_id
+from services.shared.db import Connection, Database, insert_with_new_id
 from services.shared.events import Event, PostCreated
 
 SCHEMA = """
@@ -21,7 +20,7 @@ class PostStore:
         self.db = db
 
     def create(self, title: str) -> dict:
-        def write(conn: sqlite3.Connection, post_id: str) -> dict:
+        def write(conn: Connection, post_id: str) -> dict:
             conn.execute("INSERT INTO posts (id, title) VALUES (?, ?)", (post_id, title))
             outbox.add(conn, Event.of(PostCreated(id=post_id, title=title), source="posts"))
             return {"id": post_id, "title": title}

@@ -89,6 +89,9 @@ class Config:
     trace_sampler: str | None = None  # OTEL_TRACES_SAMPLER: the SDK's sampler instead of the rate (it reads _ARG too)
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT: also export to that collector
     log_format: str = "text"  # BLOG_LOG_FORMAT=json: one JSON object per log line, with trace and span ids
+    # BLOG_DATABASE_URL=postgresql://...: Posts, Comments and Moderation keep their tables there, a schema
+    # each, and may run as replicas; None: each in its SQLite file in the data directory
+    database_url: str | None = None
 
     @property
     def transport(self) -> str:
@@ -220,17 +223,33 @@ def _broker_addresses(raw: str) -> str | None:
     return ";".join(addresses) or None
 
 
-def _replicas(env: dict[str, str], table: Sequence[Service]) -> dict[str, int]:
-    """BLOG_REPLICAS: `query=2` (comma-separated SERVICE=N) runs N processes of a service."""
+def _database_url(raw: str | None) -> str | None:
+    """BLOG_DATABASE_URL: a PostgreSQL URL (postgresql://user@host:port/dbname), or unset for SQLite."""
+    if not raw or not raw.strip():
+        return None
+    if not raw.strip().lower().startswith(("postgresql://", "postgres://")):
+        shown = raw.split("://")[0] + "://..." if "://" in raw else repr(raw)  # a URL's password is not repeated
+        raise ConfigError(f"BLOG_DATABASE_URL={shown} is not a PostgreSQL URL "
+                          "(postgresql://USER@HOST:PORT/DBNAME), and SQLite needs none")
+    return raw.strip()
+
+
+def _replicas(env: dict[str, str], table: Sequence[Service], *, shared_storage: bool = False) -> dict[str, int]:
+    """BLOG_REPLICAS: `query=2` (comma-separated SERVICE=N) runs N processes of a service; a writer
+    (one that emits through an outbox) only when `shared_storage` (its tables in PostgreSQL, which
+    every replica reaches)."""
     counts = {}
-    replicable = [s.name for s in table if s.replicable]
     for item in filter(None, (part.strip() for part in env.get("BLOG_REPLICAS", "").split(","))):
         name, sep, count = (part.strip() for part in item.partition("="))
         if not sep or not count.isdigit() or not 1 <= int(count) <= 16:
             raise ConfigError(f"BLOG_REPLICAS: {item!r} is not SERVICE=N with N from 1 to 16")
-        if name not in replicable:
-            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas (only {', '.join(replicable)}: the others own "
-                              "their data in one SQLite file)")
+        service = next((s for s in table if s.name == name), None)
+        if service is None or not (service.replicable or service.emits):
+            replicable = ", ".join(s.name for s in table if s.replicable or s.emits)
+            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas (only {replicable})")
+        if not service.replicable and not shared_storage:
+            raise ConfigError(f"BLOG_REPLICAS: {name!r} cannot run as replicas on SQLite (its data is one file): "
+                              "replicas of the writers need PostgreSQL (--database postgresql://...)")
         counts[name] = int(count)
     return counts
 
@@ -296,7 +315,8 @@ def load(env: Mapping[str, str] | None, table: Sequence[Service]) -> Config:
     """Read the configuration of the formation `table` lists from `env` (None: the process
     environment). `services.table.load(env)` passes the formation's own table."""
     env = dict(os.environ if env is None else env)
-    replicas = _replicas(env, table)
+    database_url = _database_url(env.get("BLOG_DATABASE_URL"))
+    replicas = _replicas(env, table, shared_storage=database_url is not None)
     ports = _instance_ports(env, table, replicas)
     instance = env.get("BLOG_INSTANCE") or None
     if instance is not None and instance not in ports:
@@ -326,4 +346,5 @@ def load(env: Mapping[str, str] | None, table: Sequence[Service]) -> Config:
         trace_sampler=env.get("OTEL_TRACES_SAMPLER") or None,
         otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         log_format=_choice(env, "BLOG_LOG_FORMAT", ("text", "json")),
+        database_url=database_url,
     )

@@ -10,7 +10,6 @@ Applying is idempotent, so an event that comes both ways changes nothing the sec
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from flask import Flask
 
 from . import tracing
 from .components import components
-from .db import Database, ensure_column
+from .db import UNAVAILABLE, Connection, Database, ensure_column
 from .events import C, Event, Handler, Handlers, by_type_name, dispatch
 from .metrics import metrics_of
 from .transport import Transport, TransportError
@@ -36,7 +35,7 @@ CREATE TABLE IF NOT EXISTS position (
     applied_seq INTEGER NOT NULL,
     origin      TEXT      -- the id of the first event of the log applied_seq counts in (LogOrigin)
 );
-INSERT OR IGNORE INTO position (one, applied_seq) VALUES (1, 0);
+INSERT INTO position (one, applied_seq) VALUES (1, 0) ON CONFLICT DO NOTHING;
 """
 
 
@@ -100,7 +99,7 @@ class LogOrigin:
 
 
 def apply_batch(
-    db: Database, events: list[Event], handle: Callable[[sqlite3.Connection, list[Event]], None], *, from_log: bool
+    db: Database, events: list[Event], handle: Callable[[Connection, list[Event]], None], *, from_log: bool
 ) -> bool:
     """In one transaction: `handle(conn, events)` in log order, then move the position past them.
 
@@ -110,8 +109,10 @@ def apply_batch(
     """
     events = sorted(events, key=lambda e: e.seq or 0)
     with db.transaction() as conn:
+        # The position's row locked first: replicas sharing a PostgreSQL schema apply one batch at a
+        # time, each reading the position the last one left (on SQLite the transaction already is alone).
+        applied = conn.execute("UPDATE position SET applied_seq = applied_seq RETURNING applied_seq").fetchone()[0]
         handle(conn, events)
-        applied = conn.execute("SELECT applied_seq FROM position").fetchone()[0]
         gap = False
         for event in events:
             if event.seq is None:
@@ -131,7 +132,7 @@ T = TypeVar("T", bound="ConsumingStore")
 class Context(Generic[T]):
     """What a handler of a `ConsumingStore` gets as `ctx`: the batch's transaction and the store."""
 
-    conn: sqlite3.Connection
+    conn: Connection
     store: T
 
 
@@ -149,7 +150,7 @@ class ConsumingStore:
 
     def apply(self, events: list[Event], *, from_log: bool = False) -> bool:
         """Apply delivered events in one transaction; a redelivered one changes nothing."""
-        def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
+        def handle(conn: Connection, ordered: list[Event]) -> None:
             ctx = Context(conn, self)
             for event in ordered:
                 process(self.handlers, event, ctx)
@@ -161,7 +162,7 @@ class CatchUp(Worker):
     """Reads the log after the service's position: once at start, then whenever `request()` is called."""
 
     what = "catching up from the event log"
-    retry_on = TransportError
+    retry_on = (TransportError, *UNAVAILABLE)
     idle_wait = None  # caught up: sleep until a gap is seen
 
     def __init__(self, name: str, apply: Apply, position: Callable[[], int], transport: Transport, *,

@@ -1,4 +1,9 @@
-"""SQLite storage shared by every service: one file per service, WAL, one connection per thread."""
+"""SQLite storage shared by every service: one file per service, WAL, one connection per thread.
+
+The writers (Posts, Comments, Moderation) may keep theirs in PostgreSQL instead
+(BLOG_DATABASE_URL, `postgres.PostgresDatabase`; `postgres.writer_database` opens the one configured),
+and the helpers here work on both.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,11 +14,24 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
+
+import psycopg
 
 from .worker import Worker
 
 T = TypeVar("T")
+
+# Storage that cannot be reached or written just now (a read-only disk, a server gone): retried, or a 503.
+UNAVAILABLE = (sqlite3.OperationalError, psycopg.OperationalError)
+STORAGE_ERRORS = (sqlite3.Error, psycopg.Error)
+DUPLICATE = (sqlite3.IntegrityError, psycopg.IntegrityError)  # a unique key already taken
+
+
+class Connection(Protocol):
+    """What the stores use of a connection: a `sqlite3.Connection`, or `postgres.Connection`."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
 
 log = logging.getLogger(__name__)
 SQLITE_READONLY = 8
@@ -63,6 +81,8 @@ class Database:
     cut. Without it (a store that can be rebuilt, such as Query's view), a commit survives the
     process being killed but not the machine losing power.
     """
+
+    concurrent = False  # one process writes it: the outbox relay reads rows without locking them
 
     def __init__(self, path: Path | str, schema: str, *, durable: bool = True) -> None:
         self.path = Path(path)
@@ -131,6 +151,13 @@ class Database:
         if durable and self._sync is not None:
             self._sync.wait(self._sync.committed())
 
+    def columns(self, table: str) -> set[str]:
+        return {row["name"] for row in self.connection().execute(f"PRAGMA table_info({table})")}
+
+    def upkeep(self) -> Checkpointer:
+        """What the service runs beside it for this database: WAL checkpoints off the writers."""
+        return Checkpointer(self)
+
     def checkpoint_in_background(self) -> None:
         """Connections opened from now on leave checkpoints to a `Checkpointer` thread."""
         self._autocheckpoint = False
@@ -195,17 +222,17 @@ def ensure_column(db: Database, table: str, column: str, definition: str) -> Non
     """Add `column` to a `table` made by an older version of the schema (`CREATE TABLE IF NOT
     EXISTS` leaves an existing table as it was); a no-op once it is there."""
     with db.transaction() as conn:
-        if column not in {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        if column not in db.columns(table):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
-def insert_with_new_id(db: Database, write: Callable[[sqlite3.Connection, str], T], attempts: int = 10) -> T:
+def insert_with_new_id(db: Database, write: Callable[[Connection, str], T], attempts: int = 10) -> T:
     """Run `write(conn, id)` in one transaction with a new short id (8 hex digits, as the course's
     `randomBytes(4)`); such an id can collide, and then the write is tried again with another."""
     for _ in range(attempts):
         try:
             with db.transaction() as conn:
                 return write(conn, secrets.token_hex(4))
-        except sqlite3.IntegrityError:
+        except DUPLICATE:
             continue
     raise RuntimeError(f"no free id found in {attempts} tries")

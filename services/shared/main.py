@@ -13,6 +13,7 @@ from services import table
 from . import config as config_module
 from . import tracing
 from .components import components
+from .db import UNAVAILABLE
 from .service import Service, build_service
 from .web import serve
 
@@ -34,8 +35,8 @@ def run(declaration: Service, formation: Sequence[Service] = table.SERVICE_TABLE
         config = config_module.load(None, formation)
         tracing.setup(config, config.me(service))  # before the app: its hooks are made for a tracing process
         app = build_service(declaration, config)
-    except (config_module.ConfigError, OSError) as exc:
-        sys.exit(f"{service}: cannot start: {exc}")
+    except (config_module.ConfigError, OSError, *UNAVAILABLE) as exc:  # UNAVAILABLE: its database, say
+        sys.exit(f"{service}: cannot start: {' '.join(str(exc).split())}")
     parts = components(app)
     terminated = threading.Event()  # waitress returns from serve() on the interrupt rather than raising it
 

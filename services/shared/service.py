@@ -24,7 +24,8 @@ from . import transport as transport_module
 from .components import Closing, components
 from .config import Config
 from .consumer import register_consumer
-from .db import Checkpointer, Database
+from .db import Database
+from .postgres import writer_database
 from .events import EventData, Handlers
 from .metrics import metrics_of
 from .openapi import EVENTS_IN, Operation, register_openapi
@@ -86,7 +87,7 @@ class Service(Generic[S]):
 
 def build_service(service: Service[S], config: Config, transport: Transport | None = None) -> Flask:
     """The app of `service`, always assembled in this order: the base app (JSON errors, metrics,
-    tracing hooks), CORS, the transport, the store and its checkpoints, the consumer and its
+    tracing hooks), CORS, the transport, the store and its database upkeep (checkpoints), the consumer and its
     catch-up (if it has handlers), the outbox relay (if it emits), `/health`, its routes, OpenAPI.
 
     Only registers: its components start when the runner (services/shared/main.py) starts them.
@@ -100,10 +101,12 @@ def build_service(service: Service[S], config: Config, transport: Transport | No
     if not service.bus:  # the bus is the transport
         transport = transport or transport_module.from_config(config, source=service.name)
         parts.add("transport", Closing(transport))
-    # A replicable service's store is a view rebuilt from the log if lost: no fsync on commit.
-    db = Database(config.db_path(me), service.schema, durable=config.fsync and not service.replicable)
+    if service.emits:  # a writer: its SQLite file, or its schema in PostgreSQL, which its replicas share
+        db = writer_database(config, service.name, service.schema)
+    else:  # a replicable service's store is a view rebuilt from the log if lost: no fsync on commit
+        db = Database(config.db_path(me), service.schema, durable=config.fsync and not service.replicable)
     store = service.store(db, config)
-    parts.add("checkpoints", Checkpointer(db))
+    parts.add("database", db.upkeep())
     relay = outbox.Relay(db, transport, published=metrics_of(app).published) if service.emits else None
     wake = relay.notify if relay is not None else _nothing
     catch_up = register_consumer(app, me, store, transport, service.consumes, then=wake) if service.handlers else None

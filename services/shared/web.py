@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
+from .db import STORAGE_ERRORS, UNAVAILABLE
 from .events import SEQ_MAX, Event, InvalidEvent, describe
 from .metrics import register_metrics
 from .signing import HEADER, SOURCE_HEADER, SignatureError, verify
@@ -75,10 +75,13 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
             response[0].headers["Allow"] = allow
         return response
 
-    @app.errorhandler(sqlite3.OperationalError)
-    def storage_error(exc: sqlite3.OperationalError):
-        log.error("storage failed: %s", exc)
-        return error(503, f"{name} storage is unavailable ({exc}); nothing was written, try again later")
+    def storage_error(exc: Exception):
+        reason = " ".join(str(exc).split())  # one line (a server's message may have several)
+        log.error("storage failed: %s", reason)
+        return error(503, f"{name} storage is unavailable ({reason}); nothing was written, try again later")
+
+    for unavailable in UNAVAILABLE:
+        app.register_error_handler(unavailable, storage_error)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -240,7 +243,7 @@ def register_health(app: Flask, service: str, fields: Callable[[], dict]) -> Non
         identity = dict(service=service, instance=config.me(service), pid=os.getpid(), data_dir=data_dir)
         try:
             own = fields()
-        except sqlite3.Error as exc:  # still say who answers: its storage is what is wrong
+        except STORAGE_ERRORS as exc:  # still say who answers: its storage is what is wrong
             return jsonify(**identity, status="unavailable", error=f"{service} storage is unavailable ({exc})"), 503
         return jsonify(
             **identity, status="ok", transport=config.transport, signed=bool(config.secret),

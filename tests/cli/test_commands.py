@@ -233,6 +233,17 @@ def test_up_refuses_a_transport_that_cannot_join_processes(cli, blog):
     assert blog.running == set()
 
 
+def test_up_database_keeps_the_writers_in_postgresql_for_the_formation(cli, blog):
+    blog.running.clear()
+    line = one_error_line(cli("up", "--detach", "--database", "mysql://root@db/blog"))
+    assert "BLOG_DATABASE_URL=mysql://... is not a PostgreSQL URL" in line and blog.running == set()
+    line = one_error_line(cli("up", "--detach", "--replicas", "posts=2"))
+    assert "replicas of the writers need PostgreSQL (--database postgresql://...)" in line and blog.running == set()
+    cli.ok("up", "--detach", "--database", "postgresql://postgres@127.0.0.1/blog")
+    recorded = json.loads((blog.config.run_dir / "formation.json").read_text())
+    assert recorded == {"BLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1/blog"}  # status, kill, start see it too
+
+
 def test_up_when_already_up_changes_nothing(cli, blog):
     pids = dict(blog.formation.pids)
     out = cli.ok("up").stdout  # foreground too: nothing to start, nothing to stream

@@ -76,5 +76,5 @@ def test_two_query_replicas_serve_the_same_view_and_each_catches_up(blogctl, tra
 
 def test_a_service_that_owns_its_data_cannot_have_replicas(blogctl):  # noqa: F811
     error = blogctl("up", "--detach", "--replicas", "posts=2", expect=1).stderr
-    assert "posts" in error and "cannot run as replicas" in error
+    assert "posts" in error and "cannot run as replicas on SQLite" in error and "--database postgresql://" in error
     blogctl.assert_nothing_left()

@@ -25,7 +25,7 @@ def test_a_new_service_is_its_package_and_one_line_in_the_table(tmp_path):
     bus = InMemoryBus()
     apps = create_apps(config, bus)
     apps["stats"] = app = build_service(stats.SERVICE, config, bus.transport("stats"))
-    assert components(app).names == ["transport", "checkpoints", "consumer", "catch-up"]  # it emits nothing: no relay
+    assert components(app).names == ["transport", "database", "consumer", "catch-up"]  # it emits nothing: no relay
     components(app)["consumer"].start()
     hour = utc_now()[:13]
     posts = apps["posts"].test_client()
@@ -53,4 +53,4 @@ def test_every_service_is_assembled_in_the_one_order(tmp_path):
             continue
         consumer = ["consumer", "catch-up"] if declared.handlers else []
         relayed = ["relay"] if declared.emits else []
-        assert components(apps[declared.name]).names == ["transport", "checkpoints", *consumer, *relayed], declared.name
+        assert components(apps[declared.name]).names == ["transport", "database", *consumer, *relayed], declared.name

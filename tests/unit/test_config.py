@@ -108,3 +108,24 @@ def test_query_replicas_each_have_a_port_and_a_subscription_of_their_own():
 def test_a_replica_port_that_clashes_is_named():
     with pytest.raises(ConfigError, match="query.2 would listen on port 4001, as comments does"):
         load({"BLOG_REPLICAS": "query=2", "BLOG_QUERY_2_PORT": "4001"})
+
+
+def test_writers_have_replicas_only_with_their_tables_in_postgresql():
+    with pytest.raises(ConfigError) as refused:
+        load({"BLOG_REPLICAS": "query=2,comments=2"})
+    assert str(refused.value) == ("BLOG_REPLICAS: 'comments' cannot run as replicas on SQLite (its data is one file): "
+                                  "replicas of the writers need PostgreSQL (--database postgresql://...)")
+    with pytest.raises(ConfigError, match="'bus' cannot run as replicas"):
+        load({"BLOG_REPLICAS": "bus=2", "BLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1/blog"})
+    config = load({"BLOG_REPLICAS": "posts=2,comments=2,moderation=2", "BLOG_DATABASE_URL": "postgresql://db/blog"})
+    assert config.database_url == "postgresql://db/blog"
+    assert {name: config.ports[name] for name in ("posts.2", "comments.2", "moderation.2")} == {
+        "posts.2": 4100, "comments.2": 4101, "moderation.2": 4103}
+    assert [s.name for s in config.subscribers] == [
+        "posts", "posts.2", "comments", "comments.2", "query", "moderation", "moderation.2"]
+    assert load({}).database_url is None and load({"BLOG_DATABASE_URL": " "}).database_url is None
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused():
+    with pytest.raises(ConfigError, match=r"BLOG_DATABASE_URL=mysql://\.\.\. is not a PostgreSQL URL"):
+        load({"BLOG_DATABASE_URL": "mysql://root:secret@db/blog"})  # the password is not repeated
