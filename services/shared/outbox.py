@@ -6,10 +6,11 @@ retry after a lost acknowledgement does not log the same event twice.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable
+
+import orjson
 
 from . import tracing
 from .db import Database
@@ -30,7 +31,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 def add(conn: sqlite3.Connection, event: Event) -> None:
     """Queue `event` inside the caller's transaction, carrying the trace of the request or
     handler that made it (the relay's publish continues that trace)."""
-    conn.execute("INSERT INTO outbox (event) VALUES (?)", (json.dumps(tracing.with_current_context(event).to_dict()),))
+    row = orjson.dumps(tracing.with_current_context(event).to_dict()).decode()
+    conn.execute("INSERT INTO outbox (event) VALUES (?)", (row,))
 
 
 def pending(db: Database) -> int:
@@ -65,7 +67,8 @@ class Relay(Worker):
         )
         if not rows:
             return 0
-        with tracing.publishing([Event.from_dict(json.loads(row["event"])) for row in rows]) as events:
+        # Made as written (validated before they were): validating each again cost the relay a tenth of Posts' CPU.
+        with tracing.publishing([Event.logged(orjson.loads(row["event"])) for row in rows]) as events:
             self.transport.publish(events)
         self.published(events)
         # Not fsynced: a delete lost in a power cut only sends those events again, and the bus
