@@ -67,7 +67,7 @@ class Relay(Worker):
         )
         if not rows:
             return 0
-        # Made as written (validated before they were): validating each again cost the relay a tenth of Posts' CPU.
+        # Made as written (validated before they were): validating each again was a seventh of the relay's time.
         with tracing.publishing([Event.logged(orjson.loads(row["event"])) for row in rows]) as events:
             self.transport.publish(events)
         self.published(events)
