@@ -22,7 +22,6 @@ from services.shared.web import allow_origins, create_base_app, int_arg, registe
 
 from .view import HANDLERS, SCHEMA, QueryView
 
-VIEW_CACHE_KIB = 2048
 WAIT_MAX = 30  # seconds a reader may wait for a change
 WAITERS_MAX = 4  # of the 8 request threads: the rest always answer at once
 PAGING = (
@@ -43,9 +42,7 @@ def create_app(config: Config | None = None, transport: Transport | None = None)
     config = config or config_module.load()
     transport = transport or transport_module.from_config(config, source="query")
     me = config.me("query")  # "query", or the replica this process is ("query.2"): its own database and subscription
-    # Rebuilt from the log if lost. SQLite's default page cache: a rebuild inserts into B-trees keyed by random
-    # ids, and with the small cache the other services keep it spent a third more CPU a row (measured).
-    view = QueryView(Database(config.db_path(me), SCHEMA, durable=False, cache_kib=VIEW_CACHE_KIB))
+    view = QueryView(Database(config.db_path(me), SCHEMA, durable=False))  # rebuilt from the log if lost
     app = create_base_app("query", config, import_name=__name__)
     allow_origins(app, config)
     components(app).add("transport", Closing(transport))

@@ -143,3 +143,18 @@ def test_a_page_read_from_the_log_gives_what_its_events_give_one_by_one(tmp_path
     tables = "SELECT * FROM posts ORDER BY id", "SELECT * FROM comments ORDER BY id"
     assert [[tuple(r) for r in by_page.db.connection().execute(q)] for q in tables] == [
         [tuple(r) for r in one_by_one.db.connection().execute(q)] for q in tables]
+
+
+def test_the_views_writing_threads_get_a_larger_page_cache_than_other_stores(view, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.query.view import VIEW_CACHE_KIB
+    from services.shared.db import PAGE_CACHE_KIB
+
+    def cache_of(db: Database) -> int:  # as a catch-up or delivery thread opens its connection
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(lambda: db.connection().execute("PRAGMA cache_size").fetchone()[0]).result()
+
+    other = Database(tmp_path / "other.db", SCHEMA)
+    assert cache_of(view.db) == -VIEW_CACHE_KIB and cache_of(other) == -PAGE_CACHE_KIB != -VIEW_CACHE_KIB
+    other.close()
