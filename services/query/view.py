@@ -103,9 +103,9 @@ LOGGED_ROWS = {
 }
 
 
-def take_logged(events: list[Event], changes: Changes) -> None:
+def take_logged(events: list[Event], changes: Changes, handlers: dict) -> None:
     """Record the rows of events read from the log, in order. A traced event goes through its
-    handler (which makes its span), as does one whose data lacks a field (validated there)."""
+    handler in `handlers` (which makes its span), as does one whose data lacks a field (validated there)."""
     for event in events:
         rows = LOGGED_ROWS.get(event.type)
         if rows is None:
@@ -116,7 +116,7 @@ def take_logged(events: list[Event], changes: Changes) -> None:
                 continue
             except KeyError:
                 pass
-        process(HANDLERS, event, changes)
+        process(handlers, event, changes)
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ class QueryView:
         def handle(conn: sqlite3.Connection, ordered: list[Event]) -> None:
             nonlocal changed
             if from_log:
-                take_logged(ordered, changes)
+                take_logged(ordered, changes, HANDLERS)
             else:
                 for event in ordered:
                     process(HANDLERS, event, changes)
