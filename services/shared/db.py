@@ -87,6 +87,7 @@ class Database:
     def __init__(self, path: Path | str, schema: str, *, durable: bool = True) -> None:
         self.path = Path(path)
         self._schema = schema
+        self.cache_kib = PAGE_CACHE_KIB  # each connection's page cache; set before the threads open theirs
         self._sync = GroupSync(self.path.with_name(self.path.name + "-wal")) if durable else None
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -117,7 +118,7 @@ class Database:
             # Every thread has its own connection and page cache: keep each small, so memory does
             # not grow with the log (measured: the bus's RSS went 1.44x from 1k to 100k events
             # with SQLite's 2 MiB default, 1.17x with this). The OS caches the file anyway.
-            conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
+            conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
             if not self._autocheckpoint:
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             self._local.conn = conn

@@ -109,3 +109,52 @@ def test_pages_are_cut_from_the_same_version_and_cached(view, history):
     assert json.loads(view.render(1, 1).body) == {"p2": EXPECTED["p2"]}
     view.apply([logged(Event.of(PostCreated(id="p3", title="third")), 6)])
     assert view.render(0, 1) is not page and view.render(0, 1).total == 3
+
+
+def test_a_page_read_from_the_log_gives_what_its_events_give_one_by_one(tmp_path):
+    """The fast path (rows straight from each logged event's data) against the handlers, event by event:
+    posts, comments with and without a status, updates before and after their comment, redeliveries,
+    a traced event, a type Query does not handle."""
+    traced = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    raw = [
+        {"type": "CommentUpdated", "data": {"id": "c3", "postId": "p1", "status": "approved", "content": "early"}},
+        {"type": "PostCreated", "data": {"id": "p1", "title": "first", "extra": 1}},
+        {"type": "CommentCreated", "data": {"id": "c1", "content": "a", "postId": "p1"}},
+        {"type": "CommentCreated", "data": {"id": "c2", "content": "b", "postId": "p2", "status": "pending"}},
+        {"type": "CommentModerated", "data": {"id": "c1", "postId": "p1", "status": "rejected", "content": "a"}},
+        {"type": "CommentUpdated", "data": {"id": "c1", "postId": "p1", "status": "rejected", "content": "a"}},
+        {"type": "PostCreated", "data": {"id": "p2", "title": "second"}, "traceparent": traced},
+        {"type": "CommentCreated", "data": {"id": "c3", "content": "early", "postId": "p1"}},
+        {"type": "CommentUpdated", "data": {"id": "c2", "postId": "p2", "status": "pending", "content": "b"}},
+        {"type": "PostCreated", "data": {"id": "p1", "title": "first"}},
+    ]
+    log = [Event.logged({**e, "id": f"e{seq}", "time": "2026-12-03T00:00:00.000Z", "seq": seq})
+           for seq, e in enumerate(raw, start=1)]
+    by_page, one_by_one = (QueryView(Database(tmp_path / name, SCHEMA)) for name in ("page.db", "each.db"))
+    by_page.apply(log[:6], from_log=True)
+    by_page.apply(log[4:], from_log=True)  # a page read again from an earlier position
+    for event in log:
+        one_by_one.apply([Event.from_dict(event.to_dict())])  # validated, through the handlers
+    assert by_page.as_dict() == one_by_one.as_dict()
+    assert by_page.as_dict()["p1"]["comments"] == [
+        {"id": "c1", "content": "a", "status": "rejected"}, {"id": "c3", "content": "early", "status": "approved"},
+    ]
+    assert by_page.applied_seq == one_by_one.applied_seq == len(log)
+    tables = "SELECT * FROM posts ORDER BY id", "SELECT * FROM comments ORDER BY id"
+    assert [[tuple(r) for r in by_page.db.connection().execute(q)] for q in tables] == [
+        [tuple(r) for r in one_by_one.db.connection().execute(q)] for q in tables]
+
+
+def test_the_views_writing_threads_get_a_larger_page_cache_than_other_stores(view, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.query.view import VIEW_CACHE_KIB
+    from services.shared.db import PAGE_CACHE_KIB
+
+    def cache_of(db: Database) -> int:  # as a catch-up or delivery thread opens its connection
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(lambda: db.connection().execute("PRAGMA cache_size").fetchone()[0]).result()
+
+    other = Database(tmp_path / "other.db", SCHEMA)
+    assert cache_of(view.db) == -VIEW_CACHE_KIB and cache_of(other) == -PAGE_CACHE_KIB != -VIEW_CACHE_KIB
+    other.close()

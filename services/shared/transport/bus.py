@@ -107,7 +107,7 @@ class HttpTransport:
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
             if ours:
-                return [Event.from_dict(raw) for raw in response.json()]
+                return [Event.logged(raw) for raw in response.json()]  # validated by the bus when appended
             return _by_position(response.json(), after, limit)
         except ValueError as exc:
             self._ours = None

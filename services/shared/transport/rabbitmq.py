@@ -425,11 +425,12 @@ def _event(body, message, seq: int | None = None) -> Event:
 
 def _logged_event(body: bytes, publisher: str | None, offset: int) -> Event:
     """An event read from the stream at `offset`, made in one go (a rebuild makes thousands a second):
-    its source and position put in before it is validated; its trace context is the envelope's."""
+    its source and position put in; its trace context is the envelope's. Not validated again: only
+    this transport's `publish` writes to the stream, with events the services validated."""
     raw = orjson.loads(body)
     if isinstance(raw, dict):
         raw["source"], raw["seq"] = publisher or UNKNOWN_SOURCE, offset + 1
-    return Event.from_dict(raw)
+    return Event.logged(raw)
 
 
 def _raw_event(message) -> Event:
