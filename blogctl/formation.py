@@ -102,7 +102,7 @@ class Formation:
         addresses: Mapping[str, tuple[str, int]] | None = None, skipped: Mapping[str, str] | None = None,
         cwd: Path | None = None, identify: Callable[[str], str | None] | None = None,
         replicas: Mapping[str, str] | None = None, service_env: Mapping[str, Mapping[str, str]] | None = None,
-        prefix: Mapping[str, list[str]] | None = None,
+        prefix: Mapping[str, list[str]] | None = None, extra: Mapping[str, str] | None = None,
     ) -> None:
         try:
             entries = dict(parse_procfile(procfile.read_text()).processes)
@@ -119,6 +119,7 @@ class Formation:
                 if of == entry:
                     self.commands[replica] = command
                     self.replica_env[replica] = {"BLOG_INSTANCE": replica}
+        self.commands.update(extra or {})  # processes blogctl adds beside the Procfile's (the gateway)
         self.procfile = procfile
         self.cwd = cwd or procfile.parent  # where the processes run: honcho's rule unless told otherwise
         self.run_dir = run_dir

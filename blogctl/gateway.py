@@ -17,15 +17,20 @@ checked with `nginx -t`, and nginx runs in the foreground, supervised like the s
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.shared.config import Config
 from services.shared.web import GATEWAY_HEADER
 
-DEFAULT_PORT = 4080
+PROCESS = "gateway"  # its name in the formation (`blogctl status`, `logs gateway`, `kill gateway`)
+# How the supervisor runs it: this module writes the configuration for the formation's settings,
+# then becomes nginx, so the supervised pid is nginx's master and each start reads the formation afresh.
+COMMAND = "exec python -m blogctl.gateway"
 FAIL_TIMEOUT = 10  # seconds a replica that failed is passed over
 NGINX = "nginx"
 
@@ -155,3 +160,24 @@ def write(config: Config, port: int, run_dir: Path) -> Path:
 def command(path: Path) -> list[str]:
     """nginx in the foreground on the configuration at `path` (for the supervisor)."""
     return [NGINX, "-c", str(path.resolve()), "-p", str(path.parent.resolve()), "-g", "daemon off;"]
+
+
+def main() -> None:
+    """`python -m blogctl.gateway`: write and check the configuration of the formation the
+    environment describes, then run nginx in its place (in the foreground)."""
+    from services.shared.config import ConfigError
+    from services.table import load
+
+    try:
+        config = load()
+        path = write(config, config.gateway_port, config.run_dir / PROCESS)
+    except (ConfigError, GatewayError, OSError) as exc:
+        sys.exit(f"{PROCESS}: cannot start: {exc}")
+    print(f"{PROCESS}: nginx on {config.host}:{config.gateway_port} in front of "
+          f"{', '.join(n for s in UPSTREAMS for n in config.replicas(s))} ({path})", flush=True)
+    argv = command(path)
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from services.shared.transport import REGISTRY, TransportError
 
-from . import render
+from . import gateway, render
 from .errors import BlogctlError
 from .follow import LogFilter, LogFollower, log_size, search
 from .formation import HEALTH_TIMEOUT
@@ -46,6 +46,11 @@ def up(
         "own port (100 above the last), database and subscription (default: BLOG_REPLICAS); posts, comments and "
         "moderation too with --database. Repeatable.",
     )] = None,
+    gateway_on: Annotated[bool, typer.Option(
+        "--gateway",
+        help="Put nginx in front, on one port (BLOG_GATEWAY_PORT, default 4080), routing as the course's ingress "
+        "does to every replica (default: BLOG_GATEWAY).",
+    )] = False,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
     """Start the services in the Procfile (or those named), in the order of need, and wait until each answers /health.
@@ -61,6 +66,10 @@ def up(
         settings["BLOG_DATABASE_URL"] = database
     if replicas:
         settings["BLOG_REPLICAS"] = ",".join(replicas)
+    if gateway_on:
+        if why := gateway.nginx_missing():
+            raise BlogctlError(f"cannot start the gateway: {why}")
+        settings["BLOG_GATEWAY"] = "1"
     brought = Supervisor(rt).up(services, settings=settings, timeout=timeout)
     if detach:
         watcher = DetachedWatcher(rt).start()
@@ -75,6 +84,9 @@ def up(
     show_services(rt)
     console.print(render.mode_line(rt.config, rt.inspection.describe()), soft_wrap=True)
     console.print(Text.assemble("Blog page: ", (rt.client.page_url(), "bold")), soft_wrap=True)
+    if rt.config.gateway:
+        front = f"http://{rt.formation.addresses[gateway.PROCESS][0]}:{rt.config.gateway_port}/"
+        console.print(Text.assemble("Gateway (every route, one port): ", (front, "bold")), soft_wrap=True)
     if detach:
         kept = f"kept up by `blogctl supervise` (pid {watcher})" if watcher else "not restarted (BLOG_RESTART=no)"
         console.print(f"Running in the background, {kept}; logs in {rt.formation.run_dir}. Stop with `blogctl down`.",

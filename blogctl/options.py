@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from . import gateway
 from .runtime import runtime
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON and nothing else.")]
@@ -21,9 +22,15 @@ class Signal(str, enum.Enum):
     INT = "INT"
 
 
+def _known(ctx: typer.Context) -> list[str]:
+    """The processes of the formation: its services and replicas, and the gateway when it has one."""
+    config = runtime(ctx).config
+    return [*config.instances, *([gateway.PROCESS] if config.gateway else [])]
+
+
 def _processes(ctx: typer.Context, names: list[str] | str | None):
-    """Arguments naming processes of the formation: a service, or a replica such as `query.2`."""
-    known = runtime(ctx).config.instances
+    """Arguments naming processes of the formation: a service, a replica such as `query.2`, the gateway."""
+    known = _known(ctx)
     for name in [names] if isinstance(names, str) else names or []:
         if name not in known:
             raise typer.BadParameter(f"{name!r} is not one of {', '.join(known)}")
@@ -31,7 +38,7 @@ def _processes(ctx: typer.Context, names: list[str] | str | None):
 
 
 def _complete_processes(ctx: typer.Context, incomplete: str) -> list[str]:
-    return [name for name in runtime(ctx).config.instances if name.startswith(incomplete)]
+    return [name for name in _known(ctx) if name.startswith(incomplete)]
 
 
 def process_argument(help: str, *, required: bool = True, metavar: str | None = None):

@@ -22,9 +22,10 @@ from services.shared.config import Config, service_of
 from services.table import SERVICE_TABLE, SERVICES
 from services.shared.transport import Inspection
 
+from . import gateway
 from .client import BlogClient, ServiceError
 from .errors import BlogctlError
-from .formation import Formation, PortTaken, RunLock, child_environment
+from .formation import Formation, PortTaken, RunLock, child_environment, listening
 from .render import err_console, text
 from .restarts import RESTARTS_FILE
 
@@ -35,7 +36,7 @@ PROCFILE = Path(__file__).with_name("Procfile")
 # Where `up` records the settings that shape the formation (`--broker`, `--replicas`, `--database`), so later
 # commands on the same data directory (status, kill, start, down) see the same formation.
 FORMATION_RECORD = "formation.json"
-RECORDED_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE", "BLOG_REPLICAS", "BLOG_DATABASE_URL")
+RECORDED_SETTINGS = ("BLOG_BROKER_URL", "BLOG_BROKER_NAMESPACE", "BLOG_REPLICAS", "BLOG_DATABASE_URL", "BLOG_GATEWAY")
 
 
 def make_formation(config: Config, procfile: Path, env: Mapping[str, str], **supervision) -> Formation:
@@ -49,8 +50,12 @@ def make_formation(config: Config, procfile: Path, env: Mapping[str, str], **sup
     # The packaged Procfile's services run in the data directory; another Procfile's in its own directory.
     cwd = config.data_dir if procfile == PROCFILE else None
     replicas = {name: service_of(name) for name in config.instances if name != service_of(name)}  # query.2: query
+    extra = {}
+    if config.gateway:  # nginx in front, started after every service (it is no entry of the service table)
+        extra[gateway.PROCESS] = gateway.COMMAND
+        addresses[gateway.PROCESS] = (urlsplit(config.url("query")).hostname, config.gateway_port)
     return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped, cwd=cwd,
-                     replicas=replicas, **supervision)
+                     replicas=replicas, extra=extra, **supervision)
 
 
 @dataclass(frozen=True)
@@ -157,8 +162,16 @@ class Runtime:
     def formation(self) -> Formation:
         return self.wiring.formation(
             self.config, self.procfile, self.env, service_env=self.service_env, prefix=self.prefix,
-            identify=lambda name: self.listener(name).holder,  # names what holds a port a start needs
+            identify=self.holder,  # names what holds a port a start needs
         )
+
+    def holder(self, name: str) -> str | None:
+        """Who answers on `name`'s port: a service says who it is; on another process's port (the
+        gateway's), whatever listens is someone else."""
+        if name in self.config.ports:
+            return self.listener(name).holder
+        address = self.formation.addresses.get(name)
+        return "another program" if address and listening(*address) else None
 
     def exclusive(self, command: str) -> RunLock:
         """Hold this while changing the formation: one blogctl at a time per data directory."""
@@ -195,8 +208,9 @@ class Runtime:
     def is_healthy(self, name: str) -> bool:
         """True once the answer on `name`'s port comes from the process started for it; PortTaken when
         someone else answers there (the service cannot have its port)."""
-        if name not in self.config.ports:  # a Procfile entry that is not one of our services
-            return self.formation.state(name).running
+        if name not in self.config.ports:  # a process that is not one of our services (the gateway, another entry)
+            address = self.formation.addresses.get(name)  # listening there, where it has a known port
+            return self.formation.state(name).running and (address is None or listening(*address))
         listener = self.listener(name)
         if listener.holder is None:
             return False

@@ -106,9 +106,10 @@ def service_rows(rt: Runtime) -> list[dict]:
                     process = "external"
             else:
                 problem = "unreachable"
+        address = rt.formation.addresses.get(state.name) if port is None else None  # the gateway's
         rows.append({
-            "service": state.name, "port": port, "pid": pid, "process": process,
-            "healthy": health is not None if port is not None else state.running,
+            "service": state.name, "port": port or (address[1] if address else None), "pid": pid, "process": process,
+            "healthy": health is not None if port is not None else rt.is_healthy(state.name),
             "uptime": state.uptime, "health": health, "error": problem,
             "restarts": 0, "last_exit": None, "gave_up": None, **restarted.get(state.name, {}),
         })

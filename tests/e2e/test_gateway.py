@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ import requests
 
 from blogctl import gateway
 from services.table import load
+from tests.e2e.test_cli import Blogctl, blogctl  # noqa: F401 - the fixture
 from tests.helpers import RunningBlog, free_port, port_is_listening, wait_until
 
 pytestmark = pytest.mark.slow
@@ -86,6 +88,40 @@ def test_a_replica_down_is_passed_over_and_a_service_down_is_a_clear_answer(blog
     refused = requests.post(f"{front}/posts", json={"title": "nobody home"}, timeout=10)
     assert refused.status_code == 503
     assert "no process of the service answered" in refused.json()["error"]
+
+
+def test_up_gateway_runs_nginx_as_a_process_of_the_formation(blogctl):  # noqa: F811
+    if why := gateway.nginx_missing():
+        pytest.skip(why)
+    blogctl.ports["query.2"] = free_port()
+    blogctl.ports["gateway"] = free_port()
+    blogctl.env.update(BLOG_QUERY_2_PORT=str(blogctl.ports["query.2"]), BLOG_GATEWAY_PORT=str(blogctl.ports["gateway"]))
+    out = blogctl("up", "--detach", "--replicas", "query=2", "--gateway").stdout
+    front = f"http://127.0.0.1:{blogctl.ports['gateway']}"
+    assert f"Gateway (every route, one port): {front}/" in out
+    rows = {row["service"]: row for row in blogctl.json("status")["services"]}
+    assert rows["gateway"]["port"] == blogctl.ports["gateway"] and rows["gateway"]["healthy"]
+    assert rows["gateway"]["process"] == "running"
+
+    created = requests.post(f"{front}/posts/create", json={"title": "one port"}, timeout=5)
+    assert created.status_code == 201, created.text
+    wait_until(lambda: created.json()["id"] in requests.get(f"{front}/posts", timeout=5).json(), timeout=15)
+
+    # Killed, the gateway is gone; started, it reads the formation again.
+    blogctl("kill", "gateway")
+    assert not port_is_listening(blogctl.ports["gateway"])
+    blogctl("start", "gateway")
+    assert requests.get(f"{front}/posts", timeout=5).status_code == 200
+
+    assert "stopped gateway (pid" in blogctl("down").stdout
+    blogctl.assert_nothing_left()
+
+
+def test_up_gateway_without_nginx_says_how_to_install_it(blogctl, tmp_path):  # noqa: F811
+    blogctl.env["PATH"] = str(tmp_path / "no-nginx-here") + ":" + os.path.dirname(sys.executable)
+    error = blogctl("up", "--detach", "--gateway", expect=1).stderr
+    assert "nginx is not installed" in error and "apt-get install nginx" in error
+    blogctl.assert_nothing_left()
 
 
 def _created(response: requests.Response):
