@@ -128,6 +128,31 @@ def drop_writer_schemas(url: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {', '.join(WRITER_SCHEMAS)} CASCADE")
 
 
+def apt_install(package: str, installs: Path) -> str | None:
+    """Install a Debian package when `installs` is missing and we may (root, apt-get); why not, or None."""
+    if installs.exists():
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"{installs} is not installed: run `apt-get install {package}` (as root) to run these tests"
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (apt + ["update", "-qq"], apt + ["install", "-y", "-qq", package]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            return f"installing {package} failed: {' '.join(command)}: {done.stderr.strip()[-300:]}"
+    return None if installs.exists() else f"apt-get installed no {installs}"
+
+
+@cache
+def nginx_missing() -> str | None:
+    """Why the gateway tests cannot run here (Debian's nginx, installed here when we may), or None."""
+    from blogctl import gateway
+
+    if gateway.nginx_missing() is None:
+        return None
+    return apt_install("nginx-light", Path("/usr/sbin/nginx")) or gateway.nginx_missing()
+
+
 @cache
 def broker_missing() -> str | None:
     """Why the RabbitMQ tests cannot run here, or None when a broker answers at BROKER_URL."""

@@ -5,12 +5,11 @@ we run as root with apt-get, it is installed here once; otherwise these tests sk
 """
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import apt_install
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -22,17 +21,7 @@ LAUNCH_ARGS = [
 
 def ensure_chromium() -> str | None:
     """Return why Chromium cannot be had, or None once it is installed."""
-    if CHROMIUM.exists():
-        return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "Chromium is not installed: run `apt-get install chromium` (as root) to run the page tests"
-    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (apt + ["update", "-qq"], apt + ["install", "-y", "-qq", "chromium"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            return f"installing Chromium failed: {' '.join(command)}: {done.stderr.strip()[-300:]}"
-    return None if CHROMIUM.exists() else "apt-get installed no /usr/bin/chromium"
+    return apt_install("chromium", CHROMIUM)
 
 
 @pytest.fixture(scope="session")

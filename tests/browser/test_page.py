@@ -10,7 +10,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.helpers import create_comment, wait_until
+from tests.helpers import create_comment, free_port, nginx_missing, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -213,3 +213,25 @@ def test_a_client_on_another_origin_is_refused_and_writes_nothing(formation, pag
     assert write == "TypeError: Failed to fetch"
     assert sent.status_code == 415 and "application/json" in sent.json()["error"]
     assert requests.get(f"{formation.url('posts')}/posts", timeout=5).json() == {}  # nothing got through
+
+
+def test_the_page_behind_the_gateway_reads_and_writes_through_its_one_origin(formation, page, screenshot):
+    if why := nginx_missing():
+        pytest.skip(why)
+    port = free_port()
+    formation.env.update(BLOG_GATEWAY="1", BLOG_GATEWAY_PORT=str(port))  # `blogctl up --gateway`
+    formation.start()
+    writes = []
+    page.on("request", lambda request: writes.append(request.url) if request.method == "POST" else None)
+    page.goto(f"http://127.0.0.1:{port}/")
+    expect(page.locator("#empty")).to_be_visible()
+
+    page.fill("#post-title", "Through the front door")
+    page.click("#post-form button")
+    card = post_card(page, "Through the front door")
+    expect(card).to_be_visible()
+    card.locator("input[name=content]").fill("One origin, no CORS")
+    card.locator(".comment-form button").click()
+    expect(card.locator(".comments li")).to_have_text(["One origin, no CORS"])
+    assert writes and all(url.startswith(f"http://127.0.0.1:{port}/") for url in writes), writes
+    screenshot("gateway")

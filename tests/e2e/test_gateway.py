@@ -13,8 +13,8 @@ import requests
 
 from blogctl import gateway
 from services.table import load
-from tests.e2e.test_cli import Blogctl, blogctl  # noqa: F401 - the fixture
-from tests.helpers import RunningBlog, free_port, port_is_listening, wait_until
+from tests.e2e.test_cli import blogctl  # noqa: F401 - the fixture
+from tests.helpers import RunningBlog, free_port, nginx_missing, port_is_listening, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def blog(tmp_path) -> Iterator[RunningBlog]:
 @pytest.fixture
 def front(blog, tmp_path) -> Iterator[str]:
     """nginx on a free port in front of `blog`, stopped by its process group."""
-    if why := gateway.nginx_missing():
+    if why := nginx_missing():
         pytest.skip(why)
     port = free_port()
     path = gateway.write(load(blog.env), port, tmp_path / "gateway")
@@ -91,7 +91,7 @@ def test_a_replica_down_is_passed_over_and_a_service_down_is_a_clear_answer(blog
 
 
 def test_up_gateway_runs_nginx_as_a_process_of_the_formation(blogctl):  # noqa: F811
-    if why := gateway.nginx_missing():
+    if why := nginx_missing():
         pytest.skip(why)
     blogctl.ports["query.2"] = free_port()
     blogctl.ports["gateway"] = free_port()
@@ -130,7 +130,7 @@ def _created(response: requests.Response):
 
 
 def test_the_configuration_routes_every_replica_and_is_valid(tmp_path):
-    if why := gateway.nginx_missing():
+    if why := nginx_missing():
         pytest.skip(why)
     config = load({"BLOG_REPLICAS": "query=3"})
     text = gateway.render(config, 4080, tmp_path)
