@@ -36,9 +36,9 @@ def routes(app: Flask, built: Built[QueryView]) -> list[Operation]:
 
     @app.get("/")
     def page():
-        """The blog page: reads this service, writes through Posts and Comments (through the gateway,
-        when it came that way: one origin, no ports)."""
-        if request.headers.get(GATEWAY_HEADER):
+        """The blog page: reads this service, writes through Posts and Comments (through the front
+        door when it came through one, ours or an ingress: one origin, no ports)."""
+        if request.headers.get(GATEWAY_HEADER) or request.headers.get("X-Forwarded-Host"):
             return render_template("index.html", posts_port="", comments_port="")
         return render_template("index.html", posts_port=config.ports["posts"], comments_port=config.ports["comments"])
 

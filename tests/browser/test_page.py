@@ -234,4 +234,5 @@ def test_the_page_behind_the_gateway_reads_and_writes_through_its_one_origin(for
     card.locator(".comment-form button").click()
     expect(card.locator(".comments li")).to_have_text(["One origin, no CORS"])
     assert writes and all(url.startswith(f"http://127.0.0.1:{port}/") for url in writes), writes
+    assert writes[0].endswith("/posts/create")  # the course's route, which an ingress sends to Posts
     screenshot("gateway")

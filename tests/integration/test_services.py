@@ -268,3 +268,11 @@ def test_the_course_s_create_route_behind_its_ingress_creates_a_post(blog):
     blog.relay()
     assert [(e.type, e.data["title"]) for e in blog.bus.log] == [("PostCreated", "Through the ingress")]
     assert blog.posts.post("/posts/create", json={"title": " "}).status_code == 400
+
+
+@pytest.mark.parametrize("front_door", [{"X-Blog-Gateway": "1"}, {"X-Forwarded-Host": "posts.com"}])
+def test_the_page_behind_a_front_door_writes_to_its_own_origin(blog, front_door):
+    direct = blog.query.get("/").get_data(as_text=True)
+    assert 'data-posts-port="' in direct and 'data-posts-port=""' not in direct  # straight to Posts' port
+    behind = blog.query.get("/", headers=front_door).get_data(as_text=True)
+    assert 'data-posts-port=""' in behind and 'data-comments-port=""' in behind
