@@ -86,6 +86,9 @@ def up(
         console.print("The formation is already up; nothing changed." if not services else
                       text(f"Already running: {', '.join(brought.running)}; nothing changed."), soft_wrap=True)
         show_services(rt)
+        if reloader:
+            raise BlogctlError("nothing to reload from here: the formation was started by another `blogctl up` "
+                               "(stop it with `blogctl down`, then `blogctl up --reload`)")
         return
     if brought.running:
         console.print(text(f"Already running: {', '.join(brought.running)}. Started: {', '.join(brought.started)}."),

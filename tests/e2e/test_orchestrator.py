@@ -180,6 +180,9 @@ def test_up_reload_restarts_only_the_service_whose_code_changed_and_keeps_its_da
     with foreground_up(blogctl, *options, "up", "--reload") as up:
         watching = f"Reloading the services whose code changes under {source / 'services'}"
         wait_until(lambda: watching in "".join(up.output), timeout=10, message="the copy watched")
+        error = blogctl(*options, "up", "--reload", expect=1).stderr  # a second `up` has nothing to reload
+        assert error.startswith("error: nothing to reload from here: the formation was started by another")
+        assert "--reload watches from the foreground" in blogctl(*options, "up", "--reload", "-d", expect=2).stderr
         post = blogctl.json(*options, "post", "create", "written before the reload")
         pids = blogctl.recorded_pids()
         with open(source / "services" / "posts" / "store.py", "a") as store:
