@@ -206,6 +206,7 @@ def test_up_reload_restarts_only_the_service_whose_code_changed_and_keeps_its_da
         os.kill(up.pid, signal.SIGINT)
         up.wait(30)
     out = output_of(up)
+    assert up.returncode == 0 and "Stopping the formation" in out  # Ctrl-C reaches the loop through the watch
     assert f"reloaded posts (pid {pids['posts']} -> {after['posts']}): services/posts/store.py changed" in out
     assert ("could not reload posts (it exited with code 1; its log is above): services/posts/store.py changed; "
             "trying again at the next change") in out
