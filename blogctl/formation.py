@@ -53,6 +53,7 @@ class ServiceFailed(FormationError):
     def __init__(self, name: str, reason: str, log: Path, tail: list[str]) -> None:
         super().__init__(f"{name} failed to start: {reason} — see {log} (last lines below)")
         self.name = name
+        self.reason = reason
         self.tail = tail
 
 

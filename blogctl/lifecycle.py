@@ -18,6 +18,7 @@ from .errors import BlogctlError
 from .follow import LogFilter, LogFollower, log_size, search
 from .formation import HEALTH_TIMEOUT
 from .options import JsonOption, Signal, TimeoutOption, process_argument
+from .reload import Reloader
 from .render import console, text
 from .runtime import Runtime, runtime
 from .steps import bring_up, recover, service_rows, show_services
@@ -51,6 +52,11 @@ def up(
         help="Put nginx in front, on one port (BLOG_GATEWAY_PORT, default 4080), routing as the course's ingress "
         "does to every replica (default: BLOG_GATEWAY).",
     )] = False,
+    reload: Annotated[bool, typer.Option(
+        "--reload",
+        help="In the foreground, watch the services' Python files and restart the services whose code changed "
+        "(all of them for services/shared/ or services/table.py), keeping their data.",
+    )] = False,
     timeout: TimeoutOption = HEALTH_TIMEOUT,
 ) -> None:
     """Start the services in the Procfile (or those named), in the order of need, and wait until each answers /health.
@@ -60,7 +66,10 @@ def up(
     In the foreground it then streams the services' logs, honcho-style; Ctrl-C stops them all.
     A service that dies (or is killed) does not take the others down.
     """
+    if reload and detach:
+        raise typer.BadParameter("--reload watches from the foreground; leave out --detach", param_hint="--reload")
     rt = runtime(ctx)
+    reloader = Reloader(rt) if reload else None  # watching before anything starts: a problem stops `up` at once
     settings = {"BLOG_BROKER_URL": broker} if broker is not None else {}
     if database is not None:
         settings["BLOG_DATABASE_URL"] = database
@@ -77,6 +86,9 @@ def up(
         console.print("The formation is already up; nothing changed." if not services else
                       text(f"Already running: {', '.join(brought.running)}; nothing changed."), soft_wrap=True)
         show_services(rt)
+        if reloader:
+            raise BlogctlError("nothing to reload from here: the formation was started by another `blogctl up` "
+                               "(stop it with `blogctl down`, then `blogctl up --reload`)")
         return
     if brought.running:
         console.print(text(f"Already running: {', '.join(brought.running)}. Started: {', '.join(brought.started)}."),
@@ -94,10 +106,10 @@ def up(
         return
     # The lock is let go while the logs stream, so `blogctl down` or `kill` from elsewhere can act.
     console.print("Streaming logs; press Ctrl-C to stop every service.", style="dim")
-    _serve_in_foreground(rt, brought.offsets)
+    _serve_in_foreground(rt, brought.offsets, reloader)
 
 
-def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
+def _serve_in_foreground(rt: Runtime, offsets: dict[str, int], reloader: Reloader | None = None) -> None:
     formation = rt.formation
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -105,11 +117,13 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     follower = LogFollower(formation, offsets)
     watcher = Watcher(rt)
+    if reloader:
+        console.print(text(f"Reloading the services whose code changes under {reloader.directory}"), soft_wrap=True)
     try:
         try:
             while True:  # until Ctrl-C or SIGTERM, or until every service has stopped
                 follower.print_new()
-                notes = watcher.tick()
+                notes = watcher.tick() + (reloader.tick(watcher) if reloader else [])  # the reloader's look is the pause
                 if notes:
                     follower.print_new()
                 for note in notes:
@@ -117,7 +131,8 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int]) -> None:
                 if not watcher.anything_running:  # `blogctl down` from elsewhere, say
                     console.print("Every service has stopped; `blogctl up` starts them again.", style="bold")
                     return
-                time.sleep(0.1)
+                if not reloader:
+                    time.sleep(0.1)
         except KeyboardInterrupt:
             console.print("Stopping the formation…", style="bold")
         # Stopping runs with Ctrl-C ignored, so a second press cannot leave a service behind.

@@ -219,6 +219,15 @@ class Watcher:
             restarts.save(formation.run_dir, self.restarter.tracks)
         return notes
 
+    def reloaded(self, name: str, pid: int | None) -> None:
+        """`name` was restarted on purpose (`up --reload`): its new pid (None: the new code did not start), taken
+        without a note; no restart counted, none due."""
+        self.pids[name] = pid
+        if pid is None:
+            self.restarter.forget(name)
+        else:
+            self.restarter.started(name)
+
     def _restart_due(self) -> list[str]:
         notes = []
         for name in self.restarter.due():

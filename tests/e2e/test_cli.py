@@ -156,11 +156,11 @@ def test_demo_failure_twice_then_from_a_stopped_formation(blogctl):
 
 
 @contextmanager
-def foreground_up(blogctl: Blogctl) -> Iterator[subprocess.Popen]:
-    """`blogctl up` in the foreground, once every service answers, its lines gathered in `up.output` as they come
-    (`output_of(up)` once it has ended); SIGKILLed if a test leaves it running."""
-    up = subprocess.Popen(blogctl.command("up"), env=blogctl.env, cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def foreground_up(blogctl: Blogctl, *args: str) -> Iterator[subprocess.Popen]:
+    """`blogctl up` (or `blogctl *args`) in the foreground, once every service answers, its lines gathered in
+    `up.output` as they come (`output_of(up)` once it has ended); SIGKILLed if a test leaves it running."""
+    up = subprocess.Popen(blogctl.command(*(args or ("up",))), env=blogctl.env, cwd=blogctl.cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     up.output = []
 
     def read() -> None:

@@ -1,9 +1,10 @@
 """blogctl as a local orchestrator, through real processes: the order of need, subsets, restart, wait, the
-restart policy, searching the logs."""
+restart policy, searching the logs, reloading changed code."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -14,7 +15,7 @@ import pytest
 from services.table import SERVICES
 from services.shared.transport.rabbitmq import RabbitTransport
 from tests.e2e.test_cli import blogctl, foreground_up, output_of  # noqa: F401 - the fixture: a blogctl on free ports that cleans up
-from tests.helpers import BROKER_URL, broker_missing, port_is_listening, process_group_alive, wait_until
+from tests.helpers import ROOT, BROKER_URL, broker_missing, port_is_listening, process_group_alive, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +168,48 @@ def test_logs_grep_and_trace_find_one_traces_lines_across_processes(blogctl, tmp
         os.killpg(follow.pid, signal.SIGINT)
         follow.wait(10)
     blogctl(*options, "down")
+
+
+def test_up_reload_restarts_only_the_service_whose_code_changed_and_keeps_its_data(blogctl, tmp_path):
+    # A copy of the services and the Procfile, edited here: both blogctl and the services import the copy.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "services", source / "services", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "Procfile", source / "Procfile")
+    blogctl.cwd, blogctl.env["PYTHONPATH"] = source, str(source)
+    options = ["--procfile", str(source / "Procfile")]
+    with foreground_up(blogctl, *options, "up", "--reload") as up:
+        watching = f"Reloading the services whose code changes under {source / 'services'}"
+        wait_until(lambda: watching in "".join(up.output), timeout=10, message="the copy watched")
+        error = blogctl(*options, "up", "--reload", expect=1).stderr  # a second `up` has nothing to reload
+        assert error.startswith("error: nothing to reload from here: the formation was started by another")
+        assert "--reload watches from the foreground" in blogctl(*options, "up", "--reload", "-d", expect=2).stderr
+        post = blogctl.json(*options, "post", "create", "written before the reload")
+        pids = blogctl.recorded_pids()
+        with open(source / "services" / "posts" / "store.py", "a") as store:
+            store.write("# an edit\n")
+        wait_until(lambda: "reloaded posts" in "".join(up.output), timeout=30, message="posts reloaded")
+        after = blogctl.recorded_pids()
+        assert after["posts"] != pids["posts"]
+        assert {name: pid for name, pid in after.items() if name != "posts"} == {
+            name: pid for name, pid in pids.items() if name != "posts"}
+        assert post["id"] in blogctl.json(*options, "post", "list")  # the write made before is still there
+
+        store = source / "services" / "posts" / "store.py"
+        good = store.read_text()
+        store.write_text(good + "def broken(:\n")  # new code that cannot start: posts stays down, alone
+        wait_until(lambda: "could not reload posts" in "".join(up.output), timeout=30, message="the failed reload")
+        assert "posts" not in blogctl.recorded_pids() and blogctl.recorded_pids()["query"] == pids["query"]
+        store.write_text(good)  # fixed: started again
+        wait_until(lambda: "reloaded posts (was not running" in "".join(up.output), timeout=30,
+                   message="posts reloaded after the fix")
+        assert post["id"] in blogctl.json(*options, "post", "list")
+        os.kill(up.pid, signal.SIGINT)
+        up.wait(30)
+    out = output_of(up)
+    assert up.returncode == 0 and "Stopping the formation" in out  # Ctrl-C reaches the loop through the watch
+    assert f"reloaded posts (pid {pids['posts']} -> {after['posts']}): services/posts/store.py changed" in out
+    assert ("could not reload posts (it exited with code 1; its log is above): services/posts/store.py changed; "
+            "trying again at the next change") in out
+    assert "SyntaxError: " in out  # the log line that says why
+    assert out.count("reloaded ") == 2 and "posts started" not in out and "restarted posts" not in out
+    blogctl.assert_nothing_left()
