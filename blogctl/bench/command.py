@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +33,8 @@ def bench(
     )] = None,
 ) -> None:
     """Benchmark a fresh formation (free ports, temporary data) against a bare endpoint of the same server."""
+    # A SIGTERM (a timeout, a CI runner) unwinds like Ctrl-C, so the formation and the bare endpoint are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     report = run_bench(quick=quick, broker=broker, servers=servers, only=only or ())
     data = {**asdict(report), "lost_nothing": report.lost_nothing}
     output.write_text(json.dumps(data, indent=2))
