@@ -6,6 +6,9 @@ kernel has no `tc netem` and no iptables, so a partition is a link taken down: a
 across it times out, with no refusal, as across a real partition. The test process itself
 reaches the hosts through a port of its own on each bridge (`observer`), which is never cut.
 Every namespace is deleted on `close()`, which removes the links with it.
+
+`postgres_on(network, host, lan)` runs a PostgreSQL server of its own on a host (the machine's
+server listens on 127.0.0.1 of the root namespace only), for the writers' tables.
 """
 from __future__ import annotations
 
@@ -172,8 +175,10 @@ def postgres_on(network: Network, host: str, lan: str, database: str = "blog") -
     server = None
     try:
         shutil.chown(root, POSTGRES_USER, POSTGRES_USER)
-        subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "-A", "trust",
-                        "-E", "UTF8", "--locale=C", "--no-sync"], check=True, capture_output=True, timeout=120)
+        made = subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "-A", "trust",
+                               "-E", "UTF8", "--locale=C", "--no-sync"], capture_output=True, text=True, timeout=120)
+        if made.returncode != 0:
+            raise RuntimeError(f"initdb failed: {made.stderr.strip()[-500:]}")
         with open(data / "pg_hba.conf", "a") as hba:
             hba.writelines(f"host all all {subnet}.0/24 trust\n" for subnet in network.subnets.values())
         address = network.address(host, lan)
@@ -184,8 +189,11 @@ def postgres_on(network: Network, host: str, lan: str, database: str = "blog") -
         ]), run_dir=root / "run", env=dict(os.environ), prefix={"postgres": network.run(host, [])})
         server.start("postgres")
         url = f"postgresql://{POSTGRES_USER}@{address}:{POSTGRES_PORT}"
-        polling.wait_until(lambda: _create_database(url, database), timeout=60, interval=0.1,
-                           message=f"the PostgreSQL server on {host} to accept connections")
+        try:
+            polling.wait_until(lambda: _create_database(url, database), timeout=60, interval=0.1,
+                               message=f"the PostgreSQL server on {host} to accept connections")
+        except polling.WaitTimedOut as exc:
+            raise RuntimeError(f"{exc}; its log ends: {server.log_path('postgres').read_text()[-800:]}") from None
         yield f"{url}/{database}"
     finally:
         if server is not None:
