@@ -127,6 +127,10 @@ class Network:
 # PostgreSQL on a test host. The machine's server listens on 127.0.0.1 in the root namespace only,
 # so a test that puts the database on a host of its own runs a private server there.
 
+POSTGRES_USER = "postgres"
+POSTGRES_PORT = 5432  # the default: on the host's own address, in its own namespace, nothing else holds it
+
+
 def postgres_bindir() -> Path | None:
     """Where PostgreSQL's server programs (initdb, postgres) are: `pg_config --bindir`, else the newest
     /usr/lib/postgresql/<version>/bin (Debian's pg_config may name /usr/bin, which has neither)."""
@@ -153,10 +157,6 @@ def postgres_server_missing() -> str | None:
     return None
 
 
-POSTGRES_USER = "postgres"
-POSTGRES_PORT = 5432  # the default: on the host's own address, in its own namespace, nothing else holds it
-
-
 @contextmanager
 def postgres_on(network: Network, host: str, lan: str, database: str = "blog") -> Iterator[str]:
     """A PostgreSQL server of its own on test host `host`, listening on its address on `lan`, with
@@ -175,8 +175,9 @@ def postgres_on(network: Network, host: str, lan: str, database: str = "blog") -
     server = None
     try:
         shutil.chown(root, POSTGRES_USER, POSTGRES_USER)
-        made = subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "-A", "trust",
-                               "-E", "UTF8", "--locale=C", "--no-sync"], capture_output=True, text=True, timeout=120)
+        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "-A", "trust", "-E", "UTF8", "--locale=C",
+                  "--no-sync"]
+        made = subprocess.run([*as_postgres, *initdb], capture_output=True, text=True, timeout=120)
         if made.returncode != 0:
             raise RuntimeError(f"initdb failed: {made.stderr.strip()[-500:]}")
         with open(data / "pg_hba.conf", "a") as hba:

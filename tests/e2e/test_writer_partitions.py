@@ -11,10 +11,12 @@ What must hold:
 - every write that got a 2xx from the gateway is in each Query replica's view exactly once, and
   the views equal what Posts and Comments hold (a write that failed may have been committed first:
   then it is there once too, never twice);
-- a request fails only if it was in flight at a fault: sent before the killed replica was gone
-  and answered after the kill began, or overlapping the cut (until the link's TCP retransmissions
-  have had `RETRANSMIT_GRACE` to get through after the heal); and its failure is clear: the
-  gateway's JSON 5xx (`{"error": ...}`), or a connection error.
+- a request fails only if it was in flight at a fault, and to the service the fault hit: a post
+  sent before the killed Posts replica was gone and answered after the kill began; a comment whose
+  time overlaps the cut (with `AFTERMATH` after the heal); at most one per client and fault, as a
+  client has one request in flight at a time;
+- its failure is clear: the gateway's JSON 5xx (`{"error": ...}`), or a connection error;
+- writes go on after each fault (failover, not just survival).
 """
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ CLIENTS = 6
 SEEDS = tuple(f"seed {i}" for i in range(6))  # posts made before the burst, for its comments
 CLIENT_TIMEOUT = 40  # seconds: longer than a cut, so a request stalled behind it gets its answer
 WRITES_PER_PHASE = 60  # acknowledged writes before the kill, between the kill and the cut, and after the heal
+# Seconds after the heal that requests still fail of the cut: nginx holds kept-alive connections to the cut
+# replica, which closes them as silent (BLOG_IDLE_TIMEOUT, as long as the cut) while its FIN is held back by
+# the cut; until TCP's retransmission brings it, a request nginx writes on one of them fails.
+AFTERMATH = 3.0
 GATEWAY_STATUSES = (502, 503, 504)
 CONNECTION_ERRORS = ("ConnectionError", "ReadTimeout", "ChunkedEncodingError")  # requests' names for a lost answer
 
@@ -174,7 +180,8 @@ def _ended(worker: int, kind: str, text: str, sent: float, response: requests.Re
         body = None
     if not response.ok:
         error = body.get("error") if isinstance(body, dict) else None
-        return Attempt(worker, kind, text, sent, answered, response.status_code, error or f"not JSON: {response.text[:80]!r}")
+        error = error or f"not JSON: {response.text[:80]!r}"
+        return Attempt(worker, kind, text, sent, answered, response.status_code, error)
     made = body if kind == "post" else next(c for c in body if c["content"] == text)
     return Attempt(worker, kind, text, sent, answered, response.status_code, id=made["id"])
 
@@ -247,7 +254,7 @@ def test_a_writer_replica_killed_and_another_cut_off_lose_no_acknowledged_write(
     # Failures: only requests in flight at a fault (one per client at most: a client has one in flight at a
     # time), each with a clear status.
     kill = Fault(f"the kill of {KILLED}", "post", kill_began, kill_done)
-    cut = Fault(f"the {CUT_SECONDS} s cut of {CUT}'s link", "comment", cut_began, healed_at)
+    cut = Fault(f"the {CUT_SECONDS} s cut of {CUT}'s link", "comment", cut_began, healed_at + AFTERMATH)
     for a in failed:
         assert kill.in_flight(a) or cut.in_flight(a), f"a request failed that was in flight at no fault: {a}"
         assert (a.status in GATEWAY_STATUSES and a.error and not a.error.startswith("not JSON")) or \
@@ -255,8 +262,8 @@ def test_a_writer_replica_killed_and_another_cut_off_lose_no_acknowledged_write(
     for fault in (kill, cut):
         per_client = Counter(a.client for a in failed if fault.in_flight(a))
         assert max(per_client.values(), default=0) <= 1, f"a client failed twice at {fault.name}: {per_client}"
-    assert any(a.kind == "post" and a.sent > kill_done for a in acknowledged), f"no post acknowledged after {KILLED} died"
-    assert any(a.kind == "comment" and a.sent > healed_at for a in acknowledged), "no comment acknowledged after the heal"
+    assert any(a.kind == "post" and a.sent > kill_done for a in acknowledged), f"no post answered 2xx after {KILLED} died"
+    assert any(a.kind == "comment" and a.sent > healed_at for a in acknowledged), "no comment answered 2xx after the heal"
 
     # Every acknowledged write in each Query replica once; the views equal the writers' data.
     def services_data() -> dict:
