@@ -6,13 +6,26 @@ kernel has no `tc netem` and no iptables, so a partition is a link taken down: a
 across it times out, with no refusal, as across a real partition. The test process itself
 reaches the hosts through a port of its own on each bridge (`observer`), which is never cut.
 Every namespace is deleted on `close()`, which removes the links with it.
+
+`postgres_on(network, host, lan)` runs a PostgreSQL server of its own on a host (the machine's
+server listens on 127.0.0.1 of the root namespace only), for the writers' tables.
 """
 from __future__ import annotations
 
 import os
+import pwd
+import shlex
 import shutil
+import signal
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from blogctl import polling
+from blogctl.formation import Formation
 
 SUBNET = "10"  # 10.77.x.0/24, 10.78.x.0/24, ...: addresses that exist only on the links these tests make
 
@@ -109,3 +122,98 @@ class Network:
         subprocess.run(["ip", "netns", "del", self.switch], capture_output=True)  # takes the observers' pairs too
         for i in range(len(self.subnets)):
             subprocess.run(["ip", "link", "del", f"bo{self.tag}{i}"], capture_output=True)  # if one lingered
+
+
+# PostgreSQL on a test host. The machine's server listens on 127.0.0.1 in the root namespace only,
+# so a test that puts the database on a host of its own runs a private server there.
+
+POSTGRES_USER = "postgres"
+POSTGRES_PORT = 5432  # the default: on the host's own address, in its own namespace, nothing else holds it
+
+
+def postgres_bindir() -> Path | None:
+    """Where PostgreSQL's server programs (initdb, postgres) are: `pg_config --bindir`, else the newest
+    /usr/lib/postgresql/<version>/bin (Debian's pg_config may name /usr/bin, which has neither)."""
+    candidates = []
+    if shutil.which("pg_config"):
+        named = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10).stdout.strip()
+        if named:
+            candidates.append(Path(named))
+    versions = Path("/usr/lib/postgresql").glob("*/bin")
+    candidates += sorted(versions, key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0, reverse=True)
+    return next((d for d in candidates if (d / "initdb").exists() and (d / "postgres").exists()), None)
+
+
+def postgres_server_missing() -> str | None:
+    """Why no private PostgreSQL server can run on a test host here, or None."""
+    if postgres_bindir() is None:
+        return "no PostgreSQL server programs (initdb, postgres) found: `apt-get install postgresql`"
+    try:
+        pwd.getpwnam(POSTGRES_USER)
+    except KeyError:
+        return f"no `{POSTGRES_USER}` user to run a PostgreSQL server as (the postgresql package makes one)"
+    if shutil.which("setpriv") is None:
+        return "no setpriv(1) (util-linux) to run the server as the postgres user"
+    return None
+
+
+@contextmanager
+def postgres_on(network: Network, host: str, lan: str, database: str = "blog") -> Iterator[str]:
+    """A PostgreSQL server of its own on test host `host`, listening on its address on `lan`, with
+    `database` made; yields that database's URL, and stops the server (fast shutdown) on leaving.
+
+    The cluster lives in a fresh directory under /tmp owned by the postgres user (pytest's own
+    directories are root's alone), trusts every address of the network's LANs, and runs with
+    `fsync=off`: it is thrown away after the test, and what the tests kill are the services, not
+    the database's host. It runs under blogctl's supervisor, as the services do, in its own process
+    group; `setpriv` (which execs, unlike `runuser`) makes the recorded pid the server's own.
+    """
+    bindir = postgres_bindir()
+    as_postgres = ["setpriv", f"--reuid={POSTGRES_USER}", f"--regid={POSTGRES_USER}", "--init-groups"]
+    root = Path(tempfile.mkdtemp(prefix="blog-postgres-"))
+    data = root / "data"
+    server = None
+    try:
+        shutil.chown(root, POSTGRES_USER, POSTGRES_USER)
+        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "-A", "trust", "-E", "UTF8", "--locale=C",
+                  "--no-sync"]
+        made = subprocess.run([*as_postgres, *initdb], capture_output=True, text=True, timeout=120)
+        if made.returncode != 0:
+            raise RuntimeError(f"initdb failed: {made.stderr.strip()[-500:]}")
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.writelines(f"host all all {subnet}.0/24 trust\n" for subnet in network.subnets.values())
+        address = network.address(host, lan)
+        server = Formation(_procfile(root, "postgres", [
+            *as_postgres, str(bindir / "postgres"), "-D", str(data), "-c", f"listen_addresses={address}",
+            "-c", f"port={POSTGRES_PORT}", "-c", f"unix_socket_directories={root}", "-c", "fsync=off",
+            "-c", "max_connections=300",
+        ]), run_dir=root / "run", env=dict(os.environ), prefix={"postgres": network.run(host, [])})
+        server.start("postgres")
+        url = f"postgresql://{POSTGRES_USER}@{address}:{POSTGRES_PORT}"
+        try:
+            polling.wait_until(lambda: _create_database(url, database), timeout=60, interval=0.1,
+                               message=f"the PostgreSQL server on {host} to accept connections")
+        except polling.WaitTimedOut as exc:
+            raise RuntimeError(f"{exc}; its log ends: {server.log_path('postgres').read_text()[-800:]}") from None
+        yield f"{url}/{database}"
+    finally:
+        if server is not None:
+            server.stop("postgres", signal.SIGINT)  # fast shutdown: the clients are gone or going
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _procfile(directory: Path, name: str, argv: list[str]) -> Path:
+    path = directory / "Procfile"
+    path.write_text(f"{name}: exec {shlex.join(argv)}\n")
+    return path
+
+
+def _create_database(url: str, database: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{url}/postgres", autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+    except psycopg.OperationalError:
+        return False  # not accepting connections yet
+    return True
