@@ -80,6 +80,14 @@ class Service(Generic[S]):
     bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
 
     @property
+    def consumes_as_group(self) -> bool:
+        """Whether its processes take events as one consumer (one broker queue, one bus cursor; each event
+        handled by one of them): they share one store (a writer's tables, which its replicas reach in
+        PostgreSQL), so one position. A `replicable` service's replicas each keep a view of their own:
+        each is a consumer of its own, and gets every event."""
+        return not self.replicable
+
+    @property
     def consumes(self) -> tuple[str, ...]:
         """The event types its handlers take (a broker's queue is bound to these)."""
         return tuple(data.__name__ for data in self.handlers)
@@ -109,7 +117,8 @@ def build_service(service: Service[S], config: Config, transport: Transport | No
     parts.add("database", db.upkeep())
     relay = outbox.Relay(db, transport, published=metrics_of(app).published) if service.emits else None
     wake = relay.notify if relay is not None else _nothing
-    catch_up = register_consumer(app, me, store, transport, service.consumes, then=wake) if service.handlers else None
+    catch_up = (register_consumer(app, me, store, transport, service.consumes, then=wake,
+                                  subscription=config.subscription(me)) if service.handlers else None)
     if not service.handlers and not service.bus:  # every delivery acknowledged, as the course's services do
         app.register_blueprint(events_blueprint(_ignore))
     if relay is not None:
