@@ -136,7 +136,7 @@ class Config:
         """The consumer process `name` takes events as: its service's one subscription, shared by its
         replicas, when they share one store (`Service.consumes_as_group`: a broker queue they compete
         on, one bus cursor); else its own (each Query replica's view takes every event)."""
-        return service_of(name) if self.service(name).consumes_as_group else name
+        return self.service(name).subscription(name)
 
     def replicas(self, service: str) -> list[str]:
         """Every process of `service`: `[query, query.2, ...]`."""

@@ -87,6 +87,11 @@ class Service(Generic[S]):
         each is a consumer of its own, and gets every event."""
         return not self.replicable
 
+    def subscription(self, process: str) -> str:
+        """The name its process `process` (itself, or a replica: `comments.2`) consumes under: its own
+        name for every process when they consume as a group, else the process's."""
+        return self.name if self.consumes_as_group else process
+
     @property
     def consumes(self) -> tuple[str, ...]:
         """The event types its handlers take (a broker's queue is bound to these)."""
@@ -118,7 +123,7 @@ def build_service(service: Service[S], config: Config, transport: Transport | No
     relay = outbox.Relay(db, transport, published=metrics_of(app).published) if service.emits else None
     wake = relay.notify if relay is not None else _nothing
     catch_up = (register_consumer(app, me, store, transport, service.consumes, then=wake,
-                                  subscription=config.subscription(me)) if service.handlers else None)
+                                  subscription=service.subscription(me)) if service.handlers else None)
     if not service.handlers and not service.bus:  # every delivery acknowledged, as the course's services do
         app.register_blueprint(events_blueprint(_ignore))
     if relay is not None:
