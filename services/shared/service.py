@@ -75,7 +75,9 @@ class Service(Generic[S]):
     settings: type[BaseModel] | None = None  # its own settings, each field a BLOG_<NAME>_<FIELD> variable
     browser: bool = False  # called from the blog page: CORS lets the page's origins in
     page: bool = False  # serves the blog page (its origins are the page's, for CORS)
-    replicable: bool = False  # may run as several processes (BLOG_REPLICAS): it owns no data, its store is a view
+    # may run as several processes (BLOG_REPLICAS), each consuming every event: it owns no data, its store is a
+    # view. Not replicable: its replicas (a writer's, on PostgreSQL) consume as one group (`consumes_as_group`)
+    replicable: bool = False
     delivered_first: bool = False  # the bus delivers to it before the others: its view is what readers wait for
     bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
 
