@@ -193,8 +193,8 @@ def _subscribers(env: dict[str, str], table: Sequence[Service], url: Callable[[s
     listens). Unset: every process of every service but the bus itself, as the course's bus delivers.
 
     Processes that consume as one (`Config.subscription`: the replicas of a service sharing one store)
-    are one subscriber, named as their service, with each process's address a member; a name given
-    with several URLs is such a group too."""
+    are one subscriber, named as their service, with each process's address a member (any of them
+    listed stands for the group); a name given with several URLs is such a group too."""
     groups = {service.name for service in table if service.consumes_as_group}
     members: dict[str, list[str]] = {}
     batch: dict[str, bool] = {}
@@ -205,7 +205,13 @@ def _subscribers(env: dict[str, str], table: Sequence[Service], url: Callable[[s
         batch.setdefault(name, batched)
 
     def add_process(name: str) -> None:
-        add(service_of(name) if service_of(name) in groups else name, url(name) + "/events", True)
+        """`name`'s own subscriber, or its service's group with every replica a member."""
+        service = service_of(name)
+        if service in groups:
+            for member in (other for other in instances if service_of(other) == service):
+                add(service, url(member) + "/events", True)
+        else:
+            add(name, url(name) + "/events", True)
 
     raw = env.get("BLOG_SUBSCRIBERS")
     if raw is None:

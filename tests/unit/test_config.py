@@ -110,7 +110,7 @@ def test_a_subscriber_named_with_several_urls_is_a_group_and_a_replica_named_sta
                    "BLOG_SUBSCRIBERS": "audit=http://a1/events,audit=http://a2/events,moderation.2,query.2"})
     assert config.subscribers == (
         Subscriber("audit", "http://a1/events", also=("http://a2/events",)),
-        Subscriber("moderation", "http://127.0.0.1:4103/events", batch=True),
+        Subscriber("moderation", "http://127.0.0.1:4003/events", batch=True, also=("http://127.0.0.1:4103/events",)),
         Subscriber("query.2", "http://127.0.0.1:4102/events", batch=True),
     )
     assert config.subscription("query.2") == "query.2"
