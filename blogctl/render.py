@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -115,11 +116,21 @@ def subscribers_table(subscribers: list[dict], title: str = "Bus subscribers") -
     for sub in subscribers:
         lag = sub.get("lag")
         table.add_row(
-            text(sub.get("name", "?"), "bold"), str(sub.get("cursor", "—")),
+            subscriber_name(sub), str(sub.get("cursor", "—")),
             Text(str(lag if lag is not None else "—"), "green" if lag == 0 else "yellow"),
             str(sub.get("failures", 0)), ago(sub.get("last_delivered_at")), last_error(sub),
         )
     return table
+
+
+def subscriber_name(sub: dict) -> Text:
+    """A subscriber's name; for a group (the replicas of a writer), how many members and which one takes its batches."""
+    name = text(sub.get("name", "?"), "bold")
+    members = sub.get("members") or []
+    if len(members) > 1:
+        now = urlsplit(sub.get("url") or "").netloc or "?"
+        name.append(f" ({len(members)} members, now {now})", "dim")
+    return name
 
 
 def last_error(sub: dict) -> Text:

@@ -32,7 +32,7 @@ SERVICES = tuple(service.name for service in SERVICE_TABLE)
 DEFAULT_PORTS = {service.name: service.port for service in SERVICE_TABLE}
 # Who the bus delivers to, unless BLOG_SUBSCRIBERS says otherwise: every service but itself, as the course's bus does.
 DEFAULT_SUBSCRIBERS = tuple(service.name for service in SERVICE_TABLE if not service.bus)
-# The services that handle events: each has its own queue on a broker.
+# The services that handle events: each has its own queue on a broker (one for all its replicas, unless `replicable`).
 CONSUMERS = tuple(service.name for service in SERVICE_TABLE if service.handlers)
 
 _BY_NAME = {service.name: service for service in SERVICE_TABLE}

@@ -5,6 +5,12 @@ A subscriber that is down or slow is retried with capped backoff in its own thre
 never holds up the others. A subscriber that answers but keeps rejecting one event (an HTTP
 error status, `attempts` times) gets that event parked as a dead letter, and the events after
 it flow on; `redeliver` sends a parked one again.
+
+A subscriber may be a group (the replicas of a service sharing one store, `Subscriber.members`):
+one cursor, each batch sent to one member. The member that took the last batch gets the next;
+when it fails, the same batch goes at once to the next member in turn, which then keeps it.
+Handing over only on failure keeps one member busy rather than spreading the load: the members'
+batches take turns on their shared position's lock anyway, so spreading would gain nothing.
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ class Rejected(DeliveryFailed):
 @dataclass
 class DeliveryStatus:
     name: str
-    url: str
+    url: str  # where it delivers now (a group's member that took the last batch)
     cursor: int
     failures: int = 0  # consecutive failed attempts
     last_error: str | None = None
@@ -56,6 +62,7 @@ class DeliveryStatus:
     dead_letters: int = 0
     delivered: int = 0  # events taken, ever (its metrics' counter)
     failed: int = 0  # attempts that failed, ever
+    members: list[str] | None = None  # a group's members' addresses (None: not a group)
 
 
 class Deliverer(Worker):
@@ -86,7 +93,9 @@ class Deliverer(Worker):
         self.status = DeliveryStatus(
             subscriber.name, subscriber.url, event_log.cursor(subscriber.name),
             dead_letters=len(event_log.dead_letters(subscriber.name)),
+            members=list(subscriber.members) if subscriber.also else None,
         )
+        self._member = 0  # which of the subscriber's members is sent to first
         self.followers: list[Deliverer] = []  # woken after each of this one's steps (see Delivery's `first`)
         self._rejections = 0
         self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
@@ -106,9 +115,32 @@ class Deliverer(Worker):
             self._send(items)
 
     def _send(self, items: list[str]) -> None:
+        """To the member that took the last batch, else to each next one in turn until one takes it;
+        Rejected when one answered with an error status (and none took it), else DeliveryFailed."""
         body = (f"[{','.join(items)}]" if self.subscriber.batch else items[0]).encode()
+        headers = signing.headers(self.secret, body)
+        members = self.subscriber.members
+        errors: list[tuple[str, DeliveryFailed]] = []
+        for turn in range(len(members)):
+            member = (self._member + turn) % len(members)
+            try:
+                self._post_to(members[member], body, headers)
+            except DeliveryFailed as exc:
+                errors.append((members[member], exc))
+                continue
+            self._member = member
+            self.status.url = members[member]
+            return
+        self._member = (self._member + 1) % len(members)  # the next attempt starts at the next member
+        if len(errors) == 1:
+            raise errors[0][1]
+        rejected = any(isinstance(exc, Rejected) for _, exc in errors)
+        named = "; ".join(f"{url}: {exc}" for url, exc in errors)
+        raise (Rejected if rejected else DeliveryFailed)(f"no member took it ({named})")
+
+    def _post_to(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         try:
-            response = self.client.post(self.subscriber.url, body, signing.headers(self.secret, body))
+            response = self.client.post(url, body, headers)
         except Unreachable as exc:
             self.status.failed += 1
             raise DeliveryFailed(str(exc)) from None

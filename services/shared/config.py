@@ -47,9 +47,17 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Subscriber:
+    """Who the HTTP bus delivers to: one cursor, at one address, or a group's (`also`: the other members'
+    addresses; each batch goes to one member that takes it)."""
+
     name: str
     url: str
     batch: bool = False  # our own services take a JSON array per delivery; others get one event per POST
+    also: tuple[str, ...] = ()  # a group's other members' addresses (the replicas of a service sharing one store)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return (self.url, *self.also)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,12 @@ class Config:
         """This process's name in the formation: `service`, or the replica of it it runs as."""
         return self.instance if self.instance and service_of(self.instance) == service else service
 
+    def subscription(self, name: str) -> str:
+        """The consumer process `name` takes events as: its service's one subscription, shared by its
+        replicas, when they share one store (`Service.consumes_as_group`: a broker queue they compete
+        on, one bus cursor); else its own (each Query replica's view takes every event)."""
+        return self.service(name).subscription(name)
+
     def replicas(self, service: str) -> list[str]:
         """Every process of `service`: `[query, query.2, ...]`."""
         return [name for name in self.instances if service_of(name) == service]
@@ -176,22 +190,44 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = int, *,
 def _subscribers(env: dict[str, str], table: Sequence[Service], url: Callable[[str], str],
                  instances: Sequence[str]) -> tuple[Subscriber, ...]:
     """BLOG_SUBSCRIBERS: comma-separated `name=url` pairs, or process names (`url(name)`: where one
-    listens). Unset: every process of every service but the bus itself, as the course's bus delivers."""
+    listens). Unset: every process of every service but the bus itself, as the course's bus delivers.
+
+    Processes that consume as one (`Config.subscription`: the replicas of a service sharing one store)
+    are one subscriber, named as their service, with each process's address a member (any of them
+    listed stands for the group); a name given with several URLs is such a group too."""
+    groups = {service.name for service in table if service.consumes_as_group}
+    members: dict[str, list[str]] = {}
+    batch: dict[str, bool] = {}
+
+    def add(name: str, address: str, batched: bool) -> None:
+        if address not in members.setdefault(name, []):
+            members[name].append(address)
+        batch.setdefault(name, batched)
+
+    def add_process(name: str) -> None:
+        """`name`'s own subscriber, or its service's group with every replica a member."""
+        service = service_of(name)
+        if service in groups:
+            for member in (other for other in instances if service_of(other) == service):
+                add(service, url(member) + "/events", True)
+        else:
+            add(name, url(name) + "/events", True)
+
     raw = env.get("BLOG_SUBSCRIBERS")
     if raw is None:
         buses = {s.name for s in table if s.bus}
-        return tuple(Subscriber(name, url(name) + "/events", batch=True)
-                     for name in instances if service_of(name) not in buses)
-    subscribers = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
+        for name in instances:
+            if service_of(name) not in buses:
+                add_process(name)
+    for item in filter(None, (part.strip() for part in (raw or "").split(","))):
         name, sep, address = (part.strip() for part in item.partition("="))
         if sep:
-            subscribers.append(Subscriber(name, address))
+            add(name, address, False)
         elif name in instances:
-            subscribers.append(Subscriber(name, url(name) + "/events", batch=True))
+            add_process(name)
         else:
             raise ConfigError(f"BLOG_SUBSCRIBERS: {name!r} is neither a service nor name=url")
-    return tuple(subscribers)
+    return tuple(Subscriber(name, urls[0], batch=batch[name], also=tuple(urls[1:])) for name, urls in members.items())
 
 
 def _flag(env: dict[str, str], name: str, default: bool) -> bool:

@@ -231,11 +231,15 @@ class Subscription:
 
 
 def register_consumer(app: Flask, name: str, store: Store, transport: Transport, types: Iterable[str], *,
-                      then: Callable[[], None] = lambda: None) -> CatchUp:
+                      then: Callable[[], None] = lambda: None, subscription: str | None = None) -> CatchUp:
     """Make `name` (a service, or a replica of one: `query.2`) a consumer of the event `types`
     its handlers take: its `POST /events` route, its subscription and its catch-up, all applying
     through `store.apply`, each applied batch followed by `then()` (wake the outbox relay, for a
-    service that emits). `build_service` calls it for every service with handlers."""
+    service that emits). `build_service` calls it for every service with handlers.
+
+    `subscription`: the name it consumes under (default `name`). Replicas sharing one store share
+    one (`Config.subscription`): the transport hands each event to one of them. Their catch-ups
+    read the log from the one position they share, each batch applied under its row's lock."""
 
     applied = metrics_of(app).applied
 
@@ -252,7 +256,7 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
             catch_up.request()
 
     parts = components(app)
-    parts.add("consumer", Subscription(name, transport, consume, types))
+    parts.add("consumer", Subscription(subscription or name, transport, consume, types))
     parts.add("catch-up", catch_up)
     app.register_blueprint(events_blueprint(consume))
     return catch_up

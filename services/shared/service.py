@@ -75,9 +75,24 @@ class Service(Generic[S]):
     settings: type[BaseModel] | None = None  # its own settings, each field a BLOG_<NAME>_<FIELD> variable
     browser: bool = False  # called from the blog page: CORS lets the page's origins in
     page: bool = False  # serves the blog page (its origins are the page's, for CORS)
-    replicable: bool = False  # may run as several processes (BLOG_REPLICAS): it owns no data, its store is a view
+    # may run as several processes (BLOG_REPLICAS), each consuming every event: it owns no data, its store is a
+    # view. Not replicable: its replicas (a writer's, on PostgreSQL) consume as one group (`consumes_as_group`)
+    replicable: bool = False
     delivered_first: bool = False  # the bus delivers to it before the others: its view is what readers wait for
     bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
+
+    @property
+    def consumes_as_group(self) -> bool:
+        """Whether its processes take events as one consumer (one broker queue, one bus cursor; each event
+        handled by one of them): they share one store (a writer's tables, which its replicas reach in
+        PostgreSQL), so one position. A `replicable` service's replicas each keep a view of their own:
+        each is a consumer of its own, and gets every event."""
+        return not self.replicable
+
+    def subscription(self, process: str) -> str:
+        """The name its process `process` (itself, or a replica: `comments.2`) consumes under: its own
+        name for every process when they consume as a group, else the process's."""
+        return self.name if self.consumes_as_group else process
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -109,7 +124,8 @@ def build_service(service: Service[S], config: Config, transport: Transport | No
     parts.add("database", db.upkeep())
     relay = outbox.Relay(db, transport, published=metrics_of(app).published) if service.emits else None
     wake = relay.notify if relay is not None else _nothing
-    catch_up = register_consumer(app, me, store, transport, service.consumes, then=wake) if service.handlers else None
+    catch_up = (register_consumer(app, me, store, transport, service.consumes, then=wake,
+                                  subscription=service.subscription(me)) if service.handlers else None)
     if not service.handlers and not service.bus:  # every delivery acknowledged, as the course's services do
         app.register_blueprint(events_blueprint(_ignore))
     if relay is not None:

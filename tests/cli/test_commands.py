@@ -470,7 +470,8 @@ def test_demo_moderation_holds_and_leaves_the_formation_as_found(cli, blog):
 
 
 def test_demo_moderation_fails_when_nothing_gets_decided(cli, blog):
-    blog.bus.subscribe("moderation", lambda events: None)  # a Moderation that never hears of comments
+    blog.bus.detach("moderation")  # a Moderation that never hears of comments
+    blog.bus.subscribe("moderation", lambda events: None)
     result = cli("demo-moderation", "--wait", "1")
     assert result.exit_code == 1
     assert "✗ the comments were not decided as the rule says" in result.stdout and "Verdict: FAILED" in result.stdout

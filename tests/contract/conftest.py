@@ -5,6 +5,7 @@
   consumer is a small app with the `POST /events` route every service has (`web.events_blueprint`),
   served the same way on the port the bus delivers to while the consumer runs, and stopped when
   its transport is closed (a service that is down), so the bus pushes to it as in production.
+  Each name is a group of two members (two ports): a second consumer under a name is the other.
 - `rabbitmq`: the broker at BROKER_URL under a namespace of the test's own, reset afterwards;
   skipped, with the reason, when no broker answers.
 """
@@ -75,6 +76,8 @@ class Harness:
         return made
 
     def consume(self, name: str, types: Iterable[str] = ("#",)) -> tuple[Received, object]:
+        """A consumer under `name`; a second one while the first runs joins it as a group (replicas
+        sharing one store do, `Config.subscription`)."""
         assert name in NAMES
         received, transport = Received(), self.transport(name)
         transport.start_consuming(name, received, types=tuple(types))
@@ -122,10 +125,13 @@ def serve(app: Flask, port: int = 0) -> tuple[int, callable]:
 class HttpHarness(Harness):
     def __init__(self, data_dir) -> None:
         super().__init__()
-        self.ports = {name: free_port() for name in NAMES}  # where the bus delivers to each consumer
+        # Where the bus delivers to each consumer: two members each, a name given twice being a group.
+        self.ports = {name: [free_port(), free_port()] for name in NAMES}
+        self.serving: set[int] = set()
         self.config = load({
             "BLOG_DATA_DIR": str(data_dir), "BLOG_BUS_PORT": str(free_port()), "BLOG_DELIVERY_ATTEMPTS": str(ATTEMPTS),
-            "BLOG_SUBSCRIBERS": ",".join(f"{n}=http://127.0.0.1:{port}/events" for n, port in self.ports.items()),
+            "BLOG_SUBSCRIBERS": ",".join(f"{n}=http://127.0.0.1:{port}/events"
+                                         for n, ports in self.ports.items() for port in ports),
         })
         bus = create_bus(self.config)
         self.delivery = components(bus)["delivery"]
@@ -145,9 +151,11 @@ class HttpHarness(Harness):
         received, transport = super().consume(name, types)
         app = create_base_app(name, self.config)
         app.register_blueprint(events_blueprint(received))
-        _, stop = serve(app, self.ports[name])
+        port = next(port for port in self.ports[name] if port not in self.serving)  # the group's next member
+        self.serving.add(port)
+        _, stop = serve(app, port)
         close = transport.close
-        transport.close = lambda: (stop(), close())
+        transport.close = lambda: (stop(), self.serving.discard(port), close())
         return received, transport
 
     def close(self) -> None:

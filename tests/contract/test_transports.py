@@ -3,7 +3,8 @@
 What a service and a tool may count on, whichever transport carries the events: published
 events are logged once each (by id), in order, with a sequence number, and read back from any
 position; each consumer gets the types it asked for, in log order, again after it refused them,
-and what waited for it while it was away; the log is read page by page; an event a consumer keeps
+and what waited for it while it was away; consumers under one name are a group taking each
+event once, and when one goes the others take what follows; the log is read page by page; an event a consumer keeps
 refusing is parked and sent again on request where the transport parks (else retried in place);
 the transport describes itself, reports each consumer's backlog and can be reset.
 """
@@ -108,6 +109,28 @@ class TestTransportContract:
         for received in (first, second):
             wait_until(lambda: len(received.ids()) >= 60, timeout=TIMEOUT, message="all 60 delivered")
             assert received.ids() == expected
+
+    def test_consumers_under_one_name_are_a_group_that_takes_each_event_once_and_loses_none_when_one_goes(
+            self, carrier):
+        """Replicas sharing one store consume under one name (`Config.subscription`): a broker's queue
+        they compete on, one bus cursor with a member each."""
+        first, first_transport = carrier.consume(FIRST)
+        second, _ = carrier.consume(FIRST)
+        publisher = carrier.transport("posts")
+        before, after = [post(n) for n in range(40)], [post(n) for n in range(40, 80)]
+
+        def taken() -> list[str]:
+            return first.ids() + second.ids()
+
+        for start in range(0, 40, 5):
+            publisher.publish(before[start:start + 5])
+        wait_until(lambda: set(taken()) >= {e.id for e in before}, timeout=TIMEOUT, message="the group to take 40")
+        first_transport.close()  # a member goes: what follows reaches the one left
+        for start in range(0, 40, 5):
+            publisher.publish(after[start:start + 5])
+        wait_until(lambda: second.has(e.id for e in after), timeout=TIMEOUT, message="the member left to take 40 more")
+        assert sorted(taken()) == sorted(e.id for e in before + after)  # each event once, by one member
+        assert not {e.id for e in after} & set(first.ids())
 
     def test_a_consumer_that_refuses_gets_the_events_again(self, carrier):
         received, _ = carrier.consume(FIRST)

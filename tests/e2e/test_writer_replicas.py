@@ -1,8 +1,9 @@
 """Replicas of the writers on PostgreSQL: a formation with BLOG_DATABASE_URL and two processes each of
-Posts and Comments, writes spread over both, one Posts replica SIGKILLed in the middle of a burst.
-Every acknowledged write reaches Query, and each write made exactly one event. On the HTTP bus
-and on RabbitMQ: either way each consumer replica takes every event, and applying it twice on the
-shared schema changes nothing."""
+Posts, Comments and Moderation, writes spread over both, one Moderation replica SIGKILLed between
+two rounds of comments, one Posts replica SIGKILLed in the middle of a burst. Every acknowledged
+write reaches Query, and each write made exactly one event. On the HTTP bus and on RabbitMQ: the
+replicas of a writer are one consumer (one bus cursor, one queue), so the group handles each event
+once, and what follows a member's death reaches the member left."""
 from __future__ import annotations
 
 import threading
@@ -11,12 +12,13 @@ from collections import Counter
 import pytest
 
 from blogctl.client import BlogClient
+from blogctl.top import Samples
 from services.table import load
 from tests.helpers import RunningBlog, free_port, on_both_transports, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-REPLICAS = ("posts.2", "comments.2")
+REPLICAS = ("posts.2", "comments.2", "moderation.2")
 WORKERS, EACH = 8, 30
 
 
@@ -25,6 +27,18 @@ def replica_client(formation: RunningBlog) -> BlogClient:
     ports = {f"BLOG_{s.upper()}_PORT": str(p) for s, p in formation.ports.items()}
     ports |= {f"BLOG_{r.split('.')[0].upper()}_PORT": str(formation.ports[r]) for r in REPLICAS}
     return BlogClient(load(ports), timeout=10)
+
+
+def handled(formation: RunningBlog, processes: list[str], type: str) -> dict[str, int]:
+    """How many events of `type` each of `processes` applied (its `blog_events_applied_total`)."""
+    return {process: int(Samples(formation.client.metrics(process)).by("blog_events_applied_total", "type").get(type, 0))
+            for process in processes}
+
+
+def comment_on(post_id: str, client: BlogClient, text: str) -> tuple[str, str]:
+    """A comment made through `client`: its id and the status Moderation must give it."""
+    comment = client.create_comment(post_id, text, wait=10)[-1]
+    return comment["id"], "rejected" if "orange" in text else "approved"
 
 
 def once_each(formation: RunningBlog, type: str) -> Counter:
@@ -37,8 +51,8 @@ def once_each(formation: RunningBlog, type: str) -> Counter:
 @on_both_transports
 def test_writer_replicas_share_postgresql_and_a_killed_one_loses_no_acknowledged_write(tmp_path, postgres_url,
                                                                                       transport):
-    formation = RunningBlog(tmp_path, {"BLOG_DATABASE_URL": postgres_url, "BLOG_REPLICAS": "posts=2,comments=2"},
-                            transport=transport)
+    formation = RunningBlog(tmp_path, {"BLOG_DATABASE_URL": postgres_url,
+                                       "BLOG_REPLICAS": "posts=2,comments=2,moderation=2"}, transport=transport)
     for replica in REPLICAS:
         formation.ports[replica] = free_port()
         formation.env[f"BLOG_{replica.replace('.', '_').upper()}_PORT"] = str(formation.ports[replica])
@@ -47,16 +61,40 @@ def test_writer_replicas_share_postgresql_and_a_killed_one_loses_no_acknowledged
         formation.start()
         assert {formation.health(r)["instance"] for r in REPLICAS} == set(REPLICAS)
 
+        # One subscription for each writer's replicas at the transport; Query's own.
+        subscriptions = [entry.get("service", entry["name"]) for entry in formation.inspection.backlog()]
+        assert {"comments", "moderation"} <= set(subscriptions)
+        assert not {"comments.2", "moderation.2"} & set(subscriptions)
+
         # Writes over both replicas of each: a post through one, comments on it through both.
-        comments = []
-        for i in range(6):
-            post = clients[i % 2].create_post(f"post {i}")
+        expected: dict[str, str] = {}  # comment id -> the status Moderation must give it
+        posts = [clients[i % 2].create_post(f"post {i}")["id"] for i in range(6)]
+        for i, post_id in enumerate(posts):
             for client in clients:
-                comments.append(client.create_comment(post["id"], f"comment {i} via {client.address('comments')}",
-                                                      wait=10)[-1]["id"])
-        wait_until(lambda: sum(len(p["comments"]) for p in formation.client.view().values()) == len(comments)
-                   and all(c["status"] == "approved" for p in formation.client.view().values() for c in p["comments"]),
-                   timeout=30, message="every comment to reach Query, moderated")
+                expected.update([comment_on(post_id, client, f"comment {i} {'orange' if i % 3 == 0 else 'kiwi'}")])
+
+        def moderated() -> bool:
+            statuses = {c["id"]: c["status"] for p in formation.client.view().values() for c in p["comments"]}
+            return statuses == expected
+
+        wait_until(moderated, timeout=30, message="every comment to reach Query, moderated as the rule says")
+        # Each CommentCreated moderated once by Moderation's two replicas together, each decision applied
+        # once by Comments' two.
+        moderation, comments = (formation.client.config.replicas(service) for service in ("moderation", "comments"))
+        assert sum(handled(formation, moderation, "CommentCreated").values()) == len(expected)
+        assert sum(handled(formation, comments, "CommentModerated").values()) == len(expected)
+
+        # The Moderation replica that took the last comment goes (SIGKILL): the next comments reach the other.
+        by_replica = handled(formation, moderation, "CommentCreated")
+        gone = max(by_replica, key=by_replica.get)
+        formation.kill(gone)
+        left = next(process for process in by_replica if process != gone)
+        for i, post_id in enumerate(posts):
+            expected.update([comment_on(post_id, clients[i % 2], f"after {i} {'orange' if i % 2 else 'kiwi'}")])
+        wait_until(moderated, timeout=30, message=f"the comments after {gone} went to reach Query, moderated")
+        assert handled(formation, [left], "CommentCreated")[left] == by_replica[left] + len(posts)
+        assert sum(handled(formation, comments, "CommentModerated").values()) == len(expected)
+        comments = list(expected)
 
         # A burst of posts over both Posts replicas; posts.2 is SIGKILLed once a third is acknowledged.
         acknowledged: list[str] = []

@@ -99,8 +99,8 @@ def test_events_applied_twice_change_nothing_the_second_time(open_db):
 
 
 def apply_from_two_replicas(replicas: list, events: list, batch: int = 5) -> None:
-    """Each replica applies every event, in batches, at the same time as the other (as two replicas
-    each with its own subscription on the HTTP bus do)."""
+    """Each replica applies every event, in batches, at the same time as the other (as when events come
+    twice: a replica's catch-up beside the group's pushes, a batch sent again to the other member)."""
     start = threading.Barrier(len(replicas))
     errors = []
 
@@ -141,6 +141,35 @@ def test_two_comments_replicas_announce_each_decision_once(open_db):
     updated = [e["data"]["id"] for e in queued(replicas[1].db) if e["type"] == "CommentUpdated"]
     assert sorted(updated) == sorted(ids)
     assert {c["status"] for c in replicas[1].for_post("p1")} == {"approved"} and replicas[1].count() == (1, 30)
+
+
+def test_a_groups_batches_to_either_replica_move_the_one_position_they_share_beside_a_catch_up(open_db):
+    """A group's delivery on the HTTP bus: one cursor, each batch to one replica (here in turn), while the
+    other replica's catch-up reads the same log from the shared position: no gap is seen, the position
+    ends at the log's end, and each comment is decided once."""
+    replicas = [ModerationStore(open_db("moderation", MODERATION_SCHEMA), Rule(["orange"])) for _ in range(2)]
+    events = [logged(CommentCreated(id=f"c{i}", content="orange" if i % 2 else "fine", postId="p1"), i)
+              for i in range(1, 101)]
+    start, gaps = threading.Barrier(2), []
+
+    def pushes() -> None:
+        start.wait()
+        gaps.extend(replicas[(i // 5) % 2].apply(events[i:i + 5]) for i in range(0, 100, 5))
+
+    def catch_up() -> None:
+        start.wait()
+        for i in range(0, 100, 20):
+            replicas[1].apply(events[i:i + 20], from_log=True)
+
+    threads = [threading.Thread(target=pushes), threading.Thread(target=catch_up)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert gaps == [False] * 20
+    assert replicas[0].applied_seq == replicas[1].applied_seq == 100
+    assert sorted(e["data"]["id"] for e in queued(replicas[0].db)) == sorted(f"c{i}" for i in range(1, 101))
+    assert replicas[0].decided() == {"approved": 50, "rejected": 50}
 
 
 def test_a_writer_whose_database_cannot_be_reached_says_so_in_one_line(tmp_path):

@@ -104,6 +104,46 @@ def test_a_failed_delivery_keeps_the_cursor_so_the_events_come_again(log):
     assert log.cursor("posts") == 1
 
 
+@dataclass
+class FakeMembers:
+    """A group's members behind one client: each URL up or down (unreachable), each batch taken recorded by URL."""
+
+    down: set = field(default_factory=set)
+    received: list = field(default_factory=list)  # (url, [seq, ...])
+
+    def post(self, url, body, headers):
+        if url in self.down:
+            raise Unreachable(f"{url} refused")
+        self.received.append((url, [e["seq"] for e in json.loads(body)]))
+        return FakeResponse(200)
+
+    def close(self):
+        pass
+
+
+def test_a_group_has_one_cursor_each_batch_goes_to_one_member_and_a_failed_member_hands_over(log):
+    log.append([Event.of(PostCreated(id=f"p{i}", title="t")) for i in range(6)])
+    members = FakeMembers()
+    group = Subscriber("comments", "http://c1/events", batch=True, also=("http://c2/events",))
+    deliverer = Deliverer(log, group, batch_size=2, client=members)
+    assert deliverer.deliver_once() == 2
+    members.down.add("http://c1/events")  # the member that took the first batch goes
+    assert deliverer.deliver_once() == 2  # the same step hands the batch to the other one
+    members.down.clear()
+    assert deliverer.deliver_once() == 2  # which keeps the group's batches while it takes them
+    assert members.received == [("http://c1/events", [1, 2]), ("http://c2/events", [3, 4]),
+                                ("http://c2/events", [5, 6])]
+    assert log.cursor("comments") == 6 and log.cursor("comments.2") == 0  # one cursor, the group's
+    assert deliverer.status.url == "http://c2/events"
+    assert deliverer.status.members == ["http://c1/events", "http://c2/events"]
+
+    log.append([Event.of(PostCreated(id="p7", title="t"))])
+    members.down.update(("http://c1/events", "http://c2/events"))
+    with pytest.raises(DeliveryFailed, match=r"no member took it \(http://c2/events: .*refused; http://c1/events: .*refused\)"):
+        deliverer.deliver_once()
+    assert log.cursor("comments") == 6  # kept for the next attempt
+
+
 def test_the_delivery_thread_retries_until_the_subscriber_takes_the_event(log):
     fake = FakeSubscriber(answers=[500, 500, 500])
     deliverer = Deliverer(log, Subscriber("query", "http://q/events"), max_backoff=0.05, client=fake)

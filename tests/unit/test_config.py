@@ -105,6 +105,17 @@ def test_query_replicas_each_have_a_port_and_a_subscription_of_their_own():
     assert replica.me("query") == "query.2" and replica.me("posts") == "posts"
 
 
+def test_a_subscriber_named_with_several_urls_is_a_group_and_a_replica_named_stands_for_its_group():
+    config = load({"BLOG_DATABASE_URL": "postgresql://db/blog", "BLOG_REPLICAS": "moderation=2,query=2",
+                   "BLOG_SUBSCRIBERS": "audit=http://a1/events,audit=http://a2/events,moderation.2,query.2"})
+    assert config.subscribers == (
+        Subscriber("audit", "http://a1/events", also=("http://a2/events",)),
+        Subscriber("moderation", "http://127.0.0.1:4003/events", batch=True, also=("http://127.0.0.1:4103/events",)),
+        Subscriber("query.2", "http://127.0.0.1:4102/events", batch=True),
+    )
+    assert config.subscription("query.2") == "query.2"
+
+
 def test_a_replica_port_that_clashes_is_named():
     with pytest.raises(ConfigError, match="query.2 would listen on port 4001, as comments does"):
         load({"BLOG_REPLICAS": "query=2", "BLOG_QUERY_2_PORT": "4001"})
@@ -121,8 +132,14 @@ def test_writers_have_replicas_only_with_their_tables_in_postgresql():
     assert config.database_url == "postgresql://db/blog"
     assert {name: config.ports[name] for name in ("posts.2", "comments.2", "moderation.2")} == {
         "posts.2": 4100, "comments.2": 4101, "moderation.2": 4103}
-    assert [s.name for s in config.subscribers] == [
-        "posts", "posts.2", "comments", "comments.2", "query", "moderation", "moderation.2"]
+    # Replicas sharing one store are one subscriber, each replica a member; Query's each have their own.
+    assert [(s.name, s.members) for s in config.subscribers] == [
+        ("posts", ("http://127.0.0.1:4000/events", "http://127.0.0.1:4100/events")),
+        ("comments", ("http://127.0.0.1:4001/events", "http://127.0.0.1:4101/events")),
+        ("query", ("http://127.0.0.1:4002/events",)),
+        ("moderation", ("http://127.0.0.1:4003/events", "http://127.0.0.1:4103/events"))]
+    assert [config.subscription(name) for name in ("comments", "comments.2", "query", "moderation.2")] == [
+        "comments", "comments", "query", "moderation"]
     assert load({}).database_url is None and load({"BLOG_DATABASE_URL": " "}).database_url is None
 
 

@@ -1,7 +1,7 @@
-"""How blogctl renders a subscriber's last error: failing now, or failed once and recovered."""
+"""How blogctl renders a subscriber: its last error (failing now, or failed once and recovered), a group."""
 import time
 
-from blogctl.render import last_error
+from blogctl.render import last_error, subscriber_name
 
 
 def test_an_error_while_failing_is_red():
@@ -17,3 +17,10 @@ def test_an_error_after_recovery_is_dim_and_dated():
 
 def test_no_error_is_a_dash():
     assert last_error({"failures": 0}).plain == "—"
+
+
+def test_a_subscriber_group_shows_its_members_and_the_one_it_delivers_to():
+    group = {"name": "comments", "url": "http://127.0.0.1:4101/events",
+             "members": ["http://127.0.0.1:4001/events", "http://127.0.0.1:4101/events"]}
+    assert subscriber_name(group).plain == "comments (2 members, now 127.0.0.1:4101)"
+    assert subscriber_name({"name": "query", "url": "http://127.0.0.1:4002/events", "members": None}).plain == "query"

@@ -3,6 +3,8 @@
 It keeps the guarantees of the real ones: each event logged once (by id), a sequence number per
 event, each consumer gets only the types it asked for, in log order, from its own cursor; a
 consumer that raises keeps its cursor and gets the same events again at the next delivery.
+Consumers started under one name are a group with one cursor: each batch goes to one of them
+(the first that takes it), as a broker's queue shared by competing consumers does.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ ALL = "#"
 
 @dataclass
 class _Subscription:
-    consumer: Consumer | None  # None: detached (its transport closed); events wait for it, as in a durable queue
+    # The group's members, the first that takes a batch takes it; none: detached (their transports
+    # closed), and events wait for them, as in a durable queue.
+    members: list[Consumer]
     types: frozenset[str]
     cursor: int = 0  # the seq up to which it has taken every event
     failures: int = 0
@@ -67,19 +71,26 @@ class InMemoryBus:
         """Hand every consumer what it has not taken yet; one that raises gets it again next time."""
         with self._lock:
             for subscription in self._subscriptions.values():
-                if subscription.consumer is None:
+                if not subscription.members:
                     continue
                 end = len(self.log)
                 batch = [e for e in self.log[subscription.cursor:end] if subscription.wants(e)]
-                try:
-                    if batch:
-                        subscription.consumer(batch)
-                except Exception as exc:  # noqa: BLE001 - a consumer's failure is its own; it is redelivered
-                    subscription.failures += 1
-                    subscription.last_error = str(exc)
+                if batch and not self._hand(subscription, batch):
                     continue
                 subscription.cursor = max(subscription.cursor, end)
                 subscription.failures, subscription.last_error = 0, None
+
+    @staticmethod
+    def _hand(subscription: _Subscription, batch: list[Event]) -> bool:
+        """Give `batch` to the first member that takes it; False when every one raised (it is redelivered)."""
+        for member in list(subscription.members):
+            try:
+                member(batch)
+                return True
+            except Exception as exc:  # noqa: BLE001 - a consumer's failure is its own; another member may take it
+                subscription.failures += 1
+                subscription.last_error = str(exc)
+        return False
 
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
         if self.down:
@@ -89,18 +100,23 @@ class InMemoryBus:
 
     def subscribe(self, name: str, consumer: Consumer, types: Iterable[str] = (ALL,)) -> None:
         """Deliver events of `types` to `consumer`: a new name from the log's current end, a known
-        one from where it stopped (as a durable queue or the bus's cursor would)."""
+        one from where it stopped (as a durable queue or the bus's cursor would); while another
+        consumer is attached under the name, the two are a group sharing its cursor."""
         with self._lock:
             known = self._subscriptions.get(name)
-            cursor = known.cursor if known else len(self.log)
-            self._subscriptions[name] = _Subscription(consumer, frozenset(types), cursor=cursor)
+            if known is None:
+                self._subscriptions[name] = _Subscription([consumer], frozenset(types), cursor=len(self.log))
+            else:
+                known.members.append(consumer)
+                known.types = frozenset(types)
             self.deliver()  # whatever waited for a known name
 
-    def detach(self, name: str) -> None:
-        """Stop delivering to `name`; what it has not taken waits for it (its backlog)."""
+    def detach(self, name: str, consumer: Consumer | None = None) -> None:
+        """Stop delivering to `consumer` under `name` (None: to all); what no member has taken waits (its backlog)."""
         with self._lock:
             if name in self._subscriptions:
-                self._subscriptions[name].consumer = None
+                members = self._subscriptions[name].members
+                members[:] = [m for m in members if consumer is not None and m is not consumer]
 
     def backlog(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -129,7 +145,7 @@ class InMemoryTransport(ParksNone):
     def __init__(self, bus: InMemoryBus, source: str | None = None) -> None:
         self.bus = bus
         self.source = source  # the publisher, as the log names it
-        self._consuming: list[str] = []
+        self._consuming: list[tuple[str, Consumer]] = []
 
     @classmethod
     def from_url(cls, url: str, config: Any = None, source: str | None = None) -> InMemoryTransport:
@@ -142,12 +158,12 @@ class InMemoryTransport(ParksNone):
         return self.bus.read_log(after, limit)
 
     def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = (ALL,)) -> None:
-        self._consuming.append(name)
+        self._consuming.append((name, consumer))
         self.bus.subscribe(name, consumer, types)
 
     def close(self) -> None:
-        for name in self._consuming:
-            self.bus.detach(name)
+        for name, consumer in self._consuming:
+            self.bus.detach(name, consumer)
 
     def describe(self) -> Description:
         return Description(

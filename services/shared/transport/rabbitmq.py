@@ -4,8 +4,11 @@
   publisher confirms. `publish` returns only once the broker confirmed every event, so the
   outbox relay deletes a row only after its event is safe. When a batch fails half-way, the
   relay retries all of it: events the broker already confirmed are not sent again.
-- Consuming: each service its own durable queue, bound to the event types it handles,
-  acknowledged only after the handler committed; kombu's ConsumerMixin reconnects with
+- Consuming: each subscription its own durable queue, bound to the event types it handles,
+  acknowledged only after the handler committed. A service whose replicas share one store
+  (`Config.subscription`) has one queue they all consume from (competing consumers: each
+  message to one of them; one that goes, its unacknowledged messages go to the others); each
+  Query replica has its own; kombu's ConsumerMixin reconnects with
   backoff when the broker restarts. A confirm lost in a restart means a republish: the
   consumer skips an event id it has just applied, and the handlers are idempotent by id
   (ids are keys), so a duplicate changes nothing.
@@ -108,7 +111,8 @@ class RabbitTransport(ParksNone):
     def from_url(cls, url: str, config=None, source: str | None = None) -> RabbitTransport:
         if config is None:
             return cls(url, source=source)
-        consumers = [name for name in config.instances if service_of(name) in CONSUMERS]
+        # one queue per subscription: the replicas of a service sharing one store compete on one
+        consumers = dict.fromkeys(config.subscription(name) for name in config.instances if service_of(name) in CONSUMERS)
         return cls(url, source=source, namespace=config.broker_namespace, consumers=consumers)
 
     def _connection(self, *, publishing: bool = False) -> Connection:
