@@ -1,0 +1,55 @@
+"""The front door's routes come from the services' declarations (`front_door`): nginx's locations,
+the upstreams and the by-method split of a shared location, with no service named in the gateway."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from blogctl import gateway
+from services.shared.service import FrontRoute, Service
+from services.table import SERVICE_TABLE, load
+
+
+def declared(name: str, *front_door: FrontRoute) -> Service:
+    return Service(name, 5000, title=name, schema="", store=lambda db, config: None, front_door=front_door)
+
+
+def test_the_table_gives_the_courses_routes_in_its_order():
+    assert [(r.location, r.service, r.by_method, r.default) for r in gateway.routes(SERVICE_TABLE)] == [
+        ("= /posts/create", "posts", (), None),
+        ("= /posts", "$posts_by_method", (("POST", "posts"),), "query"),
+        ("~ ^/posts/[^/]+/comments$", "comments", (), None),
+        ("/", "query", (), None),
+    ]
+    assert gateway.upstreams(SERVICE_TABLE) == ("posts", "comments", "query")
+
+
+def test_a_new_services_route_reaches_the_configuration_with_its_replicas(tmp_path):
+    stats = declared("stats", FrontRoute("= /stats", ingress="/stats"), FrontRoute("= /posts", methods=("DELETE",)))
+    config = load({})
+    config = replace(config, services=(*config.services, stats), instances=(*config.instances, "stats"),
+                     ports={**config.ports, "stats": 5000})
+    text = gateway.render(config, 4080, Path(tmp_path))
+    assert "upstream stats {\n        server 127.0.0.1:5000 max_fails=1" in text
+    assert "location = /stats {\n            proxy_pass http://stats;" in text
+    assert "    map $request_method $posts_by_method {\n        POST    posts;\n        DELETE  stats;\n" \
+           "        default query;\n    }" in text
+    assert ("/stats", "stats") in gateway.ingress_rules(config.services)
+
+
+def test_a_shared_location_needs_exactly_one_service_for_the_other_methods():
+    a = declared("a", FrontRoute("= /x", methods=("POST",)))
+    b = declared("b", FrontRoute("= /x", methods=("GET",)))
+    with pytest.raises(ValueError, match="exactly one must"):
+        gateway.routes([a, b])
+    with pytest.raises(ValueError, match="exactly one must"):
+        gateway.routes([declared("a", FrontRoute("= /x")), declared("b", FrontRoute("= /x"))])
+    with pytest.raises(ValueError, match="declared by two services"):
+        gateway.routes([a, declared("b", FrontRoute("= /x", methods=("post",))), declared("c", FrontRoute("= /x"))])
+
+
+def test_nginx_order_of_trial_whatever_the_tables_order():
+    services = [declared("c", FrontRoute("/")), declared("b", FrontRoute("~ ^/b$")), declared("a", FrontRoute("= /a"))]
+    assert [r.location for r in gateway.routes(services)] == ["= /a", "~ ^/b$", "/"]
