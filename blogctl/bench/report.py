@@ -28,6 +28,7 @@ class Report:
     machine: dict
     figures: list[Figure] = field(default_factory=list)
     checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (what, held, detail)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (scenario, why it did not run)
 
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
@@ -35,6 +36,9 @@ class Report:
 
     def check(self, what: str, held: bool, detail: str = "") -> None:
         self.checks.append((what, held, detail))
+
+    def skip(self, scenario: str, why: str) -> None:
+        self.skipped.append((scenario, why))
 
     @property
     def lost_nothing(self) -> bool:
