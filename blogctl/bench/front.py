@@ -148,8 +148,8 @@ def measure(bench: Bench, *, database_url: str | None, formation: Formation) -> 
         p50, p50_spread = median_of(p50s[label])
         bench.report.add(Figure(SCENARIO, f"POST /posts through the gateway, {label}, p50", p50, "ms",
                                 spread=p50_spread if rounds > 1 else ""))
-    two_over_one = medians["PostgreSQL, 2 Posts replicas"] / medians["PostgreSQL, 1 Posts replica"]
-    bench.report.add(Figure(SCENARIO, "2 Posts replicas / 1 on PostgreSQL", two_over_one, "x",
-                            ratio=medians["PostgreSQL, 1 Posts replica"] / medians["SQLite, 1 Posts"],
-                            ratio_of="PostgreSQL 1 replica / SQLite (req/s)"))
-
+    one, two, sqlite = (medians[label] for label in ("PostgreSQL, 1 Posts replica", "PostgreSQL, 2 Posts replicas",
+                                                     "SQLite, 1 Posts"))
+    # Ratios of this run's medians: the value is the ratio itself.
+    bench.report.add(Figure(SCENARIO, "2 Posts replicas / 1 on PostgreSQL (req/s)", two / one, "x"))
+    bench.report.add(Figure(SCENARIO, "PostgreSQL, 1 Posts replica / SQLite, 1 Posts (req/s)", one / sqlite, "x"))

@@ -70,6 +70,6 @@ def figures_table(report: Report) -> Table:
     for f in report.figures:
         ratio = f"{f.ratio:.2f}x {f.ratio_of}" if f.ratio is not None else ""
         target = f.target + (" ✓" if f.met else " ✗" if f.met is False else "")
-        value = f"{f.value:,.1f} {f.unit}" + (f" ({f.spread})" if f.spread else "")
+        value = (f"{f.value:.2f}x" if f.unit == "x" else f"{f.value:,.1f} {f.unit}") + (f" ({f.spread})" if f.spread else "")
         table.add_row(f.scenario, f.name, value, ratio, target, f.load, f.reference)
     return table
