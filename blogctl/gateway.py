@@ -172,7 +172,10 @@ def _upstream(config: Config, service: str) -> str:
         f"        server {config.url(name).removeprefix('http://')} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
         for name in config.replicas(service)
     )
-    return f"    upstream {service} {{\n{servers}\n        keepalive 16;\n    }}"
+    # nginx lets go of an idle connection before the service does (BLOG_IDLE_TIMEOUT): else a POST sent
+    # on one the service is closing fails, and nginx does not send a POST again (it may have been applied).
+    idle = f"\n        keepalive_timeout {max(1, config.idle_timeout // 2)}s;"
+    return f"    upstream {service} {{\n{servers}\n        keepalive 16;{idle}\n    }}"
 
 
 def _map(route: Route) -> str:

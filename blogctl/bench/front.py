@@ -84,9 +84,19 @@ def front_door(rt: Runtime, name: str, replicas: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         with supervised(name, "blogctl.gateway", answers=f"{url}/gateway/health", env=env, timeout=30):
-            yield url
+            try:
+                yield url
+            except BlogctlError as exc:  # a load through it failed: nginx's own account of why
+                raise BlogctlError(f"{exc}; {name}'s nginx error log ends: {_tail(run / 'run' / gateway.PROCESS / 'error.log')}") from exc
     finally:
         shutil.rmtree(run, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) or "(empty)"
+    except OSError:
+        return "(none)"
 
 
 class Acknowledged:
