@@ -33,7 +33,8 @@ from .report import Figure, median_of
 
 SCENARIO = "gateway"
 WRITER_SCHEMAS = tuple(spec.name for spec in SERVICE_TABLE if spec.emits)  # a schema each (services/shared/postgres.py)
-Formation = Callable[[dict[str, str]], AbstractContextManager[Runtime]]
+# fresh_formation (scenarios.py): a formation on free ports with `env` added, for the block's length.
+FreshFormation = Callable[[dict[str, str]], AbstractContextManager[Runtime]]
 
 
 def why_not(database_url: str | None) -> str | None:
@@ -115,7 +116,7 @@ class Acknowledged:
         return 1
 
 
-def measure(bench: Bench, *, database_url: str | None, formation: Formation) -> None:
+def measure(bench: Bench, *, database_url: str | None, formation: FreshFormation) -> None:
     if why := why_not(database_url):
         bench.report.skip(SCENARIO, why)
         return
@@ -127,15 +128,15 @@ def measure(bench: Bench, *, database_url: str | None, formation: Formation) -> 
     with scratch_schemas(database_url), formation(pg_env) as pg, \
             front_door(bench.rt, "gateway-sqlite", "") as sqlite_front, \
             front_door(pg, "gateway-1", "") as one, front_door(pg, "gateway-2", "posts=2") as two:
-        rows = {  # label -> (gateway, acknowledged POSTs, the formation's Query to check)
-            "SQLite, 1 Posts": (sqlite_front, Acknowledged(), bench.rt),
-            "PostgreSQL, 1 Posts replica": (one, Acknowledged(), pg),
-            "PostgreSQL, 2 Posts replicas": (two, Acknowledged(), pg),
+        rows = {  # label -> (the gateway's URL, the POSTs it acknowledged)
+            "SQLite, 1 Posts": (sqlite_front, Acknowledged()),
+            "PostgreSQL, 1 Posts replica": (one, Acknowledged()),
+            "PostgreSQL, 2 Posts replicas": (two, Acknowledged()),
         }
         rates: dict[str, list[float]] = {label: [] for label in rows}
         p50s: dict[str, list[float]] = {label: [] for label in rows}
         for k in range(rounds):
-            for label, (url, acked, _) in rows.items():
+            for label, (url, acked) in rows.items():
                 with bench.step(f"POST /posts through the gateway, {label}, {CLIENTS} clients (round {k + 1} of {rounds})"):
                     load = bench.load(lambda c, *_, url=url, acked=acked: acked.post(c, f"{url}/posts"))
                 rates[label].append(load.rate)
