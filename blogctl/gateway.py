@@ -163,6 +163,12 @@ http {{
 """
 
 
+def address(config: Config) -> tuple[str, int]:
+    """Where a client on this host reaches the gateway (nginx runs where `up` runs, on the bind address)."""
+    host = _listen(config)
+    return ("127.0.0.1" if host == "0.0.0.0" else host), config.gateway_port
+
+
 def _listen(config: Config) -> str:
     return config.host if config.host not in ("", "::") else "0.0.0.0"
 

@@ -64,3 +64,9 @@ def test_nginx_lets_go_of_an_idle_connection_before_the_service_closes_it(tmp_pa
         kept = [int(line.split()[1].rstrip("s;")) for line in text.splitlines() if "keepalive_timeout" in line]
         assert len(kept) == len(gateway.upstreams(config.services))
         assert all(seconds < config.idle_timeout or seconds == 1 for seconds in kept)
+
+
+def test_the_gateway_is_reached_where_it_listens_not_where_a_service_runs():
+    assert gateway.address(load({"BLOG_GATEWAY_PORT": "5080"})) == ("127.0.0.1", 5080)
+    assert gateway.address(load({"BLOG_HOST": "0.0.0.0"})) == ("127.0.0.1", 4080)
+    assert gateway.address(load({"BLOG_HOST": "10.77.0.9", "BLOG_QUERY_HOST": "10.77.0.2"})) == ("10.77.0.9", 4080)
