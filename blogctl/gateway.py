@@ -12,6 +12,10 @@ safe. nginx never passes a request that was already sent on to another server un
 is idempotent (it does not retry a POST that may have been applied); a POST refused at connect
 was never sent, so it moves on.
 
+Which paths go to which service is each service's declaration (`front_door` in
+services/shared/service.py): this module names no service. The same declarations give the
+Kubernetes ingress's rules (`ingress_rules`, checked against deploy/k8s by tests/unit/test_deploy.py).
+
 The configuration is generated from the formation at `up` into `<data dir>/run/gateway/`,
 checked with `nginx -t`, and nginx runs in the foreground, supervised like the services.
 """
@@ -20,11 +24,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.shared.config import Config
+from services.shared.service import FrontRoute, Service
 from services.shared.web import GATEWAY_HEADER
 
 PROCESS = "gateway"  # its name in the formation (`blogctl status`, `logs gateway`, `kill gateway`)
@@ -49,27 +56,60 @@ def nginx_missing() -> str | None:
 
 @dataclass(frozen=True)
 class Route:
-    """One rule of the course's ingress: a location and the service its requests go to."""
+    """One location of the front door and the upstream its requests go to: a service, or the
+    `map` that picks one by method (`by_method`, with `default` for every other method)."""
 
-    location: str  # an nginx location: `= /exact` or `~ regex`
-    service: str
+    location: str  # an nginx location: `= /exact`, `~ regex` or a `/prefix`
+    service: str  # an upstream, or `$<name>_by_method`
+    by_method: tuple[tuple[str, str], ...] = ()  # (method, service), when the location is shared
+    default: str | None = None  # the service that takes the other methods there
 
 
-# In the course's order (its ingress-srv); `/posts` by method, see the module's docstring.
-ROUTES = (
-    Route("= /posts/create", "posts"),
-    Route("= /posts", "$posts_by_method"),
-    Route("~ ^/posts/[^/]+/comments$", "comments"),
-    Route("/", "query"),
-)
-UPSTREAMS = ("posts", "comments", "query")
+def routes(services: Sequence[Service]) -> tuple[Route, ...]:
+    """The front door's locations, from each declaration's `front_door`, in nginx's order of
+    trial (exact, regex, prefix; the table's order within each), which is also the course's.
+    A location two services share is split by method; exactly one of them takes the rest."""
+    claims: dict[str, list[tuple[FrontRoute, str]]] = {}
+    declared = [(route, service.name) for service in services for route in service.front_door]
+    for route, name in sorted(declared, key=lambda claim: claim[0].precedence):
+        claims.setdefault(route.location, []).append((route, name))
+    found = []
+    for location, shared in claims.items():
+        rest = [name for route, name in shared if route.methods is None]
+        if len(rest) != 1:
+            raise ValueError(f"front door location {location!r}: {len(rest)} services take the methods "
+                             f"no route names ({', '.join(rest) or 'none'}); exactly one must")
+        by_method = [(method.upper(), name) for route, name in shared for method in route.methods or ()]
+        if len({method for method, _ in by_method}) != len(by_method):
+            raise ValueError(f"front door location {location!r}: a method is declared by two services")
+        if not by_method:
+            found.append(Route(location, rest[0]))
+        else:
+            variable = re.sub(r"\W+", "_", location.removeprefix("= ")).strip("_") + "_by_method"
+            found.append(Route(location, f"${variable}", tuple(by_method), rest[0]))
+    return tuple(found)
+
+
+def upstreams(services: Sequence[Service]) -> tuple[str, ...]:
+    """The services the front door sends to, in the table's order: one upstream each."""
+    return tuple(service.name for service in services if service.front_door)
+
+
+def ingress_rules(services: Sequence[Service]) -> list[tuple[str, str]]:
+    """The course's ingress (deploy/k8s/ingress-srv.yaml) from the same declarations, in order:
+    (path, service). Routes limited to some methods have no ingress path: an ingress cannot
+    route by method."""
+    declared = [(route, service.name) for service in services for route in service.front_door if route.ingress]
+    return [(route.ingress, name) for route, name in sorted(declared, key=lambda claim: claim[0].precedence)]
 
 
 def render(config: Config, port: int, run_dir: Path) -> str:
     """The nginx configuration for `config`'s formation, listening on `port`, writing under `run_dir`."""
     run_dir = run_dir.resolve()
-    upstreams = "\n".join(_upstream(config, service) for service in UPSTREAMS)
-    locations = "\n".join(_location(route) for route in ROUTES)
+    front = routes(config.services)
+    upstream_blocks = "\n".join(_upstream(config, service) for service in upstreams(config.services))
+    maps = "\n".join(_map(route) for route in front if route.by_method)
+    locations = "\n".join(_location(route) for route in front)
     return f"""# Generated by blogctl from the formation; changes are lost at the next `blogctl up`.
 worker_processes 1;
 pid {run_dir}/nginx.pid;
@@ -101,12 +141,9 @@ http {{
     proxy_next_upstream error timeout http_502 http_503;
     proxy_next_upstream_tries 3;
 
-    map $request_method $posts_by_method {{
-        POST    posts;
-        default query;
-    }}
+{maps}
 
-{upstreams}
+{upstream_blocks}
 
     server {{
         listen {_listen(config)}:{port};
@@ -126,6 +163,12 @@ http {{
 """
 
 
+def address(config: Config) -> tuple[str, int]:
+    """Where a client on this host reaches the gateway (nginx runs where `up` runs, on the bind address)."""
+    host = _listen(config)
+    return ("127.0.0.1" if host == "0.0.0.0" else host), config.gateway_port
+
+
 def _listen(config: Config) -> str:
     return config.host if config.host not in ("", "::") else "0.0.0.0"
 
@@ -135,7 +178,15 @@ def _upstream(config: Config, service: str) -> str:
         f"        server {config.url(name).removeprefix('http://')} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
         for name in config.replicas(service)
     )
-    return f"    upstream {service} {{\n{servers}\n        keepalive 16;\n    }}"
+    # nginx lets go of an idle connection before the service does (BLOG_IDLE_TIMEOUT): else a POST sent
+    # on one the service is closing fails, and nginx does not send a POST again (it may have been applied).
+    idle = f"\n        keepalive_timeout {max(1, config.idle_timeout // 2)}s;"
+    return f"    upstream {service} {{\n{servers}\n        keepalive 16;{idle}\n    }}"
+
+
+def _map(route: Route) -> str:
+    choices = "\n".join(f"        {method:<7} {service};" for method, service in (*route.by_method, ("default", route.default)))
+    return f"    map $request_method {route.service} {{\n{choices}\n    }}"
 
 
 def _location(route: Route) -> str:
@@ -174,7 +225,7 @@ def main() -> None:
     except (ConfigError, GatewayError, OSError) as exc:
         sys.exit(f"{PROCESS}: cannot start: {exc}")
     print(f"{PROCESS}: nginx on {config.host}:{config.gateway_port} in front of "
-          f"{', '.join(n for s in UPSTREAMS for n in config.replicas(s))} ({path})", flush=True)
+          f"{', '.join(n for s in upstreams(config.services) for n in config.replicas(s))} ({path})", flush=True)
     argv = command(path)
     os.execvp(argv[0], argv)
 

@@ -87,14 +87,14 @@ def duration(seconds: float | None) -> str:
 def services_table(rows: list[dict], title: str = "Services") -> Table:
     table = Table(title=title, title_justify="left")
     restarted = any(row.get("restarts") or row.get("last_exit") for row in rows)
-    for column in ("service", "port", "pid", "process", "health", "uptime", *("restarts",) * restarted):
-        table.add_column(column, justify="right" if column in ("port", "pid", "uptime") else "left")
+    for column in ("service", "address", "pid", "process", "health", "uptime", *("restarts",) * restarted):
+        table.add_column(column, justify="right" if column in ("pid", "uptime") else "left")
     for row in rows:
         healthy = row["healthy"]
         health = Text("ok", "green") if healthy else text(row.get("error") or "unreachable", "red")
         process_style = {"running": "green", "exited": "red"}.get(row["process"], "yellow")
         table.add_row(
-            text(row["service"], "bold"), str(row.get("port") or "—"), str(row.get("pid") or "—"),
+            text(row["service"], "bold"), text(row.get("address") or "—"), str(row.get("pid") or "—"),
             text(row["process"], process_style), health, duration(row.get("uptime")),
             *(restarts_cell(row),) * restarted,
         )

@@ -53,7 +53,7 @@ def make_formation(config: Config, procfile: Path, env: Mapping[str, str], **sup
     extra = {}
     if config.gateway:  # nginx in front, started after every service (it is no entry of the service table)
         extra[gateway.PROCESS] = gateway.COMMAND
-        addresses[gateway.PROCESS] = (urlsplit(config.url("query")).hostname, config.gateway_port)
+        addresses[gateway.PROCESS] = gateway.address(config)
     return Formation(procfile, run_dir=config.run_dir, env=env, addresses=addresses, skipped=skipped, cwd=cwd,
                      replicas=replicas, extra=extra, **supervision)
 

@@ -3,6 +3,7 @@ health, find processes whose pid files are gone, and the services table."""
 from __future__ import annotations
 
 from graphlib import TopologicalSorter
+from urllib.parse import urlsplit
 
 from services.shared.config import service_of
 from services.shared.service import Service
@@ -88,7 +89,7 @@ def recover(rt: Runtime) -> list[str]:
 
 
 def service_rows(rt: Runtime) -> list[dict]:
-    """Each Procfile process: its port, pid, process state, and whether its port answers /health as itself."""
+    """Each Procfile process (each replica, and the gateway): its port and the host:port clients reach it at, its pid, process state, and whether its port answers /health as itself."""
     rows = []
     restarted = restarts.saved(rt.config.run_dir)
     for state in rt.formation.states():
@@ -107,8 +108,10 @@ def service_rows(rt: Runtime) -> list[dict]:
             else:
                 problem = "unreachable"
         address = rt.formation.addresses.get(state.name) if port is None else None  # the gateway's
+        where = (urlsplit(rt.config.url(state.name)).hostname, port) if port is not None else address
         rows.append({
-            "service": state.name, "port": port or (address[1] if address else None), "pid": pid, "process": process,
+            "service": state.name, "port": port or (address[1] if address else None),
+            "address": f"{where[0]}:{where[1]}" if where else None, "pid": pid, "process": process,
             "healthy": health is not None if port is not None else rt.is_healthy(state.name),
             "uptime": state.uptime, "health": health, "error": problem,
             "restarts": 0, "last_exit": None, "gave_up": None, **restarted.get(state.name, {}),

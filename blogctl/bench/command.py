@@ -27,6 +27,10 @@ def bench(
     servers: Annotated[bool, typer.Option(
         "--servers", help="Also serve the bare endpoint and Posts on waitress, granian and gunicorn (those installed), same run.",
     )] = False,
+    database: Annotated[str | None, typer.Option(
+        "--database", metavar="URL", envvar="BLOG_DATABASE_URL",
+        help="An empty PostgreSQL database for the gateway rows (two Posts replicas); its schemas are dropped after.",
+    )] = None,
     only: Annotated[list[str] | None, typer.Option(
         "--only", metavar="SCENARIO",
         help=f"Run only this scenario (repeatable; besides the bare endpoint): {', '.join(SCENARIOS)}.",
@@ -35,13 +39,15 @@ def bench(
     """Benchmark a fresh formation (free ports, temporary data) against a bare endpoint of the same server."""
     # A SIGTERM (a timeout, a CI runner) unwinds like Ctrl-C, so the formation and the bare endpoint are stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    report = run_bench(quick=quick, broker=broker, servers=servers, only=only or ())
+    report = run_bench(quick=quick, broker=broker, servers=servers, only=only or (), database=database)
     data = {**asdict(report), "lost_nothing": report.lost_nothing}
     output.write_text(json.dumps(data, indent=2))
     if json_output:
         render.print_json(data)
     else:
         console.print(figures_table(report))
+        for scenario, why in report.skipped:
+            console.print(render.text(f"skipped {scenario}: {why}", "yellow"))
         for what, held, detail in report.checks:
             console.print(render.text(f"{'✓' if held else '✗'} {what}: {detail}", "green" if held else "red"))
         console.print(render.text(f"Figures written to {output}"))

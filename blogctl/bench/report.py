@@ -28,6 +28,7 @@ class Report:
     machine: dict
     figures: list[Figure] = field(default_factory=list)
     checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (what, held, detail)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (scenario, why it did not run)
 
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
@@ -35,6 +36,9 @@ class Report:
 
     def check(self, what: str, held: bool, detail: str = "") -> None:
         self.checks.append((what, held, detail))
+
+    def skip(self, scenario: str, why: str) -> None:
+        self.skipped.append((scenario, why))
 
     @property
     def lost_nothing(self) -> bool:
@@ -66,6 +70,6 @@ def figures_table(report: Report) -> Table:
     for f in report.figures:
         ratio = f"{f.ratio:.2f}x {f.ratio_of}" if f.ratio is not None else ""
         target = f.target + (" ✓" if f.met else " ✗" if f.met is False else "")
-        value = f"{f.value:,.1f} {f.unit}" + (f" ({f.spread})" if f.spread else "")
+        value = (f"{f.value:.2f}x" if f.unit == "x" else f"{f.value:,.1f} {f.unit}") + (f" ({f.spread})" if f.spread else "")
         table.add_row(f.scenario, f.name, value, ratio, target, f.load, f.reference)
     return table

@@ -4,7 +4,8 @@ Scenarios: publish throughput (accepted and delivered to every subscriber), end 
 (`POST /posts` rate, write-to-view latency idle and under load), what durability and tracing
 cost, tails (tails.py), reads of Query at 1k and 10k posts x 5 comments (full, conditional, a
 page), rebuild of Query from the log, and each service's memory after 1k and after 100k events
-(views.py). Each is a function of the `Bench` (harness.py) it measures with. `--quick` shrinks
+(views.py), and `POST /posts` through the gateway with 1 and 2 Posts replicas on PostgreSQL
+(front.py). Each is a function of the `Bench` (harness.py) it measures with. `--quick` shrinks
 every size so CI can check in well under a minute that each scenario ran and lost nothing.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..errors import BlogctlError
 from ..runtime import Runtime
 from ..steps import bring_up
 from ..supervise import free_port
+from . import front
 from .bare import bare_endpoint
 from .carriers import carrier_for, post_event
 from .harness import CLIENTS, POST, Bench, Sizes
@@ -182,7 +184,7 @@ def machine() -> dict:
 
 # The scenarios `--only` may name, in the order a run takes them; durability compares with the
 # figures of publish and end to end, so it brings them along.
-SCENARIOS = ("read", "publish", "end-to-end", "tails", "durability", "tracing", "rebuild")
+SCENARIOS = ("read", "publish", "end-to-end", "tails", "durability", "tracing", "rebuild", "gateway")
 NEEDS = {"durability": ("publish", "end-to-end")}
 
 
@@ -197,10 +199,13 @@ def chosen(only: Iterable[str] = ()) -> list[str]:
     return [name for name in SCENARIOS if name in wanted]
 
 
-def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False, only: Iterable[str] = ()) -> Report:
+def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False, only: Iterable[str] = (),
+              database: str | None = None) -> Report:
+    """`database`: PostgreSQL for the gateway rows' second formation; the bench's own stays on SQLite."""
     scenarios = chosen(only)
     sizes = Sizes.pick(quick)
     env = {"BLOG_BROKER_URL": broker, "BLOG_BROKER_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}"} if broker else {}
+    env["BLOG_DATABASE_URL"] = ""  # the reference every row compares with: SQLite, whatever the environment says
     report = Report(quick=quick, transport="", machine=machine())
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=render.err_console, transient=False) as progress:
@@ -214,7 +219,8 @@ def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False, 
                    "publish": publish, "end-to-end": end_to_end,
                    "tails": lambda bench: Tails(bench).measure(sizes.tail_rounds), "durability": durability,
                    "tracing": lambda bench: tracing_cost(bench, rounds=1 if quick else 3),
-                   "rebuild": rebuild_and_memory}
+                   "rebuild": rebuild_and_memory,
+                   "gateway": lambda bench: front.measure(bench, database_url=database, formation=fresh_formation)}
             for name in scenarios:
                 run[name](bench)
             if servers:

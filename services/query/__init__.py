@@ -6,7 +6,7 @@ Each replica (BLOG_REPLICAS=query=N) keeps its own view, rebuilt from the log if
 from pathlib import Path
 
 from services.shared.db import Database
-from services.shared.service import Service
+from services.shared.service import FrontRoute, Service
 
 from .routes import routes
 from .view import HANDLERS, SCHEMA, QueryView
@@ -25,6 +25,8 @@ def _health(view: QueryView) -> dict:
 SERVICE = Service(
     "query", 4002, title="Query service", schema=SCHEMA, store=lambda db, config: QueryView(db),
     handlers=HANDLERS, routes=routes, health=_health, browser=True, page=True, replicable=True, delivered_first=True,
+    # The view at /posts (every method Posts does not take there), and the page with anything else.
+    front_door=(FrontRoute("= /posts", ingress="/posts"), FrontRoute("/", ingress="/?(.*)")),
 )
 
 __all__ = ["SERVICE", "QueryView", "open_view"]

@@ -55,6 +55,26 @@ class Built(Generic[S]):
 Routes = Callable[[Flask, Built[S]], list[Operation]]
 
 
+@dataclass(frozen=True)
+class FrontRoute:
+    """A path the front door (blogctl/gateway.py, deploy/k8s/ingress-srv.yaml) sends to this service.
+
+    `location` is an nginx location: `= /exact`, `~ regex` or a `/prefix`. `methods`: only these
+    methods (None: every method another service's route at the same location does not take).
+    `ingress`: the course's ingress path for it (an ingress cannot route by method, so a route
+    limited to some methods has none).
+    """
+
+    location: str
+    methods: tuple[str, ...] | None = None
+    ingress: str | None = None
+
+    @property
+    def precedence(self) -> int:
+        """nginx's order of trial: exact locations, then regular expressions, then prefixes."""
+        return 0 if self.location.startswith("= ") else 1 if self.location.startswith("~") else 2
+
+
 def _no_fields(store: Any) -> dict[str, Any]:
     return {}
 
@@ -80,6 +100,7 @@ class Service(Generic[S]):
     replicable: bool = False
     delivered_first: bool = False  # the bus delivers to it before the others: its view is what readers wait for
     bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
+    front_door: tuple[FrontRoute, ...] = ()  # the paths the gateway and the ingress send to it
 
     @property
     def consumes_as_group(self) -> bool:

@@ -236,3 +236,66 @@ def test_the_page_behind_the_gateway_reads_and_writes_through_its_one_origin(for
     assert writes and all(url.startswith(f"http://127.0.0.1:{port}/") for url in writes), writes
     assert writes[0].endswith("/posts/create")  # the course's route, which an ingress sends to Posts
     screenshot("gateway")
+
+
+# The course's React client, ingress version, as its components call the blog (axios, JSON, URLs on
+# the ingress's host): PostCreate `POST /posts/create {title}`, PostList `GET /posts`, CommentCreate
+# `POST /posts/:id/comments {content}`. We have no copy of that client here: these are its requests,
+# made with fetch from a page of the gateway's origin with relative URLs, as the client served from
+# the front door makes them.
+COURSE_CLIENT_REQUESTS = """async ([title, content]) => {
+  const json = {"Content-Type": "application/json"};
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
+  try {
+    const created = await fetch("/posts/create", {method: "POST", headers: json, body: JSON.stringify({title})});
+    const post = await created.json();
+    let listed = {};
+    for (let i = 0; i < 100 && !listed[post.id]; i++) {  // PostList, until Query has heard of the post
+      listed = await (await fetch("/posts")).json();
+      if (!listed[post.id]) await pause();
+    }
+    let comment;
+    for (let i = 0; i < 100; i++) {  // Comments learns of the post from its event: 404 until then
+      comment = await fetch(`/posts/${post.id}/comments`, {method: "POST", headers: json, body: JSON.stringify({content})});
+      if (comment.status !== 404) break;
+      await pause();
+    }
+    return {ok: true, created: created.status, post, listed: Object.values(listed),
+            commented: comment.status, comments: await comment.json()};
+  } catch (error) {
+    return {ok: false, error: String(error)};
+  }
+}"""
+
+
+def test_the_course_clients_requests_through_the_gateway_create_a_post_and_a_comment(formation, page):
+    if why := nginx_missing():
+        pytest.skip(why)
+    port = free_port()
+    front = f"http://127.0.0.1:{port}"
+    # Only the course's dev server may call across origins: anything that needed CORS from the gateway's origin would fail.
+    formation.env.update(BLOG_GATEWAY="1", BLOG_GATEWAY_PORT=str(port), BLOG_CORS_ORIGINS="http://localhost:3000")
+    formation.start()
+    sent = []
+    page.on("request", lambda request: sent.append((request.method, request.url)))
+    page.goto(f"{front}/")
+    sent.clear()
+
+    result = page.evaluate(COURSE_CLIENT_REQUESTS, ["Made by the course's requests", "and commented"])
+
+    assert result["ok"], result
+    assert result["created"] == 201 and result["post"]["title"] == "Made by the course's requests"
+    post_id = result["post"]["id"]
+    assert any(p["id"] == post_id and p["title"] == "Made by the course's requests" for p in result["listed"])
+    assert result["commented"] == 201 and [c["content"] for c in result["comments"]] == ["and commented"]
+    assert {method for method, _ in sent} == {"GET", "POST"}  # no preflight: one origin
+    assert all(url.startswith(f"{front}/") for _, url in sent), sent
+    assert ("POST", f"{front}/posts/create") in sent and ("POST", f"{front}/posts/{post_id}/comments") in sent
+
+    def in_query() -> list:
+        view = requests.get(f"{formation.url('query')}/posts", timeout=5).json()
+        return [(c["content"], c["status"]) for c in view.get(post_id, {}).get("comments", [])]
+
+    # In Query, as the client's list shows it once moderation has decided.
+    wait_until(lambda: in_query() == [("and commented", "approved")], timeout=15,
+               message="the moderated comment to reach Query")

@@ -96,6 +96,7 @@ class FakeFormation:
         self.pids = {name: 1000 + i for i, name in enumerate(self.names)}
         self.broken: set[str] = set()  # services that will not come up
         self.service_env: dict[str, dict[str, str]] = {}  # as the supervisor's: per-process environment
+        self.addresses: dict[str, tuple[str, int]] = {}  # as the supervisor's: where a process without a service port listens
         run_dir.mkdir(parents=True, exist_ok=True)
 
     def check(self, names):

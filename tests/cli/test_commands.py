@@ -213,6 +213,25 @@ def test_status_tells_the_truth(cli, blog):
     assert "unreachable" in out and "Bus subscribers" in out and "lag" in out
 
 
+def test_status_shows_every_replica_and_the_gateway_at_its_host_and_port(cli, blog):
+    extra = {"query.2": ("query", 4102), "posts.2": ("posts", 4100), "gateway": (None, None)}
+    blog.formation.names += list(extra)
+    blog.formation.pids.update({name: 2000 + i for i, name in enumerate(extra)})
+    blog.formation.addresses["gateway"] = ("127.0.0.1", 4080)
+    env = {"BLOG_REPLICAS": "query=2,posts=2", "BLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1/blog",
+           "BLOG_QUERY_2_HOST": "10.77.0.2", "BLOG_GATEWAY": "1"}
+    rows = {row["service"]: row for row in json.loads(cli("status", "--json", env=env).stdout)["services"]}
+    assert {name: row["address"] for name, row in rows.items()} == {
+        "posts": "127.0.0.1:4000", "comments": "127.0.0.1:4001", "query": "127.0.0.1:4002",
+        "moderation": "127.0.0.1:4003", "bus": "127.0.0.1:4005",
+        "query.2": "10.77.0.2:4102", "posts.2": "127.0.0.1:4100", "gateway": "127.0.0.1:4080",
+    }
+    table = cli("status", env=env).stdout
+    lines = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
+    assert "10.77.0.2:4102" in lines["query.2"] and "127.0.0.1:4100" in lines["posts.2"]
+    assert "127.0.0.1:4080" in lines["gateway"] and "address" in table
+
+
 def test_status_without_the_bus_says_subscribers_are_unknown(cli, blog):
     blog.running.discard("bus")
     assert "Bus subscribers: unknown" in cli.ok("status").stdout

@@ -136,6 +136,6 @@ def test_the_configuration_routes_every_replica_and_is_valid(tmp_path):
     text = gateway.render(config, 4080, tmp_path)
     for replica in config.replicas("query"):
         assert f"server {config.url(replica).removeprefix('http://')} max_fails=1" in text
-    order = [text.index(f"location {route.location} ") for route in gateway.ROUTES]
+    order = [text.index(f"location {route.location} ") for route in gateway.routes(config.services)]
     assert order == sorted(order)  # the course's order
     assert gateway.write(config, 4080, tmp_path / "gw").exists()

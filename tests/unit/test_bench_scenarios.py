@@ -18,3 +18,31 @@ def test_an_unknown_scenario_is_refused_naming_the_known_ones():
     with pytest.raises(BlogctlError) as info:
         chosen(["publish", "everything"])
     assert "everything" in str(info.value) and "rebuild" in str(info.value)
+
+
+def test_the_gateway_rows_run_last_and_alone_when_named():
+    assert chosen()[-1] == "gateway"
+    assert chosen(["gateway"]) == ["gateway"]
+
+
+def test_the_gateway_rows_say_why_they_cannot_run(monkeypatch):
+    from blogctl import gateway
+    from blogctl.bench import front
+
+    monkeypatch.setattr(gateway, "nginx_missing", lambda: None)
+    assert "--database postgresql://" in front.why_not(None) and "BLOG_DATABASE_URL" in front.why_not("")
+    assert front.why_not("postgresql://postgres@127.0.0.1/blog") is None
+    monkeypatch.setattr(gateway, "nginx_missing", lambda: "nginx is not installed: ...")
+    assert front.why_not("postgresql://postgres@127.0.0.1/blog") == "nginx is not installed: ..."
+
+
+def test_a_skipped_scenario_is_reported_with_its_reason_and_no_figure():
+    from types import SimpleNamespace
+
+    from blogctl.bench import front
+    from blogctl.bench.report import Report
+
+    report = Report(quick=True, transport="http", machine={})
+    front.measure(SimpleNamespace(report=report), database_url=None, formation=None)
+    assert report.figures == [] and report.lost_nothing
+    assert [scenario for scenario, _ in report.skipped] == ["gateway"]
