@@ -30,6 +30,7 @@ import requests
 
 from blogctl import gateway
 from services.shared.config import host_variable
+from services.table import SERVICE_TABLE
 from tests.helpers import RunningBlog, free_port, nginx_missing, wait_until
 from tests.netns import Network, netns_missing, postgres_on, postgres_server_missing
 
@@ -212,7 +213,7 @@ def test_a_writer_replica_killed_and_another_cut_off_lose_no_acknowledged_write(
     config = client.config
     conf = (blog.data_dir / "run" / gateway.PROCESS / "nginx.conf").read_text()
     for name in PROCESSES[1:]:  # the gateway balances over each replica at its host's address
-        if name.split(".")[0] in gateway.UPSTREAMS:
+        if name.split(".")[0] in gateway.upstreams(SERVICE_TABLE):
             assert f"server {network.address(name, LAN)}:{config.ports[name]} " in conf
 
     seeds = []
