@@ -16,7 +16,7 @@ from typing import Protocol
 
 import orjson
 
-from services.shared import signing, tracing
+from services.shared import logs, signing, tracing
 from services.shared.config import Subscriber
 from services.shared.events import utc_now
 from services.shared.http import Answer, HttpClient, Unreachable
@@ -104,6 +104,8 @@ class Deliverer(Worker):
             for i, event in zip(traced, carried, strict=True):
                 items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
             self._send(items)
+        logs.event_lines("delivered", carried, seqs=[rows[i]["seq"] for i in traced],
+                         detail=f"to {self.subscriber.name}", subscriber=self.subscriber.name)
 
     def _send(self, items: list[str]) -> None:
         body = (f"[{','.join(items)}]" if self.subscriber.batch else items[0]).encode()
