@@ -110,7 +110,7 @@ def log_requests(app: Flask) -> None:
         started = request.environ.get(STARTED)
         milliseconds = round((clock() - started) * 1000, 1) if started is not None else None
         method, status = request.method, response.status_code
-        access_log.info("%s %s %d %s ms", method, path, status, milliseconds, extra={"fields": {
+        access_log.info(f"{method} {path} {status} {milliseconds} ms", extra={"fields": {
             "method": method, "path": path, "status": status, "duration_ms": milliseconds}})
         return response
 
