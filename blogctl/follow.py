@@ -28,7 +28,8 @@ STAMP = re.compile(r"^(?:--- blogctl )?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 
 @dataclass(frozen=True)
 class LogFilter:
-    """Which lines `logs` shows: matching `pattern`, written at `since` or later, of trace `trace` (JSON lines)."""
+    """Which lines `logs` shows: matching `pattern`, written at `since` or later, of trace `trace` (a JSON line's
+    `trace_id`, or a text line's ` trace_id=...` at its end)."""
 
     pattern: re.Pattern | None = None
     since: datetime | None = None
@@ -43,7 +44,7 @@ class LogFilter:
             return False
         if self.since and (when is None or when < self.since):
             return False
-        return not self.trace or _fields(line).get("trace_id") == self.trace
+        return not self.trace or line.endswith(f" trace_id={self.trace}") or _fields(line).get("trace_id") == self.trace
 
 
 def _fields(line: str) -> dict:

@@ -290,6 +290,8 @@ class Formation:
         if before.running and record is not None:
             group_gone = lambda: not self._group_alive(name, record.pid)  # noqa: E731
             _killpg(record.pid, sig)
+            if sig != signal.SIGKILL:
+                _killpg(record.pid, signal.SIGCONT)  # a stopped (SIGSTOP) process takes its signal only once continued
             if not wait_for(group_gone, timeout=grace):
                 _killpg(record.pid, signal.SIGKILL)
                 if not wait_for(group_gone, timeout=5.0):

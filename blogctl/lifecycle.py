@@ -224,7 +224,7 @@ def logs(
     since: Annotated[str | None, typer.Option(
         "--since", metavar="AGE", help="Only lines written in the last AGE: 90s, 5m, 2h, 1d.")] = None,
     trace: Annotated[str | None, typer.Option(
-        "--trace", metavar="TRACE_ID", help="Only the lines of this trace (services logging with BLOG_LOG_FORMAT=json).")
+        "--trace", metavar="TRACE_ID", help="Only the lines of this trace (a traced write's `traceparent`, or `blogctl trace`).")
     ] = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -7,7 +7,8 @@ Settings, read from the environment blogctl already gathered (OS environment, `.
   `STEADY` seconds starts a new row.
 - `BLOG_RESTART_BACKOFF` (default 0.5 s): the first delay, doubled at each restart in a row, at most `MAX_DELAY`.
 - `BLOG_HEALTH_FAILURES` (default 3, 0: never): /health failing this many checks in a row restarts a
-  process that had answered since its start.
+  process that has answered since its start, or that has been up `START_PERIOD` seconds without answering
+  (hung while starting: as docker's health check counts failures after its start period).
 
 A process blogctl stops on purpose (`kill`, `down`, the demos) loses its pid file first, so it is
 "stopped", not "exited", and nothing here sees it. This module decides; `Watcher` in supervisor.py acts.
@@ -24,11 +25,12 @@ from pathlib import Path
 from services.shared.config import service_of
 
 from .errors import BlogctlError
-from .formation import describe_exit
+from .formation import HEALTH_TIMEOUT, describe_exit
 
 MODES = ("on-failure", "always", "no")
 MAX_DELAY = 30.0  # seconds: the longest wait between two restarts
 STEADY = 60.0  # seconds up after which a process's restarts in a row start again from zero
+START_PERIOD = HEALTH_TIMEOUT  # seconds a process may take to answer /health first, as `up` waits for it
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class Track:
     due: float | None = None  # when to start it again (clock time)
     up_since: float | None = None
     health_failures: int = 0
-    answered: bool = False  # /health answered since this start: only then do failures count
+    answered: bool = False  # /health answered since this start: from then on, failures count
 
     def shown(self) -> dict:
         return {"restarts": self.restarts, "last_exit": self.last_exit, "gave_up": self.gave_up}
@@ -158,8 +160,10 @@ class Restarter:
         if answered:
             track.answered, track.health_failures = True, 0
             return False
-        if not track.answered or policy.health_failures == 0 or policy.mode == "no":
+        if policy.health_failures == 0 or policy.mode == "no":
             return False
+        if not track.answered and (track.up_since is None or self.clock() - track.up_since < START_PERIOD):
+            return False  # still starting
         track.health_failures += 1
         return track.health_failures >= policy.health_failures
 

@@ -181,7 +181,7 @@ class Watcher:
             self.pids[state.name] = state.pid  # one that exited already (between `up` and now) is handled at once
             if state.running:
                 self.restarter.started(state.name)
-        self.next_health = time.monotonic() + self.HEALTH_EVERY
+        self.next_health = time.monotonic()  # the first tick checks: a process that hangs early is seen answering first
 
     @property
     def anything_running(self) -> bool:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import orjson
 
-from services.shared import signing, tracing
+from services.shared import logs, signing, tracing
 from services.shared.config import Subscriber
 from services.shared.events import utc_now
 from services.shared.http import Answer, HttpClient, Unreachable
@@ -113,6 +113,8 @@ class Deliverer(Worker):
             for i, event in zip(traced, carried, strict=True):
                 items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
             self._send(items)
+        logs.event_lines("delivered", carried, seqs=[rows[i]["seq"] for i in traced],
+                         detail=f"to {self.subscriber.name}", subscriber=self.subscriber.name)
 
     def _send(self, items: list[str]) -> None:
         """To the member that took the last batch, else to each next one in turn until one takes it;

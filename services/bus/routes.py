@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request, stream_with_context
 
-from services.shared import tracing
+from services.shared import logs, tracing
 from services.shared.components import components
 from services.shared.config import Config
 from services.shared.db import Database
@@ -101,6 +101,9 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
 
         with tracing.appending(events, stamp) as traced:
             appended = event_log.append(traced, [Sent(r.get("source"), r.get("time")) for r in raw])
+        logged = [(event, a.seq) for event, a in zip(traced, appended) if not a.duplicate]  # a retry is acknowledged only
+        logs.event_lines("appended", [event for event, _ in logged], seqs=[seq for _, seq in logged],
+                         detail=f"from {source}", source=source)
         if isinstance(body, list):
             return jsonify(status="OK", events=[vars(a) for a in appended])
         return jsonify(status="OK", **vars(appended[0]))

@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 
 from flask import Flask
 
-from . import tracing
+from . import logs, tracing
 from .components import components
 from .db import UNAVAILABLE, Connection, Database, ensure_column
 from .events import C, Event, Handler, Handlers, by_type_name, dispatch
@@ -242,10 +242,14 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
     read the log from the one position they share, each batch applied under its row's lock."""
 
     applied = metrics_of(app).applied
+    types = tuple(types)
+    handled = frozenset(types)
 
     def apply(events: list[Event], *, from_log: bool = False) -> bool:
         gap = store.apply(events, from_log=from_log)
         applied(events)
+        logs.event_lines("applied", [event for event in events if event.type in handled],
+                         detail="from the log" if from_log else "")
         then()
         return gap
 

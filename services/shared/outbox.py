@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import orjson
 
-from . import tracing
+from . import logs, tracing
 from .db import UNAVAILABLE, Connection, Database, ensure_column
 from .events import Event
 from .transport import Transport, TransportError
@@ -125,5 +125,6 @@ class Relay(Worker):
         with tracing.publishing([Event.logged(orjson.loads(row["event"])) for row in rows]) as events:
             self.transport.publish(events)
         self.published(events)
+        logs.event_lines("published", events)
 
     step = relay_once

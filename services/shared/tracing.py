@@ -229,15 +229,23 @@ def event_attributes(event: Event, operation: str, operation_type: str) -> dict[
         "messaging.destination.name": event.type,
         "messaging.message.id": event.id,
     }
+    for key, value in about(event).items():
+        attributes[f"blog.{key.replace('_', '.')}"] = value
+    return attributes
+
+
+def about(event: Event) -> dict[str, str]:
+    """The post and comment an event is about: {"post_id": ..., "comment_id": ...}, those it names."""
     data = event.data if isinstance(event.data, dict) else {}
     if event.type.startswith("Post") and isinstance(data.get("id"), str):
-        attributes["blog.post.id"] = data["id"]
-    elif event.type.startswith("Comment"):
-        if isinstance(data.get("id"), str):
-            attributes["blog.comment.id"] = data["id"]
+        return {"post_id": data["id"]}
+    found = {}
+    if event.type.startswith("Comment"):
         if isinstance(data.get("postId"), str):
-            attributes["blog.post.id"] = data["postId"]
-    return attributes
+            found["post_id"] = data["postId"]
+        if isinstance(data.get("id"), str):
+            found["comment_id"] = data["id"]
+    return found
 
 
 # The hooks

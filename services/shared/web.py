@@ -19,9 +19,9 @@ from werkzeug.exceptions import HTTPException
 from .config import Config
 from .db import STORAGE_ERRORS, UNAVAILABLE
 from .events import SEQ_MAX, Event, InvalidEvent, describe
-from .metrics import register_metrics
+from .metrics import STARTED, register_metrics
 from .signing import HEADER, SOURCE_HEADER, SignatureError, verify
-from . import tracing
+from . import logs, tracing
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
 
     if tracing.active() is not None:
         trace_writes(app, config, name)
+    if config.access_log:
+        log_requests(app)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -89,6 +91,28 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
         return error(500, f"internal error in {name}: {type(exc).__name__}")
 
     return app
+
+
+QUIET = frozenset({"/health", "/metrics"})  # polled (`blogctl status`, `wait`, `top`, a scraper): not logged
+
+
+def log_requests(app: Flask) -> None:
+    """A line for each request `app` answers, but the polls of `QUIET` (logs.py): method, path, status and
+    milliseconds from its WSGI entry, as an access log has; the trace id comes with it, the span being current."""
+    clock = time.perf_counter
+    access_log = logs.access_log
+
+    @app.after_request
+    def logged(response):
+        path = request.path
+        if path in QUIET or not access_log.isEnabledFor(logging.INFO):
+            return response
+        started = request.environ.get(STARTED)
+        milliseconds = round((clock() - started) * 1000, 1) if started is not None else None
+        method, status = request.method, response.status_code
+        access_log.info(f"{method} {path} {status} {milliseconds} ms", extra={"fields": {
+            "method": method, "path": path, "status": status, "duration_ms": milliseconds}})
+        return response
 
 
 UNTRACED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -127,6 +151,7 @@ def trace_writes(app: Flask, config: Config, service: str) -> None:
     def record_status(response):
         span = g.get("trace_span")
         if span is not None:
+            response.headers[tracing.TRACEPARENT] = tracing.traceparent_of(span.get_span_context())  # the trace to look up
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
@@ -265,34 +290,9 @@ def serve(app: Flask, service: str, config: Config, *, threads: int = 8) -> None
     """
     from waitress import serve as waitress_serve
 
-    if config.log_format == "json":
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonLines(config.me(service)))
-        logging.basicConfig(level=logging.INFO, handlers=[handler])
-    else:
-        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
+    logs.setup(config.log_format, service, config.me(service))
     waitress_serve(
         app, host=config.host, port=config.ports[config.me(service)], threads=threads, ident=config.me(service),
         connection_limit=CONNECTIONS_MAX, asyncore_use_poll=True,  # poll(): no select() limit of 1,024 descriptors
         channel_timeout=config.idle_timeout, cleanup_interval=1,
     )
-
-
-class JsonLines(logging.Formatter):
-    """BLOG_LOG_FORMAT=json: one JSON object per line, with the trace and span ids of the span running
-    when it was logged (find the trace with `blogctl trace TRACE_ID`)."""
-
-    def __init__(self, instance: str) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {"time": self.formatTime(record), "service": self.instance, "level": record.levelname,
-                "logger": record.name, "message": record.getMessage()}
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid and span_context.trace_flags.sampled:  # a trace that is kept
-            line["trace_id"] = f"{span_context.trace_id:032x}"
-            line["span_id"] = f"{span_context.span_id:016x}"
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line).decode()

@@ -16,7 +16,8 @@ def stamp(ago: timedelta) -> str:
 def write_logs(blog) -> None:
     old, new = stamp(timedelta(hours=2)), stamp(timedelta(seconds=30))
     for line in (f"{old} posts INFO old write of post p-1", f"{new} posts WARNING retrying p-2",
-                 json.dumps({"time": new, "service": "posts", "message": "created p-3", "trace_id": TRACE})):
+                 json.dumps({"time": new, "service": "posts", "message": "created p-3", "trace_id": TRACE}),
+                 f"{new} posts INFO published p-3 trace_id={TRACE}"):  # the text format's way
         blog.formation._log("posts", line)
     for line in (json.dumps({"time": new, "service": "query", "message": "applied p-3", "trace_id": TRACE}),
                  json.dumps({"time": new, "service": "query", "message": "applied p-4", "trace_id": "0" * 32}),
@@ -27,7 +28,8 @@ def write_logs(blog) -> None:
 def test_grep_finds_matching_lines_in_every_log(cli, blog):
     write_logs(blog)
     found = cli.json("logs", "--grep", "p-[34]")
-    assert [json.loads(line)["message"] for line in found["posts"]] == ["created p-3"]
+    assert json.loads(found["posts"][0])["message"] == "created p-3"
+    assert [line.split(" ", 4)[-1] for line in found["posts"][1:]] == [f"published p-3 trace_id={TRACE}"]
     assert [json.loads(line)["message"] for line in found["query"]] == ["applied p-3", "applied p-4"]
     last = cli.json("logs", "posts", "--grep", "p-[12]", "--lines", "1")["posts"]  # the last match only
     assert [line.split(" ", 4)[-1] for line in last] == ["retrying p-2"]
@@ -36,7 +38,8 @@ def test_grep_finds_matching_lines_in_every_log(cli, blog):
 def test_trace_finds_one_traces_lines_across_services(cli, blog):
     write_logs(blog)
     found = cli.json("logs", "--trace", TRACE)
-    assert {name: [json.loads(line)["message"] for line in lines] for name, lines in found.items() if lines} == {
+    assert found["posts"][1].endswith(f"published p-3 trace_id={TRACE}")
+    assert {name: [json.loads(line)["message"] for line in lines[:1]] for name, lines in found.items() if lines} == {
         "posts": ["created p-3"], "query": ["applied p-3"]}
     out = cli.ok("logs", "posts", "query", "--trace", TRACE).stdout
     assert "created p-3" in out and "applied p-3" in out and "p-4" not in out

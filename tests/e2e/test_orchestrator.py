@@ -139,6 +139,30 @@ def test_a_flapping_process_is_given_up_after_the_maximum_and_status_says_why(bl
     assert "gave up after 3 restarts in a row" in (blogctl.data_dir / "run" / "supervise.log").read_text()
 
 
+def test_a_hung_service_is_restarted_after_failing_health_checks_in_a_row(blogctl):
+    blogctl.env.update(BLOG_HEALTH_FAILURES="2")
+    assert "kept up by `blogctl supervise` (pid" in blogctl("up", "--detach", "posts", "query").stdout
+    blogctl("wait", "query", "--timeout", "10")
+    hung = blogctl.recorded_pids()["query"]
+    os.killpg(hung, signal.SIGSTOP)  # hung: its port still takes connections, and nothing answers
+    try:
+        query = wait_until(lambda: (row := service(blogctl, "query"))["restarts"] and row["healthy"] and row,
+                           timeout=40, message="query restarted after failing /health")
+        assert query["pid"] != hung and blogctl.recorded_pids()["query"] == query["pid"]
+        assert (query["restarts"], query["last_exit"], query["gave_up"]) == (
+            1, "failed /health 2 times in a row", None)
+        assert "1 (last: failed /health 2 times in a row)" in blogctl("status").stdout
+        assert not process_group_alive(hung)  # stopped, although it was stopped by a signal it could not see
+        assert service(blogctl, "posts")["restarts"] == 0
+    finally:
+        if process_group_alive(hung):
+            os.killpg(hung, signal.SIGCONT)
+    blogctl("down")
+    assert "query failed /health 2 times in a row; restarted query (pid" in (
+        blogctl.data_dir / "run" / "supervise.log").read_text()
+    blogctl.assert_nothing_left()
+
+
 def test_logs_grep_and_trace_find_one_traces_lines_across_processes(blogctl, tmp_path):
     # Stand-ins for services logging with BLOG_LOG_FORMAT=json: each prints lines of two traces, then runs on.
     def line(message: str, trace: str) -> str:

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from blogctl.errors import BlogctlError
-from blogctl.restarts import MAX_DELAY, STEADY, Restarter, RestartPolicy, policies
+from blogctl.restarts import MAX_DELAY, START_PERIOD, STEADY, Restarter, RestartPolicy, policies
 
 
 class FakeClock:
@@ -91,6 +91,14 @@ def test_health_failures_count_only_in_a_row_and_after_a_first_answer(clock):
     assert [r.health("posts", False) for _ in range(2)] == [False, False]
     r.health("posts", True)  # an answer resets the count
     assert [r.health("posts", False) for _ in range(3)] == [False, False, True]
+
+
+def test_a_process_that_never_answers_fails_its_health_checks_after_the_start_period(clock):
+    r = restarter(clock, health_failures=2)
+    clock.advance(START_PERIOD - 1)
+    assert not any(r.health("posts", False) for _ in range(3))  # may still be starting
+    clock.advance(1)
+    assert [r.health("posts", False) for _ in range(2)] == [False, True]  # hung while starting
 
 
 def test_a_deliberate_stop_cancels_a_pending_restart(clock):

@@ -209,7 +209,7 @@ def test_the_bus_log_keeps_an_events_trace_context_and_serves_it(tmp_path):
 def test_the_json_log_lines_name_the_trace(spans):
     import logging
 
-    from services.shared.web import JsonLines
+    from services.shared.logs import JsonLines
 
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
     with tracing.active().tracer.start_as_current_span("work") as span:
