@@ -130,6 +130,15 @@ class Runtime:
         for name in ("env", "config", "client", "formation", "inspection"):
             self.__dict__.pop(name, None)
 
+    def reread(self) -> Runtime:
+        """This formation as a `blogctl up` with the same options would see it if started now: `.env` (from the
+        current directory) and the Procfile read again, the recorded settings too; this process's own environment
+        and options stay. BlogctlError when what it reads is wrong (a bad setting, no Procfile)."""
+        fresh = Runtime(overrides=dict(self.overrides), procfile=self.procfile, wiring=self.wiring,
+                        service_env=self.service_env, prefix=self.prefix)
+        _ = fresh.formation  # read now: a bad setting or Procfile is said before anything changes
+        return fresh
+
     def record(self) -> None:
         """Remember the settings that shape this formation for later commands (it may hold a broker's
         password: owner-only)."""
