@@ -85,7 +85,7 @@ def up(
         settings["BLOG_GATEWAY"] = "1"
     brought = Supervisor(rt).up(services, settings=settings, timeout=timeout)
     if detach:
-        watcher = DetachedWatcher(rt).start()
+        watcher = (rt.wiring.detach or (lambda rt: DetachedWatcher(rt).start()))(rt)
     if not brought.started:
         console.print("The formation is already up; nothing changed." if not services else
                       text(f"Already running: {', '.join(brought.running)}; nothing changed."), soft_wrap=True)

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -84,6 +85,9 @@ class Wiring:
     client: Callable[[Config], BlogClient] = BlogClient
     formation: Callable[..., Formation] = make_formation  # (config, procfile, env, **supervision), as make_formation
     inspection: Callable[[Config], Inspection] = inspect
+    # After `up --detach`, starts what watches the formation (None: `blogctl supervise`, supervisor.py) and says who
+    # watches; tests whose services run in-process hand in one that starts nothing.
+    detach: Callable[[Runtime], Any] | None = None
 
 
 class Runtime:
