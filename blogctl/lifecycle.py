@@ -120,6 +120,7 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int], reloader: Reloade
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     follower = LogFollower(rt.formation, offsets)
     watcher = Watcher(rt)  # its runtime is the formation as last reloaded (`blogctl reload`)
+    DetachedWatcher(rt).stop()  # left by an `up --detach` of some of the services: one watcher at a time
     watch_from_here(rt.config.run_dir, "up")
     if reloader:
         console.print(text(f"Reloading the services whose code changes under {reloader.directory}"), soft_wrap=True)

@@ -249,6 +249,9 @@ class Watcher:
             answer = {"lines": lines, "failed": failed, "error": None}
         except BlogctlError as exc:
             lines, answer = [f"reload refused: {exc}"], {"lines": [], "failed": [], "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a reload that went wrong must not end what keeps the formation up
+            why = f"{type(exc).__name__}: {exc}"
+            lines, answer = [f"reload failed: {why}"], {"lines": [], "failed": [], "error": f"the reload failed ({why})"}
         reconfigure.reply(self.rt.formation.run_dir, asked, answer)
         return lines
 
