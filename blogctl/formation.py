@@ -336,13 +336,13 @@ class Formation:
         return data.decode("utf-8", "replace").splitlines()[-lines:] if lines > 0 else []
 
 
-def child_environment(root: Path, overrides: Mapping[str, str]) -> dict[str, str]:
+def child_environment(root: Path, overrides: Mapping[str, str], dotenv: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment both blogctl's configuration and the services see: honcho's order, then blogctl's options.
 
-    OS environment, then `.env` (wins, as under honcho), then `--host`/`--port`/`--data-dir`;
-    PATH starts with this interpreter's directory so the Procfile's `python` is the one running blogctl.
+    OS environment, then `.env` (wins, as under honcho; `dotenv`: as read already), then `--host`/`--port`/
+    `--data-dir`; PATH starts with this interpreter's directory so the Procfile's `python` is the one running blogctl.
     """
-    env = {**os.environ, **read_dotenv(root), **overrides}
+    env = {**os.environ, **(read_dotenv(root) if dotenv is None else dotenv), **overrides}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     return env
 

@@ -14,6 +14,8 @@ Which variables count for which process (`reads`):
 - the gateway's (`BLOG_GATEWAY_PORT`, `BLOG_GATEWAY`): for the gateway alone;
 - a service's own settings (its declaration's model, `BLOG_MODERATION_REJECT`): for that service's processes alone;
 - any other: for every process, since each reads the whole formation's table (ports, `BLOG_REPLICAS`, the secret).
+Of the environment, only what a reload can change is compared (`compared`): the variables `.env` sets, and the
+system's settings (`BLOG_*`, `OTEL_*`).
 
 `blogctl reload` asks through the run directory: it makes `reload-ID.request` and waits for `reload-ID.json`, which
 the watcher writes at its next look (every 0.1 to 0.2 s) once the reload is done.
@@ -80,31 +82,47 @@ def wanted(formation: Formation) -> dict[str, Spec]:
     return {name: Spec(formation.commands[name], fingerprint(formation.child_env(name))) for name in formation.names}
 
 
-def difference(name: str, was: Spec, now: Spec) -> str | None:
-    """Why `name`, started as `was`, needs a restart to run as `now`, in words; None when nothing it reads changed."""
+SETTING_PREFIXES = ("BLOG_", "OTEL_")  # the system's own settings
+
+
+def compared(*dotenvs: Iterable[str]) -> Callable[[str], bool]:
+    """Which variables a reload compares: those `.env` sets (in any of `dotenvs`: as read before, and now) and the
+    system's settings (`BLOG_*`, `OTEL_*`). Any other comes from the shell of the command that started the process
+    (a `blogctl start` in another terminal passes on that terminal's), and no reload can change it."""
+    keys = set().union(*dotenvs)
+    return lambda variable: variable in keys or variable.startswith(SETTING_PREFIXES)
+
+
+def _everything(variable: str) -> bool:
+    return True
+
+
+def difference(name: str, was: Spec, now: Spec, counts: Callable[[str], bool] = _everything) -> str | None:
+    """Why `name`, started as `was`, needs a restart to run as `now`, in words; None when nothing it reads changed
+    among the variables that `counts`."""
     parts = ["its command"] if was.command != now.command else []
     if was.env is None:
         parts.append("its settings (not recorded when it started)")
     else:
         now_env = now.env or {}
         variables = sorted(key for key in was.env.keys() | now_env.keys()
-                           if reads(name, key) and was.env.get(key) != now_env.get(key))
+                           if counts(key) and reads(name, key) and was.env.get(key) != now_env.get(key))
         if variables:
             parts.append(", ".join(variables[:3]) + (f" and {len(variables) - 3} more" if len(variables) > 3 else ""))
     return f"{' and '.join(parts)} changed" if parts else None
 
 
 def plan(before: Iterable[str], now_running: Mapping[str, Spec], specs: Mapping[str, Spec], *,
-         retry: Iterable[str] = ()) -> list[Change]:
+         retry: Iterable[str] = (), counts: Callable[[str], bool] = _everything) -> list[Change]:
     """What takes the formation from `before` (its processes' names), of which `now_running` run as recorded, to
     `specs` (each process's spec now): stop what is gone, restart what changed, start what is new, and start again
     the `retry` ones (a reload that could not start them). A process of `before` that is not running (stopped with
-    `blogctl kill`, or not started: `up SERVICE...`) stays as it is."""
+    `blogctl kill`, or not started: `up SERVICE...`) stays as it is. Only the variables that `counts` are compared."""
     before, retry = set(before), set(retry)
     changes = [Change(name, "stop", "no longer in the formation") for name in now_running if name not in specs]
     for name, spec in specs.items():
         if name in now_running:
-            if why := difference(name, now_running[name], spec):
+            if why := difference(name, now_running[name], spec, counts):
                 changes.append(Change(name, "restart", why))
         elif name not in before:
             changes.append(Change(name, "start", "new in the formation"))

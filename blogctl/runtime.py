@@ -26,7 +26,7 @@ from services.shared.transport import Inspection
 from . import gateway
 from .client import BlogClient, ServiceError
 from .errors import BlogctlError
-from .formation import Formation, PortTaken, RunLock, child_environment, listening
+from .formation import Formation, PortTaken, RunLock, child_environment, listening, read_dotenv
 from .render import err_console, text
 from .restarts import RESTARTS_FILE
 
@@ -107,8 +107,13 @@ class Runtime:
         self.prefix = prefix if prefix is not None else {}
 
     @cached_property
+    def dotenv(self) -> dict[str, str]:
+        """What `.env` in the current directory says, as read for `env`."""
+        return read_dotenv(Path.cwd())
+
+    @cached_property
     def env(self) -> dict[str, str]:
-        env = child_environment(Path.cwd(), self.overrides)
+        env = child_environment(Path.cwd(), self.overrides, self.dotenv)
         # One rule for --data-dir and BLOG_DATA_DIR: relative to the current directory; the services get it absolute.
         env["BLOG_DATA_DIR"] = os.path.abspath(env.get("BLOG_DATA_DIR") or ".blog")
         # A formation started with `up --broker` or `--replicas` keeps them; the environment says otherwise only
@@ -131,7 +136,7 @@ class Runtime:
     def use(self, setting: str, value: str) -> None:
         """Run the formation with `setting` (`up --broker` sets BLOG_BROKER_URL, `--replicas` BLOG_REPLICAS)."""
         self.overrides[setting] = value
-        for name in ("env", "config", "client", "formation", "inspection"):
+        for name in ("dotenv", "env", "config", "client", "formation", "inspection"):
             self.__dict__.pop(name, None)
 
     def reread(self) -> Runtime:

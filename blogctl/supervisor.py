@@ -266,7 +266,8 @@ class Watcher:
             raise BlogctlError(why)
         new.formation.inherit(old.formation)
         changes = reconfigure.plan(old.formation.names, reconfigure.running(old.formation),
-                                   reconfigure.wanted(new.formation), retry=self.unapplied)
+                                   reconfigure.wanted(new.formation), retry=self.unapplied,
+                                   counts=reconfigure.compared(old.dotenv, new.dotenv))
         policy_changed = self._policy_changes(old.env, new.env)
         lines = [f"restart policy: {', '.join(policy_changed)} changed; it applies from now"] if policy_changed else []
         stops = [change for change in changes if change.action == "stop"]
@@ -330,8 +331,8 @@ class Watcher:
         return done
 
     def reloaded(self, name: str, pid: int | None) -> None:
-        """`name` was restarted on purpose (`up --reload`): its new pid (None: the new code did not start), taken
-        without a note; no restart counted, none due."""
+        """`name` was restarted on purpose (`up --reload`, `blogctl reload`): its new pid (None: it did not start),
+        taken without a note; no restart counted, none due."""
         self.pids[name] = pid
         if pid is None:
             self.restarter.forget(name)

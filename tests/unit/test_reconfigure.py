@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from blogctl.formation import fingerprint
-from blogctl.reconfigure import Change, Spec, ask, plan, reads, reply, requested, unchangeable
+from blogctl.reconfigure import Change, Spec, ask, compared, plan, reads, reply, requested, unchangeable
 from services.table import load
 
 COMMANDS = {"bus": "exec python -m services.bus", "posts": "exec python -m services.posts",
@@ -44,6 +44,16 @@ def test_the_gateways_settings_are_the_gateways_alone():
     assert reads("gateway", "BLOG_GATEWAY_PORT") and not reads("query", "BLOG_GATEWAY_PORT")
     assert reads("moderation", "BLOG_MODERATION_REJECT") and not reads("gateway", "BLOG_MODERATION_REJECT")
     assert reads("query.2", "BLOG_SECRET") and reads("stats", "BLOG_STATS_ANYTHING")  # an entry outside the table
+
+
+def test_only_what_a_reload_can_change_is_compared():
+    # Started by a `blogctl start` in another terminal: its shell's own variables differ, and count for nothing.
+    other_shell = specs(env={"WINDOWID": "7", "BLOG_LOG_FORMAT": "json"})
+    counts = compared({"PYTHONUNBUFFERED", "FOO"}, {"PYTHONUNBUFFERED"})  # .env as read before, and now
+    assert [c.why for c in plan(COMMANDS, other_shell, specs(), counts=counts)] == ["BLOG_LOG_FORMAT changed"] * 5
+    removed = specs(env={"FOO": "1"})  # a line taken out of .env: back to the shell's value (none here)
+    assert [c.why for c in plan(COMMANDS, removed, specs(), counts=counts)] == ["FOO changed"] * 5
+    assert counts("OTEL_SDK_DISABLED") and not counts("PATH")
 
 
 def test_a_changed_procfile_line_restarts_every_replica_of_it():
