@@ -376,8 +376,8 @@ def wait(
 
 
 def supervise(ctx: typer.Context) -> None:
-    """Keep the running formation up by its restart policy until every service has stopped (`up --detach` starts
-    this in the background; `down` stops it)."""
+    """Keep the running formation up by its restart policy, and apply `blogctl reload`, until every service has
+    stopped (`up --detach` starts this in the background; `down` stops it)."""
     rt = runtime(ctx)
     for setting, value in json.loads(os.environ.pop(HANDED_OPTIONS, "{}")).items():  # `up`'s options
         rt.use(setting, value)
