@@ -398,6 +398,7 @@ def reload(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0, help="Seconds to wait for the reload to be done, restarts included.")] = RELOAD_TIMEOUT,
+    json_output: JsonOption = False,
 ) -> None:
     """Apply a changed Procfile or .env to the running formation: restart only the processes whose command or
     settings changed, start the new ones (a replica, a Procfile line), stop those removed; the others keep running.
@@ -421,6 +422,11 @@ def reload(
         raise BlogctlError(f"`blogctl {found.command}` (pid {found.pid}) {how} — see `blogctl status`")
     if answer.get("error"):
         raise BlogctlError(f"nothing reloaded: {answer['error']}")
+    if json_output:
+        render.print_json({"lines": answer["lines"], "failed": answer["failed"]})
+        if answer["failed"]:
+            raise typer.Exit(1)
+        return
     for line in answer["lines"]:
         console.print(text(line), soft_wrap=True)
     if answer["failed"]:

@@ -52,8 +52,8 @@ def test_reload_restarts_only_what_a_changed_setting_or_procfile_line_reaches(bl
     pids = blogctl.recorded_pids()
     processes = len(pids)
 
-    out = blogctl(*options, "reload").stdout
-    assert out.splitlines() == [f"reload: nothing changed ({processes} processes as they were)"]
+    assert blogctl.json(*options, "reload") == {
+        "lines": [f"reload: nothing changed ({processes} processes as they were)"], "failed": []}
     assert blogctl.recorded_pids() == pids
 
     # A setting of Moderation's own: Moderation alone restarts, and decides by it.
