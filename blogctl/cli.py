@@ -1,7 +1,7 @@
 """`blogctl`: run the blog's services, write to them, and watch the Query view survive a failure.
 
 This module is the command table; the commands live in a module per group: lifecycle.py (up, down,
-status, logs, kill, start, restart, wait), content.py (post, comment), events.py (events, redeliver), query.py
+status, logs, kill, start, restart, wait, reload), content.py (post, comment), events.py (events, redeliver), query.py
 (query, open), top.py (top), trace.py (trace), demo.py (demo-failure, demo-moderation) and the bench package (bench/); options.py holds the options they share.
 Expected failures (a service down, a 4xx, a bad setting) are caught here, at the edge, and
 printed as one line on stderr with exit code 1.
@@ -85,6 +85,7 @@ app.command("kill")(lifecycle.kill)
 app.command("start")(lifecycle.start)
 app.command("restart")(lifecycle.restart)
 app.command("wait")(lifecycle.wait)
+app.command("reload")(lifecycle.reload)
 app.command("supervise", hidden=True)(lifecycle.supervise)
 app.add_typer(content.post_app, name="post")
 app.add_typer(content.comment_app, name="comment")

@@ -97,6 +97,13 @@ class LogFollower:
         self.colours = {name: render.LOG_COLOURS[i % len(render.LOG_COLOURS)] for i, name in enumerate(offsets)}
         self.as_json = as_json
 
+    def follow(self, name: str, offset: int = 0) -> None:
+        """Follow one more process's log (one a reload added) from `offset`."""
+        if name not in self.offsets:
+            self.colours[name] = render.LOG_COLOURS[len(self.offsets) % len(render.LOG_COLOURS)]
+            self.width = max(self.width, len(name))
+        self.offsets[name], self.partial[name] = offset, b""
+
     def read_new(self) -> Iterator[tuple[str, str]]:
         for name in self.offsets:
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -65,6 +66,7 @@ class Record:
     start_ticks: str | None  # the kernel's start time: a reused pid has a different one
     started_at: float
     command: str
+    env: dict[str, str] | None = None  # a digest of each variable it was started with (None: not known)
 
 
 @dataclass(frozen=True)
@@ -210,13 +212,23 @@ class Formation:
             log.flush()
             prefix = self.prefix.get(name)
             command = [*prefix, "/bin/sh", "-c", self.commands[name]] if prefix else self.commands[name]
+            env = self.child_env(name)
             child = subprocess.Popen(
-                command, shell=not prefix, cwd=self.cwd, env=self.child_env(name),
+                command, shell=not prefix, cwd=self.cwd, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._children[name] = child
-        self._write_record(name, Record(child.pid, _start_ticks(child.pid), time.time(), self.commands[name]))
+        self._write_record(name, Record(child.pid, _start_ticks(child.pid), time.time(), self.commands[name],
+                                        fingerprint(env)))
         return self.state(name)
+
+    def record(self, name: str) -> Record | None:
+        """What NAME.pid says `name` was started as (None: no pid file)."""
+        return self._record(name)
+
+    def inherit(self, older: Formation) -> None:
+        """Take over the processes `older` (this formation before a reload) started: their exit codes are ours to read."""
+        self._children.update(older._children)
 
     def adopt(self, name: str, pid: int) -> ProcessState:
         """Record a running process of this formation whose pid file is gone (found by asking its port)."""
@@ -326,15 +338,22 @@ class Formation:
         return data.decode("utf-8", "replace").splitlines()[-lines:] if lines > 0 else []
 
 
-def child_environment(root: Path, overrides: Mapping[str, str]) -> dict[str, str]:
+def child_environment(root: Path, overrides: Mapping[str, str], dotenv: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment both blogctl's configuration and the services see: honcho's order, then blogctl's options.
 
-    OS environment, then `.env` (wins, as under honcho), then `--host`/`--port`/`--data-dir`;
-    PATH starts with this interpreter's directory so the Procfile's `python` is the one running blogctl.
+    OS environment, then `.env` (wins, as under honcho; `dotenv`: as read already), then `--host`/`--port`/
+    `--data-dir`; PATH starts with this interpreter's directory so the Procfile's `python` is the one running blogctl.
     """
-    env = {**os.environ, **read_dotenv(root), **overrides}
+    env = {**os.environ, **(read_dotenv(root) if dotenv is None else dotenv), **overrides}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     return env
+
+
+def fingerprint(env: Mapping[str, str]) -> dict[str, str]:
+    """A digest of each variable's value: enough to tell later which ones changed, without keeping the values in
+    the run directory (they may hold passwords)."""
+    return {key: hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+            for key, value in env.items()}
 
 
 def describe_exit(code: int) -> str:

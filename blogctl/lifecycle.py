@@ -1,6 +1,8 @@
-"""Commands that run the formation: up, down, status, logs, kill, start, restart, wait."""
+"""Commands that run the formation: up, down, status, logs, kill, start, restart, wait, reload."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import sys
@@ -13,7 +15,7 @@ from rich.text import Text
 
 from services.shared.transport import REGISTRY, TransportError
 
-from . import gateway, render
+from . import gateway, reconfigure, render
 from .errors import BlogctlError
 from .follow import LogFilter, LogFollower, log_size, search
 from .formation import HEALTH_TIMEOUT
@@ -22,7 +24,9 @@ from .reload import Reloader
 from .render import console, text
 from .runtime import Runtime, runtime
 from .steps import bring_up, recover, service_rows, show_services
-from .supervisor import DetachedWatcher, Supervisor, Watcher
+from .supervisor import (
+    HANDED_OPTIONS, DetachedWatcher, Supervisor, Watcher, stop_watching_from_here, watch_from_here, watching,
+)
 
 
 def up(
@@ -69,7 +73,7 @@ def up(
     if reload and detach:
         raise typer.BadParameter("--reload watches from the foreground; leave out --detach", param_hint="--reload")
     rt = runtime(ctx)
-    reloader = Reloader(rt) if reload else None  # watching before anything starts: a problem stops `up` at once
+    reloader = Reloader() if reload else None  # watching before anything starts: a problem stops `up` at once
     settings = {"BLOG_BROKER_URL": broker} if broker is not None else {}
     if database is not None:
         settings["BLOG_DATABASE_URL"] = database
@@ -81,7 +85,7 @@ def up(
         settings["BLOG_GATEWAY"] = "1"
     brought = Supervisor(rt).up(services, settings=settings, timeout=timeout)
     if detach:
-        watcher = DetachedWatcher(rt).start()
+        watcher = (rt.wiring.detach or (lambda rt: DetachedWatcher(rt).start()))(rt)
     if not brought.started:
         console.print("The formation is already up; nothing changed." if not services else
                       text(f"Already running: {', '.join(brought.running)}; nothing changed."), soft_wrap=True)
@@ -100,9 +104,9 @@ def up(
         front = f"http://{rt.formation.addresses[gateway.PROCESS][0]}:{rt.config.gateway_port}/"
         console.print(Text.assemble("Gateway (every route, one port): ", (front, "bold")), soft_wrap=True)
     if detach:
-        kept = f"kept up by `blogctl supervise` (pid {watcher})" if watcher else "not restarted (BLOG_RESTART=no)"
-        console.print(f"Running in the background, {kept}; logs in {rt.formation.run_dir}. Stop with `blogctl down`.",
-                      markup=False, soft_wrap=True)
+        console.print(f"Running in the background, kept up by `blogctl {watcher.command}` (pid {watcher.pid}); logs in "
+                      f"{rt.formation.run_dir}. Stop with `blogctl down`; apply a changed Procfile or .env with "
+                      "`blogctl reload`.", markup=False, soft_wrap=True)
         return
     # The lock is let go while the logs stream, so `blogctl down` or `kill` from elsewhere can act.
     console.print("Streaming logs; press Ctrl-C to stop every service.", style="dim")
@@ -110,13 +114,14 @@ def up(
 
 
 def _serve_in_foreground(rt: Runtime, offsets: dict[str, int], reloader: Reloader | None = None) -> None:
-    formation = rt.formation
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    follower = LogFollower(formation, offsets)
-    watcher = Watcher(rt)
+    follower = LogFollower(rt.formation, offsets)
+    watcher = Watcher(rt)  # its runtime is the formation as last reloaded (`blogctl reload`)
+    DetachedWatcher(rt).stop()  # left by an `up --detach` of some of the services: one watcher at a time
+    watch_from_here(rt.config.run_dir, "up")
     if reloader:
         console.print(text(f"Reloading the services whose code changes under {reloader.directory}"), soft_wrap=True)
     try:
@@ -124,6 +129,9 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int], reloader: Reloade
             while True:  # until Ctrl-C or SIGTERM, or until every service has stopped
                 follower.print_new()
                 notes = watcher.tick() + (reloader.tick(watcher) if reloader else [])  # the reloader's look is the pause
+                for name, offset in watcher.new_logs.items():  # processes a reload added
+                    follower.follow(name, offset)
+                watcher.new_logs.clear()
                 if notes:
                     follower.print_new()
                 for note in notes:
@@ -138,14 +146,16 @@ def _serve_in_foreground(rt: Runtime, offsets: dict[str, int], reloader: Reloade
         # Stopping runs with Ctrl-C ignored, so a second press cannot leave a service behind.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
+        rt = watcher.rt
         with rt.exclusive("up"):
-            for name in reversed(formation.names):
-                before = formation.stop(name)
+            for name in reversed(rt.formation.names):
+                before = rt.formation.stop(name)
                 if before.running:
                     console.print(text(f"stopped {name} (pid {before.pid})"))
             rt.forget()
         follower.print_new()
     finally:
+        stop_watching_from_here(watcher.rt.config.run_dir)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -366,9 +376,11 @@ def wait(
 
 
 def supervise(ctx: typer.Context) -> None:
-    """Keep the running formation up by its restart policy until every service has stopped (`up --detach` starts
-    this in the background; `down` stops it)."""
+    """Keep the running formation up by its restart policy, and apply `blogctl reload`, until every service has
+    stopped (`up --detach` starts this in the background; `down` stops it)."""
     rt = runtime(ctx)
+    for setting, value in json.loads(os.environ.pop(HANDED_OPTIONS, "{}")).items():  # `up`'s options
+        rt.use(setting, value)
     watcher = Watcher(rt)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     console.print(text(f"supervising {', '.join(name for name, pid in watcher.pids.items() if pid)}"), soft_wrap=True)
@@ -377,3 +389,45 @@ def supervise(ctx: typer.Context) -> None:
             console.print(text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}"), soft_wrap=True)
         time.sleep(0.2)
     console.print("every service has stopped; nothing left to supervise", markup=False)
+
+
+RELOAD_TIMEOUT = 120.0  # seconds `blogctl reload` waits: restarts in the order of need, each waited for
+
+
+def reload(
+    ctx: typer.Context,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0, help="Seconds to wait for the reload to be done, restarts included.")] = RELOAD_TIMEOUT,
+    json_output: JsonOption = False,
+) -> None:
+    """Apply a changed Procfile or .env to the running formation: restart only the processes whose command or
+    settings changed, start the new ones (a replica, a Procfile line), stop those removed; the others keep running.
+
+    The running `blogctl up` (or its `blogctl supervise`) reads them again as it would if started now: the Procfile,
+    `.env` in the directory `up` ran in, `up`'s options and its own environment. The environment of this command is
+    not read: put a setting in `.env`.
+    """
+    rt = runtime(ctx)
+    run_dir = rt.config.run_dir
+    found = watching(run_dir)
+    if found is None:
+        running = [state.name for state in rt.formation.states() if state.running]
+        if not running:
+            raise BlogctlError(f"no formation is up in {rt.config.data_dir} — start one with `blogctl up`")
+        raise BlogctlError(f"nothing watches the formation in {rt.config.data_dir} ({', '.join(running)} running "
+                           "without `blogctl up` or `blogctl supervise`) — `blogctl up --detach` starts its watcher")
+    answer = reconfigure.ask(run_dir, alive=lambda: watching(run_dir) == found, timeout=timeout)
+    if answer is None:
+        how = "ended" if watching(run_dir) != found else f"did not answer within {timeout:g}s"
+        raise BlogctlError(f"`blogctl {found.command}` (pid {found.pid}) {how} — see `blogctl status`")
+    if answer.get("error"):
+        raise BlogctlError(f"nothing reloaded: {answer['error']}")
+    if json_output:
+        render.print_json({"lines": answer["lines"], "failed": answer["failed"]})
+        if answer["failed"]:
+            raise typer.Exit(1)
+        return
+    for line in answer["lines"]:
+        console.print(text(line), soft_wrap=True)
+    if answer["failed"]:
+        raise BlogctlError(f"{', '.join(answer['failed'])} did not start with the new settings (see above)")

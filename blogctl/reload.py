@@ -5,7 +5,8 @@ Which service a file belongs to comes from the service table: a service is its p
 replicas too). Any other file of the services package (`services/shared/`, `services/table.py`) is code every
 service may import: it restarts them all. blogctl's own files are not watched: they restart nothing.
 
-Restarting goes through `Supervisor.restart`, as `blogctl restart` does: each service's data stays.
+Restarting goes through `Watcher.restart_each`, as `blogctl reload` does (and through `Supervisor.restart`, as
+`blogctl restart` does): each service's data stays.
 """
 from __future__ import annotations
 
@@ -19,9 +20,7 @@ from services.table import SERVICE_TABLE
 
 from .errors import BlogctlError
 from .formation import ServiceFailed
-from .runtime import Runtime
-from .steps import start_order
-from .supervisor import Supervisor, Watcher
+from .supervisor import Watcher
 
 TICK_MS = 100  # how long one look for changes may wait: the foreground loop's pause
 DEBOUNCE_MS = 400  # changes this close together (an editor's save, a `git checkout`) make one reload
@@ -55,8 +54,7 @@ class Reloader:
     leaves the others running. A process whose restart failed (its new code does not start) is tried again at the
     next change of its code."""
 
-    def __init__(self, rt: Runtime, directory: Path | None = None) -> None:
-        self.rt = rt
+    def __init__(self, directory: Path | None = None) -> None:
         self.directory = (directory or services_directory()).resolve()
         self.failed: set[str] = set()
         self.changes = watchfiles.watch(self.directory, watch_filter=watchfiles.PythonFilter(),
@@ -69,24 +67,19 @@ class Reloader:
     def tick(self, watcher: Watcher) -> list[str]:
         """Restart what changed since the last tick. Returns a line per process restarted (or not)."""
         changed = changed_services((Path(path) for _, path in next(self.changes)), self.directory)
-        formation = self.rt.formation
+        formation = watcher.rt.formation  # the formation as last reloaded (`blogctl reload`)
         names = [name for name in formation.names if service_of(name) in changed
                  and (formation.state(name).running or name in self.failed)]
-        if not names:
-            return []
         notes = []
-        for name in [name for phase in start_order(names) for name in phase]:  # one at a time: a failure stays its own
-            why = f"{', '.join(changed[service_of(name)])} changed"
-            try:
-                [(before, after)] = Supervisor(self.rt).restart([name]).values()
-            except BlogctlError as exc:
-                self.failed.add(name)
-                watcher.reloaded(name, None)  # a failed start is stopped again (bring_up)
+        for done in watcher.restart_each(names):
+            why = f"{', '.join(changed[service_of(done.name)])} changed"
+            if done.error is not None:
+                self.failed.add(done.name)
+                exc = done.error
                 reason = f"{exc.reason}; its log is above" if isinstance(exc, ServiceFailed) else str(exc)
-                notes.append(f"could not reload {name} ({reason}): {why}; trying again at the next change")
+                notes.append(f"could not reload {done.name} ({reason}): {why}; trying again at the next change")
                 continue
-            self.failed.discard(name)
-            watcher.reloaded(name, after)
-            was = f"pid {before} -> {after}" if before else f"was not running; now pid {after}"
-            notes.append(f"reloaded {name} ({was}): {why}")
+            self.failed.discard(done.name)
+            was = f"pid {done.before} -> {done.after}" if done.before else f"was not running; now pid {done.after}"
+            notes.append(f"reloaded {done.name} ({was}): {why}")
         return notes

@@ -91,6 +91,14 @@ def policies(env: Mapping[str, str], names: list[str]) -> dict[str, RestartPolic
     return {name: RestartPolicy(mode(name), **common) for name in names}
 
 
+COMMON_SETTINGS = ("BLOG_RESTART", "BLOG_RESTART_MAX", "BLOG_RESTART_BACKOFF", "BLOG_HEALTH_FAILURES")
+
+
+def is_setting(variable: str) -> bool:
+    """Whether `variable` is one of the settings above: read by blogctl, by no service."""
+    return variable in COMMON_SETTINGS or (variable.startswith("BLOG_") and variable.endswith("_RESTART"))
+
+
 @dataclass
 class Track:
     """One process's restarts, as `status` shows them."""

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from services.shared.transport import Inspection
 from . import gateway
 from .client import BlogClient, ServiceError
 from .errors import BlogctlError
-from .formation import Formation, PortTaken, RunLock, child_environment, listening
+from .formation import Formation, PortTaken, RunLock, child_environment, listening, read_dotenv
 from .render import err_console, text
 from .restarts import RESTARTS_FILE
 
@@ -84,6 +85,9 @@ class Wiring:
     client: Callable[[Config], BlogClient] = BlogClient
     formation: Callable[..., Formation] = make_formation  # (config, procfile, env, **supervision), as make_formation
     inspection: Callable[[Config], Inspection] = inspect
+    # After `up --detach`, starts what watches the formation (None: `blogctl supervise`, supervisor.py) and says who
+    # watches; tests whose services run in-process hand in one that starts nothing.
+    detach: Callable[[Runtime], Any] | None = None
 
 
 class Runtime:
@@ -103,8 +107,13 @@ class Runtime:
         self.prefix = prefix if prefix is not None else {}
 
     @cached_property
+    def dotenv(self) -> dict[str, str]:
+        """What `.env` in the current directory says, as read for `env`."""
+        return read_dotenv(Path.cwd())
+
+    @cached_property
     def env(self) -> dict[str, str]:
-        env = child_environment(Path.cwd(), self.overrides)
+        env = child_environment(Path.cwd(), self.overrides, self.dotenv)
         # One rule for --data-dir and BLOG_DATA_DIR: relative to the current directory; the services get it absolute.
         env["BLOG_DATA_DIR"] = os.path.abspath(env.get("BLOG_DATA_DIR") or ".blog")
         # A formation started with `up --broker` or `--replicas` keeps them; the environment says otherwise only
@@ -127,8 +136,17 @@ class Runtime:
     def use(self, setting: str, value: str) -> None:
         """Run the formation with `setting` (`up --broker` sets BLOG_BROKER_URL, `--replicas` BLOG_REPLICAS)."""
         self.overrides[setting] = value
-        for name in ("env", "config", "client", "formation", "inspection"):
+        for name in ("dotenv", "env", "config", "client", "formation", "inspection"):
             self.__dict__.pop(name, None)
+
+    def reread(self) -> Runtime:
+        """This formation as a `blogctl up` with the same options would see it if started now: `.env` (from the
+        current directory) and the Procfile read again, the recorded settings too; this process's own environment
+        and options stay. BlogctlError when what it reads is wrong (a bad setting, no Procfile)."""
+        fresh = Runtime(overrides=dict(self.overrides), procfile=self.procfile, wiring=self.wiring,
+                        service_env=self.service_env, prefix=self.prefix)
+        _ = fresh.formation  # read now: a bad setting or Procfile is said before anything changes
+        return fresh
 
     def record(self) -> None:
         """Remember the settings that shape this formation for later commands (it may hold a broker's

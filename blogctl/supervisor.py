@@ -12,17 +12,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.shared.transport import TransportError, joins_processes, url_of
 
 from .errors import BlogctlError
 from .follow import log_size
-from . import restarts
-from .formation import HEALTH_TIMEOUT, STOP_GRACE, DataDirError, FormationError, RunLock, describe_exit, proc_stat
+from . import reconfigure, restarts
+from .formation import (
+    HEALTH_TIMEOUT, STOP_GRACE, DataDirError, FormationError, RunLock, ServiceFailed, describe_exit, proc_stat,
+)
 from .polling import wait_for
+from .reconfigure import Change
 from .render import console, text
 from .restarts import Restarter, policies
 from .runtime import PROCFILE, Runtime
@@ -162,9 +166,24 @@ class Supervisor:
             return str(exc)
 
 
+@dataclass(frozen=True)
+class Restarted:
+    """One process restarted (or started) on purpose: its pid before (None: it was not running) and after (None: it
+    did not start, `error` says why)."""
+
+    name: str
+    before: int | None
+    after: int | None = None
+    error: BlogctlError | None = None
+
+    @property
+    def pids(self) -> str:
+        return f"pid {self.before} -> {self.after}" if self.before else f"pid {self.after}"
+
+
 class Watcher:
-    """Keeps the formation up by its restart policy (restarts.py), one `tick` at a time: what the foreground
-    `up` and, after `up --detach`, `blogctl supervise` run.
+    """Keeps the formation up by its restart policy (restarts.py), one `tick` at a time, and applies `blogctl
+    reload` (reconfigure.py): what the foreground `up` and, after `up --detach`, `blogctl supervise` run.
 
     It acts only while holding the run lock, and looks again once it has it: a `blogctl kill` or `down`
     at work holds the lock until the pid file is gone, so what it stops on purpose is never restarted.
@@ -182,6 +201,8 @@ class Watcher:
             if state.running:
                 self.restarter.started(state.name)
         self.next_health = time.monotonic()  # the first tick checks: a process that hangs early is seen answering first
+        self.unapplied: set[str] = set()  # processes a reload could not start: the next reload tries them again
+        self.new_logs: dict[str, int] = {}  # processes a reload added -> their log's size before: where to print from
 
     @property
     def anything_running(self) -> bool:
@@ -215,13 +236,103 @@ class Watcher:
         if time.monotonic() >= self.next_health:
             notes += self._check_health()
             self.next_health = time.monotonic() + self.HEALTH_EVERY
+        if asked := reconfigure.requested(formation.run_dir):
+            notes += self._answer(asked)
         if notes:
-            restarts.save(formation.run_dir, self.restarter.tracks)
+            restarts.save(self.rt.formation.run_dir, self.restarter.tracks)
         return notes
 
+    def _answer(self, asked: list[str]) -> list[str]:
+        """Reload for the `blogctl reload`s that asked, and tell them how it went."""
+        try:
+            lines, failed = self.reload()
+            answer = {"lines": lines, "failed": failed, "error": None}
+        except BlogctlError as exc:
+            lines, answer = [f"reload refused: {exc}"], {"lines": [], "failed": [], "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a reload that went wrong must not end what keeps the formation up
+            why = f"{type(exc).__name__}: {exc}"
+            lines, answer = [f"reload failed: {why}"], {"lines": [], "failed": [], "error": f"the reload failed ({why})"}
+        reconfigure.reply(self.rt.formation.run_dir, asked, answer)
+        return lines
+
+    def reload(self) -> tuple[list[str], list[str]]:
+        """Apply a changed Procfile or setting (`blogctl reload`): stop the processes gone from the formation,
+        restart those whose command or settings changed, start the new ones; the others keep running. A line per
+        process acted on and a summary, and the processes that did not start. BlogctlError, with nothing changed,
+        for a setting that cannot be applied to a running formation."""
+        old = self.rt
+        new = old.reread()
+        if why := reconfigure.unchangeable(old.config, new.config):
+            raise BlogctlError(why)
+        new.formation.inherit(old.formation)
+        changes = reconfigure.plan(old.formation.names, reconfigure.running(old.formation),
+                                   reconfigure.wanted(new.formation), retry=self.unapplied,
+                                   counts=reconfigure.compared(old.dotenv, new.dotenv))
+        policy_changed = self._policy_changes(old.env, new.env)
+        lines = [f"restart policy: {', '.join(policy_changed)} changed; it applies from now"] if policy_changed else []
+        stops = [change for change in changes if change.action == "stop"]
+        if stops:
+            with old.exclusive("reload"):
+                for change in reversed(stops):
+                    before = old.formation.stop(change.name)
+                    self.pids.pop(change.name, None)
+                    self.restarter.tracks.pop(change.name, None)
+                    lines.append(f"stopped {change.name} (pid {before.pid}): {change.why}")
+        self.rt = new
+        self.restarter.policies = policies(new.env, new.formation.names)
+        new.record()
+        starts = {change.name: change for change in changes if change.action != "stop"}
+        self.new_logs.update({name: log_size(new.formation.log_path(name)) for name, change in starts.items()
+                              if change.action == "start"})
+        failed = []
+        for done in self.restart_each(starts):
+            change = starts[done.name]
+            self.unapplied.discard(done.name)
+            if done.error is None:
+                lines.append(f"{'restarted' if done.before else 'started'} {done.name} ({done.pids}): {change.why}")
+                continue
+            self.unapplied.add(done.name)
+            failed.append(done.name)
+            reason = done.error.reason + f" — see {new.formation.log_path(done.name)}" if isinstance(
+                done.error, ServiceFailed) else str(done.error)
+            lines.append(f"could not start {done.name} ({reason}): {change.why}; the next `blogctl reload` tries again")
+        lines.append(self._summary(changes, failed, len(new.formation.names), policy=bool(policy_changed)))
+        return lines, failed
+
+    @staticmethod
+    def _policy_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+        return sorted(key for key in old.keys() | new.keys() if restarts.is_setting(key) and old.get(key) != new.get(key))
+
+    @staticmethod
+    def _summary(changes: list[Change], failed: list[str], processes: int, policy: bool) -> str:
+        acted = {change.name for change in changes if change.action != "stop"}
+        if not changes:
+            return f"reload: {'no process changed' if policy else 'nothing changed'} ({processes} processes as they were)"
+        counts = [(word, sum(1 for change in changes if change.action == action and change.name not in failed))
+                  for action, word in (("restart", "restarted"), ("start", "started"), ("stop", "stopped"))]
+        done = [f"{count} {word}" for word, count in counts if count] + (
+            [f"{len(failed)} did not start"] if failed else [])
+        return f"reload: {', '.join(done)}; {processes - len(acted)} left as they were"
+
+    def restart_each(self, names: Iterable[str]) -> list[Restarted]:
+        """Restart (or start) each of `names` on its own, in the order of need, so one that fails to start stays
+        its own failure and the others run; each taken as restarted on purpose (no restart counted, none due)."""
+        done = []
+        for name in [name for phase in start_order(list(names)) for name in phase]:
+            before = self.rt.formation.state(name)
+            try:
+                [(_, after)] = Supervisor(self.rt).restart([name]).values()
+            except BlogctlError as exc:
+                self.reloaded(name, None)  # a failed start is stopped again (bring_up)
+                done.append(Restarted(name, before.pid if before.running else None, error=exc))
+                continue
+            self.reloaded(name, after)
+            done.append(Restarted(name, before.pid if before.running else None, after))
+        return done
+
     def reloaded(self, name: str, pid: int | None) -> None:
-        """`name` was restarted on purpose (`up --reload`): its new pid (None: the new code did not start), taken
-        without a note; no restart counted, none due."""
+        """`name` was restarted on purpose (`up --reload`, `blogctl reload`): its new pid (None: it did not start),
+        taken without a note; no restart counted, none due."""
         self.pids[name] = pid
         if pid is None:
             self.restarter.forget(name)
@@ -285,47 +396,76 @@ class Watcher:
             lock.__exit__(None, None, None)
 
 
-WATCHER_FILE = "supervise.json"  # the detached watcher's pid (not a .pid file: it is no process of the Procfile)
+WATCHER_FILE = "supervise.json"  # who watches the formation (not a .pid file: it is no process of the Procfile)
+HANDED_OPTIONS = "BLOGCTL_UP_OPTIONS"  # how `up --detach` hands its options to `blogctl supervise`
+
+
+@dataclass(frozen=True)
+class Watching:
+    """The process that watches a formation (keeps it up, applies `blogctl reload`)."""
+
+    pid: int
+    command: str  # "up" (in the foreground) or "supervise" (after `up --detach`)
+
+
+def watching(run_dir: Path) -> Watching | None:
+    """Who watches the formation of `run_dir` now, or None."""
+    try:
+        saved = json.loads((run_dir / WATCHER_FILE).read_text())
+        pid, ticks, command = saved["pid"], saved["start_ticks"], saved.get("command", "supervise")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stat = proc_stat(pid)
+    return Watching(pid, command) if stat is not None and stat[0] not in ("Z", "X") and stat[1] == ticks else None
+
+
+def watch_from_here(run_dir: Path, command: str, pid: int | None = None) -> None:
+    """Record `pid` (default: this process) as the formation's watcher."""
+    pid = pid or os.getpid()
+    (run_dir / WATCHER_FILE).write_text(json.dumps({"pid": pid, "start_ticks": proc_stat(pid)[1], "command": command}))
+
+
+def stop_watching_from_here(run_dir: Path) -> None:
+    """This process watches the formation no longer."""
+    found = watching(run_dir)
+    if found is None or found.pid == os.getpid():
+        (run_dir / WATCHER_FILE).unlink(missing_ok=True)
 
 
 class DetachedWatcher:
     """After `up --detach`, `blogctl supervise` runs `Watcher` in a session of its own, so the restart
-    policy holds with no terminal open; `down` stops it, and it ends by itself once nothing runs.
+    policy holds and `blogctl reload` is applied with no terminal open; `down` stops it, and it ends by
+    itself once nothing runs.
 
     A separate small process rather than a daemon inside a service: the services stay plain Procfile
     commands, and the watcher's own crash leaves them running (`blogctl up --detach` starts it again).
+    It is started with `up`'s own environment and options (handed over in HANDED_OPTIONS), so a reload
+    works out each process's settings as the `up` would.
     """
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.path = rt.config.run_dir / WATCHER_FILE
+        self.run_dir = rt.config.run_dir
 
-    def pid(self) -> int | None:
-        """The running watcher's pid, or None."""
-        try:
-            saved = json.loads(self.path.read_text())
-            pid, ticks = saved["pid"], saved["start_ticks"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        stat = proc_stat(pid)
-        return pid if stat is not None and stat[0] not in ("Z", "X") and stat[1] == ticks else None
-
-    def start(self) -> int | None:
-        """Start the watcher unless one runs, or every restart policy is `no`; its pid."""
-        if (pid := self.pid()) is not None:
-            return pid
-        if all(policy.mode == "no" for policy in policies(self.rt.env, self.rt.formation.names).values()):
-            return None
+    def start(self) -> Watching:
+        """Start the watcher unless one runs (a foreground `up` watches its formation itself); who watches."""
+        if (found := watching(self.run_dir)) is not None:
+            return found
         options = [] if self.rt.procfile == PROCFILE else ["--procfile", str(self.rt.procfile)]
-        with open(self.rt.config.run_dir / "supervise.log", "ab") as log:
-            child = subprocess.Popen([sys.executable, "-m", "blogctl", *options, "supervise"], env=self.rt.env,
+        with open(self.run_dir / "supervise.log", "ab") as log:
+            child = subprocess.Popen([sys.executable, "-m", "blogctl", *options, "supervise"],
+                                     env={**os.environ, HANDED_OPTIONS: json.dumps(self.rt.overrides)},
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        self.path.write_text(json.dumps({"pid": child.pid, "start_ticks": proc_stat(child.pid)[1]}))
-        return child.pid
+        watch_from_here(self.run_dir, "supervise", child.pid)
+        return Watching(child.pid, "supervise")
 
     def stop(self) -> None:
-        if (pid := self.pid()) is not None:
-            os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: self.pid() is None, timeout=STOP_GRACE)
-        self.path.unlink(missing_ok=True)
+        """Stop `blogctl supervise` (a foreground `up` is left alone: it ends once its services are stopped)."""
+        found = watching(self.run_dir)
+        if found is not None and found.command != "supervise":
+            return
+        if found is not None:
+            os.kill(found.pid, signal.SIGTERM)
+            wait_for(lambda: watching(self.run_dir) is None, timeout=STOP_GRACE)
+        (self.run_dir / WATCHER_FILE).unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from blogctl.cli import app  # noqa: E402
 from blogctl.client import BlogClient  # noqa: E402
 from blogctl.formation import ProcessState, ServiceFailed  # noqa: E402
 from blogctl.runtime import Wiring  # noqa: E402
+from blogctl.supervisor import Watching  # noqa: E402
 from services.bus.app import create_app as create_bus  # noqa: E402
 from services.shared.config import Config  # noqa: E402
 from services.shared.http import Answer, Unreachable  # noqa: E402
@@ -83,6 +84,7 @@ class InProcessBlog:
             client=lambda config: BlogClient(config, http=InProcessHttp(self, config)),
             formation=lambda config, procfile, env, **supervision: self.formation,
             inspection=lambda config: HttpTransport(config.url("bus"), http=InProcessHttp(self, config)),
+            detach=lambda rt: Watching(os.getpid(), "supervise"),  # the services are in this process: nothing to start
         )
 
 
@@ -167,7 +169,7 @@ class Cli:
     def __call__(self, *args: str, wiring: Wiring | None = None, env: dict | None = None):
         obj = wiring or (self.blog.wiring() if self.blog else None)
         if self.blog:  # the run directory (its lock) beside the in-process services' data; the services are
-            # in this process, so no `blogctl supervise` is started to restart them
+            # in this process, so nothing restarts them
             env = {"BLOG_DATA_DIR": str(self.blog.config.data_dir), "BLOG_RESTART": "no", **(env or {})}
         return self.runner.invoke(app, list(args), obj=obj, env=env, prog_name="blogctl")
 
