@@ -80,8 +80,9 @@ class HttpTransport:
 
     def _post(self, payload, *, refuse_too_large: bool = True, timeout: float | None = None) -> Answer | None:
         body = orjson.dumps(payload)
+        own_timeout = {} if timeout is None else {"timeout": timeout}
         response = self._call("POST", "/events", body=body, headers=signing.headers(self.secret, body, self.source),
-                              timeout=timeout)
+                              **own_timeout)
         if response.status_code == TOO_LARGE and not refuse_too_large:
             return None
         if not 200 <= response.status_code < 300:
