@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from services.shared.config import PUBLISH_INLINE
 from services.table import SERVICE_TABLE, SERVICES
 
 from .. import render
@@ -130,6 +131,32 @@ def durability(bench: Bench) -> None:
                             "ms", ratio=statistics.median(idle) / bench.bare["round_trip"], ratio_of="bare round trip"))
 
 
+# Who publishes a write's events (BLOG_PUBLISH_INLINE)
+def publish_inline(bench: Bench) -> None:
+    """POST /posts and the idle write-to-view again with the writers publishing their events from
+    the request (before it answers, then after), against the relay thread's figures above."""
+    measured = {f.name: f for f in bench.report.figures}
+    names = [spec.name for spec in SERVICE_TABLE if spec.emits]
+    round_trip = bench.bare["round_trip"]
+    try:
+        for setting in PUBLISH_INLINE[1:]:
+            bench.restart(names, {"BLOG_PUBLISH_INLINE": setting})
+            with bench.step(f"POST /posts with {CLIENTS} clients, BLOG_PUBLISH_INLINE={setting}"):
+                load = bench.load(lambda c, *_: bench.create_post(c))
+            bench.settle()
+            with bench.step(f"write-to-view latency, idle, BLOG_PUBLISH_INLINE={setting}"):
+                idle = bench.sequential(bench.write_then_see)
+            relay_rate = measured[f"POST /posts, {CLIENTS} clients"].value
+            bench.report.add(Figure("inline", f"POST /posts, {CLIENTS} clients, BLOG_PUBLISH_INLINE={setting}",
+                                    load.rate, "req/s", ratio=load.rate / relay_rate, ratio_of="the relay thread's"))
+            p50 = statistics.median(idle)
+            bench.report.add(Figure("inline", f"write-to-view p50, idle, BLOG_PUBLISH_INLINE={setting}", p50 * 1000,
+                                    "ms", ratio=p50 / round_trip, ratio_of="bare round trip", target="<= 4x",
+                                    met=p50 <= 4 * round_trip))
+    finally:
+        bench.restart(names, {})
+
+
 # What tracing costs
 def tracing_cost(bench: Bench, rounds: int = 1) -> None:
     """POST /posts and the publish burst with tracing on (the default sampler), then with it off
@@ -184,8 +211,8 @@ def machine() -> dict:
 
 # The scenarios `--only` may name, in the order a run takes them; durability compares with the
 # figures of publish and end to end, so it brings them along.
-SCENARIOS = ("read", "publish", "end-to-end", "tails", "durability", "tracing", "rebuild", "gateway")
-NEEDS = {"durability": ("publish", "end-to-end")}
+SCENARIOS = ("read", "publish", "end-to-end", "tails", "durability", "inline", "tracing", "rebuild", "gateway")
+NEEDS = {"durability": ("publish", "end-to-end"), "inline": ("end-to-end",)}
 
 
 def chosen(only: Iterable[str] = ()) -> list[str]:
@@ -218,6 +245,7 @@ def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False, 
             run = {"read": reads,  # first, so the view holds exactly the posts and comments it names
                    "publish": publish, "end-to-end": end_to_end,
                    "tails": lambda bench: Tails(bench).measure(sizes.tail_rounds), "durability": durability,
+                   "inline": publish_inline,
                    "tracing": lambda bench: tracing_cost(bench, rounds=1 if quick else 3),
                    "rebuild": rebuild_and_memory,
                    "gateway": lambda bench: front.measure(bench, database_url=database, formation=fresh_formation)}

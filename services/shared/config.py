@@ -80,6 +80,10 @@ class Config:
     delivery_attempts: int = 10  # rejections of one event before the bus parks it as a dead letter
     delivery_timeout: float = 5.0  # seconds the bus waits for a subscriber's answer
     fsync: bool = True  # BLOG_FSYNC=0: answer a write once committed, without waiting for the disk
+    # BLOG_PUBLISH_INLINE: who publishes a request's events (outbox.Relay.publish_now): "off", the relay
+    # thread, woken; "before-answer", the request itself before it answers; "after-answer", the
+    # request's thread once the answer is sent. The relay thread retries what either leaves.
+    publish_inline: str = "off"
     idle_timeout: int = 10  # seconds a service keeps a silent connection (idle, or a request never finished)
     # BLOG_BROKER_URL: carry events through a broker instead of the HTTP bus, the transport chosen by
     # the URL's scheme. Several nodes of a cluster are tried in turn (kombu's failover form: "amqp://a//;amqp://b//").
@@ -231,6 +235,9 @@ def _subscribers(env: dict[str, str], table: Sequence[Service], url: Callable[[s
     return tuple(Subscriber(name, urls[0], batch=batch[name], also=tuple(urls[1:])) for name, urls in members.items())
 
 
+PUBLISH_INLINE = ("off", "before-answer", "after-answer")  # BLOG_PUBLISH_INLINE's values, the default first
+
+
 def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None:
@@ -377,6 +384,7 @@ def load(env: Mapping[str, str] | None, table: Sequence[Service]) -> Config:
         delivery_timeout=_number(env, "BLOG_DELIVERY_TIMEOUT", Config.delivery_timeout, float),
         idle_timeout=int(_number(env, "BLOG_IDLE_TIMEOUT", Config.idle_timeout)),
         fsync=_flag(env, "BLOG_FSYNC", Config.fsync),
+        publish_inline=_choice(env, "BLOG_PUBLISH_INLINE", PUBLISH_INLINE),
         broker_url=_broker_addresses(env.get("BLOG_BROKER_URL", "")),
         broker_namespace=env.get("BLOG_BROKER_NAMESPACE") or Config.broker_namespace,
         cors=_origins(env.get("BLOG_CORS_ORIGINS")),

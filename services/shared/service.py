@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from flask import Flask
+from flask import Flask, Response, after_this_request
 from pydantic import BaseModel
 
 from . import outbox
@@ -46,8 +46,15 @@ class Built(Generic[S]):
     settings: Any = None  # its own settings model's values (None: it declares none)
 
     def notify(self) -> None:
-        """Wake the relay: something was written to the outbox."""
-        if self.relay is not None:
+        """A request has written to the outbox: wake the relay thread, or publish from this request
+        (BLOG_PUBLISH_INLINE: before it answers, or once its answer is sent; `Relay.publish_now`)."""
+        if self.relay is None:
+            return
+        if self.config.publish_inline == "before-answer":
+            self.relay.publish_now()
+        elif self.config.publish_inline == "after-answer":
+            after_this_request(_publish_once_sent(self.relay))
+        else:
             self.relay.notify()
 
 
@@ -165,6 +172,14 @@ def build_service(service: Service[S], config: Config, transport: Transport | No
     operations = service.routes(app, built) if service.routes else []
     register_openapi(app, service.title, operations if service.bus else [*operations, EVENTS_IN])
     return app
+
+
+def _publish_once_sent(relay: outbox.Relay) -> Callable[[Response], Response]:
+    def publish_once_sent(response: Response) -> Response:
+        response.call_on_close(relay.publish_now)  # WSGI close: waitress has written the answer by then
+        return response
+
+    return publish_once_sent
 
 
 def _nothing() -> None:

@@ -30,7 +30,8 @@ def test_quick_bench_runs_every_scenario_and_loses_nothing(tmp_path, transport):
     assert printed["transport"] == transport
     assert printed["lost_nothing"] is True and all(held for _, held, _ in printed["checks"])
     scenarios = {figure["scenario"] for figure in printed["figures"]}
-    assert scenarios == {"bare", "publish", "end to end", "tails", "durability", "tracing", "read", "rebuild", "memory"}
+    assert scenarios == {"bare", "publish", "end to end", "tails", "durability", "inline", "tracing", "read", "rebuild",
+                         "memory"}
     assert all(figure["value"] > 0 for figure in printed["figures"])
     delivered = next(f for f in printed["figures"] if f["name"].startswith("delivered to"))
     assert delivered["ratio"] > 0 and printed["machine"]["cpus"] >= 1

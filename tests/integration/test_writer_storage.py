@@ -195,3 +195,25 @@ def test_a_lost_connection_is_a_503_and_the_next_request_connects_again(tmp_path
     assert "\n" not in lost.get_json()["error"]
     assert client.post("/posts", json={"title": "after"}).status_code == 201
     assert sorted(post["title"] for post in client.get("/posts").get_json().values()) == ["after", "before"]
+
+
+@pytest.mark.parametrize("inline", ["before-answer", "after-answer"])
+def test_a_write_request_publishes_its_event_itself_when_told_to(tmp_path, inline):
+    """BLOG_PUBLISH_INLINE: the event is on the bus once the request is over, published by the
+    request (the relay thread runs, but is made to publish nothing)."""
+    from services.shared.components import components
+
+    bus = InMemoryBus()
+    app = create_posts(load({"BLOG_DATA_DIR": str(tmp_path), "BLOG_PUBLISH_INLINE": inline}), bus.transport("posts"))
+    relay = components(app)["relay"]
+    relay.step = lambda: 0
+    relay.start()
+    try:
+        with app.test_client() as client:
+            response = client.post("/posts", json={"title": "at once"})
+            response.close()  # the WSGI close, as waitress calls it once the answer is written
+        assert response.status_code == 201
+        assert [e.data for e in bus.log] == [response.json]
+        assert outbox.pending(relay.db) == 0
+    finally:
+        relay.stop()

@@ -63,8 +63,9 @@ class Transport(Protocol):
 
     between_processes: bool  # whether services in processes of their own meet through it (a class attribute)
 
-    def publish(self, events: Sequence[Event]) -> None:
-        """Return once the transport has durably accepted every event, else raise TransportError."""
+    def publish(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
+        """Return once the transport has durably accepted every event, else raise TransportError
+        (also when no answer came within `timeout` seconds; None: the transport's own timeout)."""
 
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Up to `limit` logged events with a sequence number above `after`, oldest first."""

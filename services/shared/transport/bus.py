@@ -57,30 +57,32 @@ class HttpTransport:
 
     # Transport
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
         try:
             if self._is_ours():
-                self._publish_batch(list(events))
+                self._publish_batch(list(events), timeout)
             else:
                 for event in events:
                     if event.id not in self._sent:
-                        self._post({"type": event.type, "data": event.data})
+                        self._post({"type": event.type, "data": event.data}, timeout=timeout)
                         self._sent.add(event.id)
         except TransportError:
             self._ours = None  # the bus may have been replaced: ask again next time
             raise
 
-    def _publish_batch(self, events: list[Event]) -> None:
-        answer = self._post([event.to_dict() for event in events], refuse_too_large=len(events) == 1)
+    def _publish_batch(self, events: list[Event], timeout: float | None) -> None:
+        answer = self._post([event.to_dict() for event in events], refuse_too_large=len(events) == 1, timeout=timeout)
         if answer is None:  # too large: each half on its own, in order
             half = len(events) // 2
             log.info("the bus refused %d events as too large; sending them in halves", len(events))
-            self._publish_batch(events[:half])
-            self._publish_batch(events[half:])
+            self._publish_batch(events[:half], timeout)
+            self._publish_batch(events[half:], timeout)
 
-    def _post(self, payload, *, refuse_too_large: bool = True) -> Answer | None:
+    def _post(self, payload, *, refuse_too_large: bool = True, timeout: float | None = None) -> Answer | None:
         body = orjson.dumps(payload)
-        response = self._call("POST", "/events", body=body, headers=signing.headers(self.secret, body, self.source))
+        own_timeout = {} if timeout is None else {"timeout": timeout}
+        response = self._call("POST", "/events", body=body, headers=signing.headers(self.secret, body, self.source),
+                              **own_timeout)
         if response.status_code == TOO_LARGE and not refuse_too_large:
             return None
         if not 200 <= response.status_code < 300:

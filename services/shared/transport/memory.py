@@ -151,7 +151,7 @@ class InMemoryTransport(ParksNone):
     def from_url(cls, url: str, config: Any = None, source: str | None = None) -> InMemoryTransport:
         return cls(InMemoryBus.named(urlsplit(url).netloc or "default"), source)
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
         self.bus.publish(events, source=self.source)
 
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:

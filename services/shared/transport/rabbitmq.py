@@ -123,7 +123,7 @@ class RabbitTransport(ParksNone):
             transport_options={"confirm_publish": not publishing, "max_retries": 1},
         )
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
         """Publish a batch with every message in flight at once, then wait for the broker's confirms.
 
         py-amqp's own confirmed publish waits for each message's ack before sending the next:
@@ -135,7 +135,8 @@ class RabbitTransport(ParksNone):
                 if self._publisher is None:
                     self._publisher = _ConfirmingPublisher(self._connection(publishing=True), self.names)
                 fresh = [event for event in events if event.id not in self._confirmed]
-                for event_id in self._publisher.publish(fresh, source=self.source, timeout=self.timeout):
+                waited = self.timeout if timeout is None else timeout
+                for event_id in self._publisher.publish(fresh, source=self.source, timeout=waited):
                     self._confirmed.add(event_id)
             except self._errors as exc:
                 self._drop_publisher()
