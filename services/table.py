@@ -34,6 +34,8 @@ DEFAULT_PORTS = {service.name: service.port for service in SERVICE_TABLE}
 DEFAULT_SUBSCRIBERS = tuple(service.name for service in SERVICE_TABLE if not service.bus)
 # The services that handle events: each has its own queue on a broker (one for all its replicas, unless `replicable`).
 CONSUMERS = tuple(service.name for service in SERVICE_TABLE if service.handlers)
+# The writers' schemas in PostgreSQL, one per service that emits (services/shared/postgres.py).
+WRITER_SCHEMAS = tuple(service.name for service in SERVICE_TABLE if service.emits)
 
 _BY_NAME = {service.name: service for service in SERVICE_TABLE}
 

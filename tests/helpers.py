@@ -30,7 +30,7 @@ from blogctl.runtime import Runtime, Wiring, make_formation
 from blogctl.supervise import free_port
 from services.shared import transport as transport_module
 from services.shared.config import host_variable
-from services.table import SERVICE_TABLE, SERVICES, load
+from services.table import SERVICE_TABLE, SERVICES, WRITER_SCHEMAS, load
 from services.shared.http import HttpClient, Unreachable
 from services.shared.transport import Inspection
 
@@ -83,7 +83,6 @@ def tmpfs(mount_point: Path, options: str = "size=1m") -> Iterator[Path]:
 
 # PostgreSQL for the writers' tests: the machine's server unless told otherwise (a database is made per run).
 POSTGRES_SERVER = os.environ.get("BLOG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-WRITER_SCHEMAS = tuple(spec.name for spec in SERVICE_TABLE if spec.emits)  # a schema each (services/shared/postgres.py)
 
 
 @cache

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from services.table import SERVICE_TABLE
+from services.table import WRITER_SCHEMAS
 
 from .. import gateway
 from ..client import JSON, BlogClient
@@ -32,7 +32,6 @@ from .harness import CLIENTS, Bench, until
 from .report import Figure, median_of
 
 SCENARIO = "gateway"
-WRITER_SCHEMAS = tuple(spec.name for spec in SERVICE_TABLE if spec.emits)  # a schema each (services/shared/postgres.py)
 # fresh_formation (scenarios.py): a formation on free ports with `env` added, for the block's length.
 FreshFormation = Callable[[dict[str, str]], AbstractContextManager[Runtime]]
 

@@ -35,6 +35,38 @@ class RecordingTransport:
         self.published.extend((self.relay, event) for event in events)  # list.extend is atomic under the GIL
 
 
+def write_until_published(write, relays, replicas, published, *, meanwhile=lambda: None) -> int:
+    """Run `write` in WRITERS threads (`meanwhile` once they are started), wait until every event is
+    published and the outbox is empty, stop the relays and close the databases; the number written."""
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+    total = WRITERS * EVENTS_EACH
+    try:
+        for thread in writers:
+            thread.start()
+        meanwhile()
+        for thread in writers:
+            thread.join(60)
+        wait_until(lambda: len(published) >= total and outbox.pending(replicas[0]) == 0, timeout=30,
+                   message="the outbox to be emptied")
+    finally:
+        for relay in relays:
+            relay.stop()
+        for db in replicas:
+            db.close()
+    return total
+
+
+def each_once_and_in_order(published: list[tuple[str, Event]], total: int) -> dict[str, list[int]]:
+    """Every event published exactly once and each post's in the order written; the events by post."""
+    ids = Counter(event.id for _, event in published)
+    assert len(ids) == total and set(ids.values()) == {1}  # exactly once each
+    by_post: dict[str, list[int]] = defaultdict(list)
+    for _, event in published:
+        by_post[event.data["postId"]].append(int(event.data["content"]))
+    assert all(numbers == sorted(numbers) for numbers in by_post.values()), "a post's events out of order"
+    return by_post
+
+
 def test_two_relays_publish_every_event_once_and_each_post_in_order(postgres_url):
     config = load({"BLOG_DATABASE_URL": postgres_url})
     replicas = [writer_database(config, "posts", SCHEMA) for _ in range(2)]  # as two Posts processes open it
@@ -49,33 +81,15 @@ def test_two_relays_publish_every_event_once_and_each_post_in_order(postgres_url
             with db.transaction() as conn:  # one event per transaction, as a request writes it
                 outbox.add(conn, Event.of(CommentCreated(id=f"{post}-{n}", content=str(n), postId=post)))
 
-    writers = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
-    total = WRITERS * EVENTS_EACH
-    try:
-        for thread in writers:
-            thread.start()
-        # The relays start on a backlog, and the writers go on meanwhile: both relays find work at once.
-        wait_until(lambda: outbox.pending(replicas[0]) >= total // 3, timeout=30, message="a backlog")
+    def relays_start_on_a_backlog() -> None:  # and the writers go on meanwhile: both relays find work at once
+        wait_until(lambda: outbox.pending(replicas[0]) >= WRITERS * EVENTS_EACH // 3, timeout=30, message="a backlog")
         for relay in relays:
             relay.start()
-        for thread in writers:
-            thread.join(60)
-        wait_until(lambda: len(published) >= total and outbox.pending(replicas[0]) == 0, timeout=30,
-                   message="the relays to empty the outbox")
-    finally:
-        for relay in relays:
-            relay.stop()
-        for db in replicas:
-            db.close()
 
+    total = write_until_published(write, relays, replicas, published, meanwhile=relays_start_on_a_backlog)
     assert all(relay.last_error is None for relay in relays)
-    ids = Counter(event.id for _, event in published)
-    assert len(ids) == total and set(ids.values()) == {1}  # exactly once each
-    by_post: dict[str, list[int]] = defaultdict(list)
-    for _, event in published:
-        by_post[event.data["postId"]].append(int(event.data["content"]))
+    by_post = each_once_and_in_order(published, total)
     assert len(by_post) == WRITERS * POSTS_EACH
-    assert all(numbers == sorted(numbers) for numbers in by_post.values()), "a post's events out of order"
     assert {relay for relay, _ in published} == {"relay0", "relay1"}  # both relays took part
 
 
@@ -98,27 +112,8 @@ def test_requests_publishing_beside_two_relays_publish_every_event_once_and_each
                 outbox.add(conn, Event.of(CommentCreated(id=f"{post}-{n}", content=str(n), postId=post)))
             relay.publish_now()
 
-    writers = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
-    total = WRITERS * EVENTS_EACH
-    try:
-        for thread in writers:
-            thread.start()
-        for thread in writers:
-            thread.join(60)
-        wait_until(lambda: len(published) >= total and outbox.pending(replicas[0]) == 0, timeout=30,
-                   message="the outbox to empty")
-    finally:
-        for relay in relays:
-            relay.stop()
-        for db in replicas:
-            db.close()
-
-    ids = Counter(event.id for _, event in published)
-    assert len(ids) == total and set(ids.values()) == {1}  # exactly once each
-    by_post: dict[str, list[int]] = defaultdict(list)
-    for _, event in published:
-        by_post[event.data["postId"]].append(int(event.data["content"]))
-    assert all(numbers == sorted(numbers) for numbers in by_post.values()), "a post's events out of order"
+    total = write_until_published(write, relays, replicas, published)
+    each_once_and_in_order(published, total)
 
 
 def test_a_request_does_not_publish_past_an_older_event_of_its_post_that_another_relay_holds(postgres_url):
