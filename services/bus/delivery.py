@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +58,22 @@ class DeliveryStatus:
     dead_letters: int = 0
     delivered: int = 0  # events taken, ever (its metrics' counter)
     failed: int = 0  # attempts that failed, ever
+    streaming: int = 0  # its streams open (stream.py): while any is, nothing is pushed to it
+
+
+@contextmanager
+def delivered_items(rows: list, subscriber: str) -> Iterator[list[str]]:
+    """The rows as the wire JSON of their events, inside a `deliver` span for the sampled ones (each
+    of those carrying that span as its trace context): what is sent to `subscriber`, pushed or streamed."""
+    items = [row_to_json(row) for row in rows]
+    traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
+    if not traced or tracing.active() is None:
+        yield items
+        return
+    with tracing.delivering([row_to_event(rows[i]) for i in traced], subscriber) as carried:
+        for i, event in zip(traced, carried, strict=True):
+            items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
+        yield items
 
 
 class Deliverer(Worker):
@@ -96,13 +114,7 @@ class Deliverer(Worker):
     def post(self, rows: list) -> None:
         """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx. A sampled event's
         `deliver` span goes with it, as its trace context."""
-        items = [row_to_json(row) for row in rows]
-        traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
-        if not traced or tracing.active() is None:
-            return self._send(items)
-        with tracing.delivering([row_to_event(rows[i]) for i in traced], self.subscriber.name) as carried:
-            for i, event in zip(traced, carried, strict=True):
-                items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
+        with delivered_items(rows, self.subscriber.name) as items:
             self._send(items)
 
     def _send(self, items: list[str]) -> None:
@@ -117,7 +129,10 @@ class Deliverer(Worker):
             raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
 
     def deliver_once(self) -> int:
-        """Send the next batch after the cursor; return how many events it moved past (0: none left)."""
+        """Send the next batch after the cursor; return how many events it moved past (0: none left,
+        or the subscriber takes the log as a stream: `streamed`)."""
+        if self.status.streaming:
+            return 0
         cursor = self.status.cursor
         limit = 1 if cursor < self._isolate_until else self.batch_size
         rows = list(self.log.read_after(cursor, limit=limit))
@@ -168,12 +183,32 @@ class Deliverer(Worker):
         self.log.forget_dead_letter(self.subscriber.name, seq)
         self.status.dead_letters -= 1
 
+    def streamed(self, count: int) -> None:
+        """The subscriber's stream (stream.py) has just sent it `count` events: the followers are woken
+        (the cursor moves when the subscriber says it has them: `acknowledged`)."""
+        self.status.failures = 0
+        self.status.delivered += count
+        self.status.last_delivered_at = time.time()
+        self._wake_followers()
+
+    def acknowledged(self, seq: int) -> None:
+        """The subscriber has every event up to `seq` (it says so after applying what a stream sent):
+        its cursor moves there, as after a delivery taken."""
+        seq = min(seq, self.log.last_seq())  # a position counted in an emptied log moves nothing past the end
+        if seq > self.status.cursor:
+            self.log.advance(self.subscriber.name, seq)
+            self.status.cursor = max(self.status.cursor, seq)
+
     def step(self) -> int:
         try:
             return self.deliver_once()
         finally:
-            for follower in self.followers:
-                follower.notify()
+            if not self.status.streaming:  # a stream wakes them after each of its sends
+                self._wake_followers()
+
+    def _wake_followers(self) -> None:
+        for follower in self.followers:
+            follower.notify()
 
     def on_error(self, exc: BaseException, attempt: int) -> None:
         self.status.failures = attempt

@@ -22,6 +22,7 @@ from services.shared.web import ApiError, int_arg, json_body, parse_events
 
 from .delivery import Delivery, DeliveryFailed
 from .log import EventLog, Sent, row_to_event
+from .stream import PastTheEnd, Streams, TooManyStreams
 
 NAME = Param("name", "path", {"type": "string"})
 SUBSCRIBER = Param("subscriber", "query", {"type": "string"})
@@ -33,9 +34,16 @@ OPERATIONS = [
         Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}),
         Param("type", "query", {"type": "string"}),
     )),
+    Operation("get", "/events/stream", "The log after `after` as one long-lived response, one JSON event a line"
+              " (an empty line when idle), for `subscriber`, which is not pushed to meanwhile",
+              {200: None, 400: Error, 409: Error, 503: Error}, params=(
+        Param("after", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}), SUBSCRIBER,
+    )),
     Operation("delete", "/events", "Delete the whole log, every cursor and dead letter (tests and the bench reset with it)",
               {200: dict[str, Any], 401: Error}),
     Operation("get", "/subscribers", "Each subscriber's cursor, lag and last error", {200: list[dict[str, Any]]}),
+    Operation("put", "/subscribers/{name}/cursor", "A streaming subscriber says it has every event up to `seq`",
+              {200: dict[str, Any], 400: Error, 401: Error, 404: Error}, params=(NAME,), body=dict[str, int]),
     Operation("get", "/dead-letters", "Events parked after a subscriber kept rejecting them",
               {200: list[dict[str, Any]]}, params=(SUBSCRIBER,)),
     Operation("post", "/dead-letters/{name}/{seq}/redeliver", "Send one dead letter to its subscriber again",
@@ -59,17 +67,18 @@ def publisher() -> str:
 
 @dataclass(frozen=True)
 class Bus:
-    """The bus's store: the log, and the deliveries from it to each subscriber."""
+    """The bus's store: the log, the deliveries from it to each subscriber, and the streams of it."""
 
     log: EventLog
     delivery: Delivery
+    streams: Streams
 
     def subscribers(self) -> list[dict]:
         last = self.log.last_seq()
         return [dict(vars(s), lag=last - s.cursor) for s in self.delivery.statuses()]
 
     def health(self) -> dict:
-        return dict(last_seq=self.log.last_seq(), subscribers=self.subscribers())
+        return dict(last_seq=self.log.last_seq(), subscribers=self.subscribers(), streams=self.streams.open())
 
 
 def open_bus(db: Database, config: Config, **delivery_options) -> Bus:
@@ -79,12 +88,14 @@ def open_bus(db: Database, config: Config, **delivery_options) -> Bus:
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
     first = tuple(s.name for s in config.subscribers
                   if s.name in config.instances and config.service(s.name).delivered_first)
-    return Bus(event_log, Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options}))
+    delivery = Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options})
+    return Bus(event_log, delivery, Streams(event_log, delivery))
 
 
 def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
-    config, event_log, delivery = built.config, built.store.log, built.store.delivery
+    config, event_log, delivery, streams = built.config, built.store.log, built.store.delivery, built.store.streams
     components(app).add("delivery", delivery)
+    components(app).add("streams", streams)
     metrics_of(app).add(Subscribers(event_log.last_seq, delivery.statuses))
 
     @app.post("/events")
@@ -121,6 +132,20 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
 
         return Response(stream_with_context(stream()), mimetype="application/json")
 
+    @app.get("/events/stream")
+    def stream_log():
+        after = int_arg("after", 0, 0)
+        subscriber = request.args.get("subscriber") or UNKNOWN_SOURCE
+        if not PUBLISHER.fullmatch(subscriber):
+            raise ApiError(400, f"subscriber must be 1-100 letters, digits or '_.:-', not {subscriber[:120]!r}")
+        try:
+            lines = streams.follow(subscriber, after)
+        except PastTheEnd as exc:
+            raise ApiError(409, str(exc)) from None
+        except TooManyStreams as exc:
+            raise ApiError(503, f"{exc}; events are pushed to {subscriber} meanwhile") from None
+        return Response(lines, mimetype="application/x-ndjson", headers={"Cache-Control": "no-store"})
+
     @app.delete("/events")
     def reset():
         if config.secret:  # a write like any other: signed (over the empty body) when the formation is
@@ -130,6 +155,7 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
                 raise ApiError(401, f"unauthorised reset: {exc}") from None
         event_log.reset()
         delivery.reset()
+        streams.reset()
         return jsonify(status="OK")
 
     @app.get("/subscribers")
@@ -141,6 +167,21 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
         if found is None:
             raise ApiError(404, f"no subscriber named {name!r} (subscribers: {', '.join(delivery.deliverers)})")
         return found
+
+    @app.put("/subscribers/<name>/cursor")
+    def acknowledge(name: str):
+        if config.secret:  # it decides what a subscriber is sent again: signed when the formation signs
+            try:
+                verify(config.secret, request.get_data(), request.headers.get(HEADER),
+                       source=request.headers.get(SOURCE_HEADER))
+            except SignatureError as exc:
+                raise ApiError(401, f"unauthorised cursor move: {exc}") from None
+        body = json_body()
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
+            raise ApiError(400, f'the body must be {{"seq": N}} with N from 0 to {SEQ_MAX}')
+        deliverer(name).acknowledged(seq)
+        return jsonify(status="OK", subscriber=name, cursor=deliverer(name).status.cursor)
 
     @app.get("/dead-letters")
     def list_dead_letters():

@@ -76,7 +76,9 @@ class Service(Generic[S]):
     browser: bool = False  # called from the blog page: CORS lets the page's origins in
     page: bool = False  # serves the blog page (its origins are the page's, for CORS)
     replicable: bool = False  # may run as several processes (BLOG_REPLICAS): it owns no data, its store is a view
-    delivered_first: bool = False  # the bus delivers to it before the others: its view is what readers wait for
+    # The bus delivers to it before the others, and it follows the log as one stream where the transport
+    # offers one: its view is what readers wait for.
+    delivered_first: bool = False
     bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
 
     @property
@@ -109,7 +111,8 @@ def build_service(service: Service[S], config: Config, transport: Transport | No
     parts.add("database", db.upkeep())
     relay = outbox.Relay(db, transport, published=metrics_of(app).published) if service.emits else None
     wake = relay.notify if relay is not None else _nothing
-    catch_up = register_consumer(app, me, store, transport, service.consumes, then=wake) if service.handlers else None
+    catch_up = (register_consumer(app, me, store, transport, service.consumes, then=wake, follow_log=service.delivered_first)
+                if service.handlers else None)
     if not service.handlers and not service.bus:  # every delivery acknowledged, as the course's services do
         app.register_blueprint(events_blueprint(_ignore))
     if relay is not None:
