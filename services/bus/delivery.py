@@ -1,6 +1,7 @@
 """Delivery from the log to each subscriber: its own thread, its own persisted cursor.
 
-At-least-once and in log order: the cursor moves only after the subscriber answered 2xx.
+At-least-once and in log order: the cursor moves only after the subscriber answered 2xx (or,
+for a subscriber streaming the log instead, stream.py, when it says what it has applied).
 A subscriber that is down or slow is retried with capped backoff in its own thread, so it
 never holds up the others. A subscriber that answers but keeps rejecting one event (an HTTP
 error status, `attempts` times) gets that event parked as a dead letter, and the events after
@@ -36,6 +37,9 @@ class Poster(Protocol):
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer: ...
 
     def close(self) -> None: ...
+
+
+ACK_LATE = 0.5  # seconds a streaming subscriber may take to acknowledge before the others are served anyway
 
 
 class DeliveryFailed(Exception):
@@ -108,6 +112,7 @@ class Deliverer(Worker):
         self.followers: list[Deliverer] = []  # woken after each of this one's steps (see Delivery's `first`)
         self._rejections = 0
         self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
+        self._unacknowledged_since = 0.0  # when a stream sent what its subscriber has not yet said it applied
         # Shared by the delivery thread and `redeliver` (a request thread): the pool is thread-safe.
         self.client = client or HttpClient(timeout=(min(1.0, timeout), timeout), connections=2)
 
@@ -184,20 +189,26 @@ class Deliverer(Worker):
         self.status.dead_letters -= 1
 
     def streamed(self, count: int) -> None:
-        """The subscriber's stream (stream.py) has just sent it `count` events: the followers are woken
-        (the cursor moves when the subscriber says it has them: `acknowledged`)."""
+        """The subscriber's stream (stream.py) has just sent it `count` events. The cursor moves, and the
+        followers are woken, when it says it has applied them (`acknowledged`), as after a delivery
+        taken; a subscriber silent for `ACK_LATE` seconds no longer holds the followers back."""
         self.status.failures = 0
         self.status.delivered += count
-        self.status.last_delivered_at = time.time()
-        self._wake_followers()
+        self.status.last_delivered_at = now = time.time()
+        if not self._unacknowledged_since:
+            self._unacknowledged_since = now
+        elif now - self._unacknowledged_since > ACK_LATE:
+            self._wake_followers()
 
     def acknowledged(self, seq: int) -> None:
         """The subscriber has every event up to `seq` (it says so after applying what a stream sent):
-        its cursor moves there, as after a delivery taken."""
+        its cursor moves there, and the followers are woken, as after a delivery taken."""
+        self._unacknowledged_since = 0.0
         seq = min(seq, self.log.last_seq())  # a position counted in an emptied log moves nothing past the end
         if seq > self.status.cursor:
             self.log.advance(self.subscriber.name, seq)
             self.status.cursor = max(self.status.cursor, seq)
+        self._wake_followers()
 
     def step(self) -> int:
         try:
