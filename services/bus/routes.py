@@ -42,7 +42,7 @@ OPERATIONS = [
     Operation("delete", "/events", "Delete the whole log, every cursor and dead letter (tests and the bench reset with it)",
               {200: dict[str, Any], 401: Error}),
     Operation("get", "/subscribers", "Each subscriber's cursor, lag and last error", {200: list[dict[str, Any]]}),
-    Operation("put", "/subscribers/{name}/cursor", "A streaming subscriber says it has every event up to `seq`",
+    Operation("put", "/events/cursors/{name}", "A streaming subscriber says it has every event up to `seq`",
               {200: dict[str, Any], 400: Error, 401: Error, 404: Error}, params=(NAME,), body=dict[str, int]),
     Operation("get", "/dead-letters", "Events parked after a subscriber kept rejecting them",
               {200: list[dict[str, Any]]}, params=(SUBSCRIBER,)),
@@ -168,7 +168,7 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
             raise ApiError(404, f"no subscriber named {name!r} (subscribers: {', '.join(delivery.deliverers)})")
         return found
 
-    @app.put("/subscribers/<name>/cursor")
+    @app.put("/events/cursors/<name>")
     def acknowledge(name: str):
         if config.secret:  # it decides what a subscriber is sent again: signed when the formation signs
             try:

@@ -9,7 +9,7 @@ pushed events, so when the stream drops it asks again from that position and mis
 
 While a subscriber has a stream open, its deliverer pushes nothing (delivery.py). What was
 sent is not yet taken (a subscriber killed still had bytes accepted by its socket): its cursor
-moves when it says what it has applied (`PUT /subscribers/NAME/cursor`, sent off the stream's
+moves when it says what it has applied (`PUT /events/cursors/NAME`, sent off the stream's
 path, after each batch it applied), so its backlog is what it lacks, and when the stream ends
 pushes resume from there. A line
 holding only a newline is sent after `HEARTBEAT` seconds without events: a reader that hears

@@ -126,7 +126,7 @@ def test_a_subscriber_streaming_the_log_gets_it_from_its_position_and_is_not_pus
     assert [e["seq"] for e in read_stream(chunks, 1)] == [4]  # appended while it streams: sent on it
     # What was sent is not taken until the subscriber says it applied it.
     assert {s["name"]: s["cursor"] for s in bus_client.get("/subscribers").json}["query"] == 0
-    answer = bus_client.put("/subscribers/query/cursor", json={"seq": 4})
+    answer = bus_client.put("/events/cursors/query", json={"seq": 4})
     assert answer.status_code == 200 and answer.json["cursor"] == 4 and deliverer.status.cursor == 4
     response.close()
     assert deliverer.status.streaming == 0 and bus_client.get("/health").json["streams"] == 0
@@ -152,6 +152,6 @@ def test_a_stream_past_the_end_of_the_log_is_409_and_over_the_limit_503(bus_clie
 
 @pytest.mark.parametrize("body", [b"{}", b'{"seq": -1}', b'{"seq": "3"}', b"[3]"])
 def test_a_bad_acknowledgement_is_400_and_an_unknown_subscriber_404(bus_client, body):
-    answer = bus_client.put("/subscribers/query/cursor", data=body, content_type="application/json")
+    answer = bus_client.put("/events/cursors/query", data=body, content_type="application/json")
     assert answer.status_code == 400 and "seq" in answer.json["error"]
-    assert bus_client.put("/subscribers/nobody/cursor", json={"seq": 0}).status_code == 404
+    assert bus_client.put("/events/cursors/nobody", json={"seq": 0}).status_code == 404
