@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request, stream_with_context
+from pydantic import BaseModel, Field
 
 from services.shared import tracing
 from services.shared.components import components
@@ -24,6 +25,15 @@ from .delivery import Delivery, DeliveryFailed
 from .log import EventLog, Sent, row_to_event
 from .stream import PastTheEnd, Streams, TooManyStreams
 
+PUBLISHER = re.compile(r"[A-Za-z0-9_.:-]{1,100}")  # a publisher's or subscriber's name
+
+
+class Cursor(BaseModel):
+    """What a streaming subscriber says: it has applied every event up to `seq`."""
+
+    seq: int = Field(ge=0, le=SEQ_MAX)
+
+
 NAME = Param("name", "path", {"type": "string"})
 SUBSCRIBER = Param("subscriber", "query", {"type": "string"})
 OPERATIONS = [
@@ -37,13 +47,14 @@ OPERATIONS = [
     Operation("get", "/events/stream", "The log after `after` as one long-lived response, one JSON event a line"
               " (an empty line when idle), for `subscriber`, which is not pushed to meanwhile",
               {200: None, 400: Error, 409: Error, 503: Error}, params=(
-        Param("after", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}), SUBSCRIBER,
+        Param("after", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}),
+        Param("subscriber", "query", {"type": "string", "pattern": f"^{PUBLISHER.pattern}$"}, required=True),
     )),
     Operation("delete", "/events", "Delete the whole log, every cursor and dead letter (tests and the bench reset with it)",
               {200: dict[str, Any], 401: Error}),
     Operation("get", "/subscribers", "Each subscriber's cursor, lag and last error", {200: list[dict[str, Any]]}),
     Operation("put", "/events/cursors/{name}", "A streaming subscriber says it has every event up to `seq`",
-              {200: dict[str, Any], 400: Error, 401: Error, 404: Error}, params=(NAME,), body=dict[str, int]),
+              {200: dict[str, Any], 400: Error, 401: Error, 404: Error}, params=(NAME,), body=Cursor),
     Operation("get", "/dead-letters", "Events parked after a subscriber kept rejecting them",
               {200: list[dict[str, Any]]}, params=(SUBSCRIBER,)),
     Operation("post", "/dead-letters/{name}/{seq}/redeliver", "Send one dead letter to its subscriber again",
@@ -51,7 +62,6 @@ OPERATIONS = [
 ]
 
 
-PUBLISHER = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
 def publisher() -> str:
@@ -135,7 +145,7 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
     @app.get("/events/stream")
     def stream_log():
         after = int_arg("after", 0, 0)
-        subscriber = request.args.get("subscriber") or UNKNOWN_SOURCE
+        subscriber = request.args.get("subscriber", "")
         if not PUBLISHER.fullmatch(subscriber):
             raise ApiError(400, f"subscriber must be 1-100 letters, digits or '_.:-', not {subscriber[:120]!r}")
         try:
@@ -178,6 +188,8 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
                 raise ApiError(401, f"unauthorised cursor move: {exc}") from None
         body = json_body()
         seq = body.get("seq") if isinstance(body, dict) else None
+        if isinstance(seq, float) and seq.is_integer():  # JSON's 3.0 is the integer 3
+            seq = int(seq)
         if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
             raise ApiError(400, f'the body must be {{"seq": N}} with N from 0 to {SEQ_MAX}')
         deliverer(name).acknowledged(seq)

@@ -54,6 +54,7 @@ class Streams:
         self._open: list[threading.Event] = []  # each stream's wake-up flag, set by every append
         self._generation = 0  # moved by `reset`: a stream of an older generation ends
         self._stopping = threading.Event()
+        self._stopping.set()  # until started: a bus not running its components sends what it has, then ends
 
     def follow(self, subscriber: str, after: int) -> Iterator[bytes]:
         """The stream of the log after `after` for `subscriber`, lines of JSON events; ends when the
@@ -76,7 +77,7 @@ class Streams:
         self.log.add_wakeup(wake)
         try:
             yield b"\n"  # the response's head goes out now: the reader knows it is streaming
-            while not self._stopping.is_set() and generation == self._generation:
+            while generation == self._generation:
                 wake.clear()  # before reading: an append while this reads sets it again
                 moved = sent
                 for page in self.log.pages(sent):
@@ -85,6 +86,8 @@ class Streams:
                     sent = page[-1]["seq"]
                     if deliverer is not None:
                         deliverer.streamed(len(page))
+                if self._stopping.is_set():
+                    return
                 if sent == moved and not wake.wait(self.heartbeat):
                     yield b"\n"
         finally:

@@ -112,8 +112,9 @@ def read_stream(chunks, count: int) -> list[dict]:
 
 
 def test_a_subscriber_streaming_the_log_gets_it_from_its_position_and_is_not_pushed_to_meanwhile(bus_client):
-    bus = bus_client.application
-    deliverer = bus.extensions["components"]["delivery"].deliverers["query"]
+    parts = bus_client.application.extensions["components"]
+    deliverer = parts["delivery"].deliverers["query"]
+    parts["streams"].start()  # as a running bus (its delivery threads are not started here)
     bus_client.post("/events", json=[{"type": "T", "data": i} for i in range(3)])
     response = bus_client.get("/events/stream?after=1&subscriber=query", buffered=False)
     assert response.status_code == 200 and response.mimetype == "application/x-ndjson"
@@ -130,6 +131,7 @@ def test_a_subscriber_streaming_the_log_gets_it_from_its_position_and_is_not_pus
     assert answer.status_code == 200 and answer.json["cursor"] == 4 and deliverer.status.cursor == 4
     response.close()
     assert deliverer.status.streaming == 0 and bus_client.get("/health").json["streams"] == 0
+    parts["streams"].stop()
     bus_client.post("/events", json={"type": "T", "data": 4})
     rows = list(deliverer.log.read_after(deliverer.status.cursor))
     assert [row["seq"] for row in rows] == [5]  # the stream ended: pushes resume after what it acknowledged
@@ -140,6 +142,7 @@ def test_a_stream_past_the_end_of_the_log_is_409_and_over_the_limit_503(bus_clie
     past = bus_client.get("/events/stream?after=5&subscriber=query")
     assert past.status_code == 409 and "past the log's end" in past.json["error"]
     streams = bus_client.application.extensions["components"]["streams"]
+    streams.start()
     opened = [bus_client.get("/events/stream?subscriber=query", buffered=False) for _ in range(streams.limit)]
     for response in opened:
         next(iter(response.response))  # a stream is open once its first line is read
@@ -148,6 +151,13 @@ def test_a_stream_past_the_end_of_the_log_is_409_and_over_the_limit_503(bus_clie
     for response in opened:
         response.close()
     assert streams.open() == 0
+    streams.stop()
+
+
+def test_a_bus_not_running_sends_a_stream_what_it_has_and_ends_it(bus_client):
+    bus_client.post("/events", json=[{"type": "T", "data": i} for i in range(2)])
+    response = bus_client.get("/events/stream?subscriber=query")
+    assert [json.loads(line)["seq"] for line in response.data.split(b"\n") if line] == [1, 2]
 
 
 @pytest.mark.parametrize("body", [b"{}", b'{"seq": -1}', b'{"seq": "3"}', b"[3]"])
