@@ -1,6 +1,7 @@
 """Delivery from the log to each subscriber: its own thread, its own persisted cursor.
 
-At-least-once and in log order: the cursor moves only after the subscriber answered 2xx.
+At-least-once and in log order: the cursor moves only after the subscriber answered 2xx (or,
+for a subscriber streaming the log instead, stream.py, when it says what it has applied).
 A subscriber that is down or slow is retried with capped backoff in its own thread, so it
 never holds up the others. A subscriber that answers but keeps rejecting one event (an HTTP
 error status, `attempts` times) gets that event parked as a dead letter, and the events after
@@ -17,6 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +45,9 @@ class Poster(Protocol):
     def close(self) -> None: ...
 
 
+ACK_LATE = 0.5  # seconds a streaming subscriber may take to acknowledge before the others are served anyway
+
+
 class DeliveryFailed(Exception):
     """The subscriber did not take the batch; it will be sent again."""
 
@@ -63,6 +69,24 @@ class DeliveryStatus:
     delivered: int = 0  # events taken, ever (its metrics' counter)
     failed: int = 0  # attempts that failed, ever
     members: list[str] | None = None  # a group's members' addresses (None: not a group)
+    streaming: int = 0  # its streams open (stream.py): while any is, nothing is pushed to it
+
+
+@contextmanager
+def delivered_items(rows: list, subscriber: str) -> Iterator[list[str]]:
+    """The rows as the wire JSON of their events, inside a `deliver` span for the sampled ones (each
+    of those carrying that span as its trace context): what is sent to `subscriber`, pushed or streamed."""
+    items = [row_to_json(row) for row in rows]
+    traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
+    if not traced or tracing.active() is None:
+        yield items
+        return
+    with tracing.delivering([row_to_event(rows[i]) for i in traced], subscriber) as carried:
+        for i, event in zip(traced, carried, strict=True):
+            items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
+        yield items
+    logs.event_lines("delivered", carried, seqs=[rows[i]["seq"] for i in traced],  # once they were taken
+                     detail=f"to {subscriber}", subscriber=subscriber)
 
 
 class Deliverer(Worker):
@@ -99,22 +123,15 @@ class Deliverer(Worker):
         self.followers: list[Deliverer] = []  # woken after each of this one's steps (see Delivery's `first`)
         self._rejections = 0
         self._isolate_until = 0  # after a rejected batch: one event at a time up to here, to find the bad one
+        self._unacknowledged_since = 0.0  # when a stream sent what its subscriber has not yet said it applied
         # Shared by the delivery thread and `redeliver` (a request thread): the pool is thread-safe.
         self.client = client or HttpClient(timeout=(min(1.0, timeout), timeout), connections=2)
 
     def post(self, rows: list) -> None:
         """Send rows to the subscriber; raise DeliveryFailed unless it answers 2xx. A sampled event's
         `deliver` span goes with it, as its trace context."""
-        items = [row_to_json(row) for row in rows]
-        traced = [i for i, row in enumerate(rows) if tracing.sampled(row["traceparent"])]
-        if not traced or tracing.active() is None:
-            return self._send(items)
-        with tracing.delivering([row_to_event(rows[i]) for i in traced], self.subscriber.name) as carried:
-            for i, event in zip(traced, carried, strict=True):
-                items[i] = orjson.dumps({**orjson.loads(items[i]), **trace_headers(event)}).decode()
+        with delivered_items(rows, self.subscriber.name) as items:
             self._send(items)
-        logs.event_lines("delivered", carried, seqs=[rows[i]["seq"] for i in traced],
-                         detail=f"to {self.subscriber.name}", subscriber=self.subscriber.name)
 
     def _send(self, items: list[str]) -> None:
         """To the member that took the last batch, else to each next one in turn until one takes it;
@@ -151,7 +168,10 @@ class Deliverer(Worker):
             raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
 
     def deliver_once(self) -> int:
-        """Send the next batch after the cursor; return how many events it moved past (0: none left)."""
+        """Send the next batch after the cursor; return how many events it moved past (0: none left,
+        or the subscriber takes the log as a stream: `streamed`)."""
+        if self.status.streaming:
+            return 0
         cursor = self.status.cursor
         limit = 1 if cursor < self._isolate_until else self.batch_size
         rows = list(self.log.read_after(cursor, limit=limit))
@@ -202,12 +222,38 @@ class Deliverer(Worker):
         self.log.forget_dead_letter(self.subscriber.name, seq)
         self.status.dead_letters -= 1
 
+    def streamed(self, count: int) -> None:
+        """The subscriber's stream (stream.py) has just sent it `count` events. The cursor moves, and the
+        followers are woken, when it says it has applied them (`acknowledged`), as after a delivery
+        taken; a subscriber silent for `ACK_LATE` seconds no longer holds the followers back."""
+        self.status.failures = 0
+        self.status.delivered += count
+        self.status.last_delivered_at = now = time.time()
+        if not self._unacknowledged_since:
+            self._unacknowledged_since = now
+        elif now - self._unacknowledged_since > ACK_LATE:
+            self._wake_followers()
+
+    def acknowledged(self, seq: int) -> None:
+        """The subscriber has every event up to `seq` (it says so after applying what a stream sent):
+        its cursor moves there, and the followers are woken, as after a delivery taken."""
+        self._unacknowledged_since = 0.0
+        seq = min(seq, self.log.last_seq())  # a position counted in an emptied log moves nothing past the end
+        if seq > self.status.cursor:
+            self.log.advance(self.subscriber.name, seq)
+            self.status.cursor = max(self.status.cursor, seq)
+        self._wake_followers()
+
     def step(self) -> int:
         try:
             return self.deliver_once()
         finally:
-            for follower in self.followers:
-                follower.notify()
+            if not self.status.streaming:  # a stream wakes them after each of its sends
+                self._wake_followers()
+
+    def _wake_followers(self) -> None:
+        for follower in self.followers:
+            follower.notify()
 
     def on_error(self, exc: BaseException, attempt: int) -> None:
         self.status.failures = attempt

@@ -80,6 +80,7 @@ class EventLog:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._wakeups: list[threading.Event] = []
+        self._wakeups_changing = threading.Lock()
         have = {row["name"] for row in db.connection().execute("PRAGMA table_info(events)")}
         with db.transaction() as conn:
             for column, kind in ADDED_COLUMNS.items():
@@ -89,12 +90,18 @@ class EventLog:
     def wakeup(self) -> threading.Event:
         """An event set after every commit that adds events: delivery waits on it instead of polling."""
         flag = threading.Event()
-        self._wakeups.append(flag)
+        self.add_wakeup(flag)
         return flag
 
     def add_wakeup(self, flag) -> None:
         """Anything with `set()`, called after every commit that adds events."""
-        self._wakeups.append(flag)
+        with self._wakeups_changing:  # a new list: an append going through the old one misses none
+            self._wakeups = [*self._wakeups, flag]
+
+    def remove_wakeup(self, flag) -> None:
+        """Stop setting `flag` (a stream that ended)."""
+        with self._wakeups_changing:
+            self._wakeups = [f for f in self._wakeups if f is not flag]
 
     def append(self, events: Sequence[Event], sent: Sequence[Sent] | None = None) -> list[Appended]:
         """Log events in one transaction; an id already in the log is acknowledged, not logged again."""

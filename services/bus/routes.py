@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request, stream_with_context
+from pydantic import BaseModel, Field
 
 from services.shared import logs, tracing
 from services.shared.components import components
@@ -22,6 +23,16 @@ from services.shared.web import ApiError, int_arg, json_body, parse_events
 
 from .delivery import Delivery, DeliveryFailed
 from .log import EventLog, Sent, row_to_event
+from .stream import PastTheEnd, Streams, TooManyStreams
+
+PUBLISHER = re.compile(r"[A-Za-z0-9_.:-]{1,100}")  # a publisher's or subscriber's name
+
+
+class Cursor(BaseModel):
+    """What a streaming subscriber says: it has applied every event up to `seq`."""
+
+    seq: int = Field(ge=0, le=SEQ_MAX)
+
 
 NAME = Param("name", "path", {"type": "string"})
 SUBSCRIBER = Param("subscriber", "query", {"type": "string"})
@@ -33,9 +44,17 @@ OPERATIONS = [
         Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}),
         Param("type", "query", {"type": "string"}),
     )),
+    Operation("get", "/events/stream", "The log after `after` as one long-lived response, one JSON event a line"
+              " (an empty line when idle), for `subscriber`, which is not pushed to meanwhile",
+              {200: None, 400: Error, 409: Error, 503: Error}, params=(
+        Param("after", "query", {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}),
+        Param("subscriber", "query", {"type": "string", "pattern": f"^{PUBLISHER.pattern}$"}, required=True),
+    )),
     Operation("delete", "/events", "Delete the whole log, every cursor and dead letter (tests and the bench reset with it)",
               {200: dict[str, Any], 401: Error}),
     Operation("get", "/subscribers", "Each subscriber's cursor, lag and last error", {200: list[dict[str, Any]]}),
+    Operation("put", "/events/cursors/{name}", "A streaming subscriber says it has every event up to `seq`",
+              {200: dict[str, Any], 400: Error, 401: Error, 404: Error}, params=(NAME,), body=Cursor),
     Operation("get", "/dead-letters", "Events parked after a subscriber kept rejecting them",
               {200: list[dict[str, Any]]}, params=(SUBSCRIBER,)),
     Operation("post", "/dead-letters/{name}/{seq}/redeliver", "Send one dead letter to its subscriber again",
@@ -43,7 +62,6 @@ OPERATIONS = [
 ]
 
 
-PUBLISHER = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
 def publisher() -> str:
@@ -59,17 +77,18 @@ def publisher() -> str:
 
 @dataclass(frozen=True)
 class Bus:
-    """The bus's store: the log, and the deliveries from it to each subscriber."""
+    """The bus's store: the log, the deliveries from it to each subscriber, and the streams of it."""
 
     log: EventLog
     delivery: Delivery
+    streams: Streams
 
     def subscribers(self) -> list[dict]:
         last = self.log.last_seq()
         return [dict(vars(s), lag=last - s.cursor) for s in self.delivery.statuses()]
 
     def health(self) -> dict:
-        return dict(last_seq=self.log.last_seq(), subscribers=self.subscribers())
+        return dict(last_seq=self.log.last_seq(), subscribers=self.subscribers(), streams=self.streams.open())
 
 
 def open_bus(db: Database, config: Config, **delivery_options) -> Bus:
@@ -79,12 +98,14 @@ def open_bus(db: Database, config: Config, **delivery_options) -> Bus:
     options = dict(attempts=config.delivery_attempts, timeout=config.delivery_timeout, secret=config.secret)
     first = tuple(s.name for s in config.subscribers
                   if s.name in config.instances and config.service(s.name).delivered_first)
-    return Bus(event_log, Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options}))
+    delivery = Delivery(event_log, config.subscribers, **{"first": first, **options, **delivery_options})
+    return Bus(event_log, delivery, Streams(event_log, delivery))
 
 
 def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
-    config, event_log, delivery = built.config, built.store.log, built.store.delivery
+    config, event_log, delivery, streams = built.config, built.store.log, built.store.delivery, built.store.streams
     components(app).add("delivery", delivery)
+    components(app).add("streams", streams)
     metrics_of(app).add(Subscribers(event_log.last_seq, delivery.statuses))
 
     @app.post("/events")
@@ -124,6 +145,20 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
 
         return Response(stream_with_context(stream()), mimetype="application/json")
 
+    @app.get("/events/stream")
+    def stream_log():
+        after = int_arg("after", 0, 0)
+        subscriber = request.args.get("subscriber", "")
+        if not PUBLISHER.fullmatch(subscriber):
+            raise ApiError(400, f"subscriber must be 1-100 letters, digits or '_.:-', not {subscriber[:120]!r}")
+        try:
+            lines = streams.follow(subscriber, after)
+        except PastTheEnd as exc:
+            raise ApiError(409, str(exc)) from None
+        except TooManyStreams as exc:
+            raise ApiError(503, f"{exc}; events are pushed to {subscriber} meanwhile") from None
+        return Response(lines, mimetype="application/x-ndjson", headers={"Cache-Control": "no-store"})
+
     @app.delete("/events")
     def reset():
         if config.secret:  # a write like any other: signed (over the empty body) when the formation is
@@ -133,6 +168,7 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
                 raise ApiError(401, f"unauthorised reset: {exc}") from None
         event_log.reset()
         delivery.reset()
+        streams.reset()
         return jsonify(status="OK")
 
     @app.get("/subscribers")
@@ -144,6 +180,23 @@ def routes(app: Flask, built: Built[Bus]) -> list[Operation]:
         if found is None:
             raise ApiError(404, f"no subscriber named {name!r} (subscribers: {', '.join(delivery.deliverers)})")
         return found
+
+    @app.put("/events/cursors/<name>")
+    def acknowledge(name: str):
+        if config.secret:  # it decides what a subscriber is sent again: signed when the formation signs
+            try:
+                verify(config.secret, request.get_data(), request.headers.get(HEADER),
+                       source=request.headers.get(SOURCE_HEADER))
+            except SignatureError as exc:
+                raise ApiError(401, f"unauthorised cursor move: {exc}") from None
+        body = json_body()
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if isinstance(seq, float) and seq.is_integer():  # JSON's 3.0 is the integer 3
+            seq = int(seq)
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
+            raise ApiError(400, f'the body must be {{"seq": N}} with N from 0 to {SEQ_MAX}')
+        deliverer(name).acknowledged(seq)
+        return jsonify(status="OK", subscriber=name, cursor=deliverer(name).status.cursor)
 
     @app.get("/dead-letters")
     def list_dead_letters():

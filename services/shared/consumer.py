@@ -214,24 +214,32 @@ class CatchUp(Worker):
 
 
 class Subscription:
-    """The transport delivering a service's event types into its consumer, from `start()` on."""
+    """The transport delivering a service's event types into its consumer, from `start()` on.
+
+    `position`: the consumer's own position in the log, for a service that follows the log as a
+    stream where the transport offers one (the HTTP bus: services/bus/stream.py)."""
 
     def __init__(self, name: str, transport: Transport, consume: Callable[[list[Event]], None],
-                 types: Iterable[str]) -> None:
+                 types: Iterable[str], *, position: Callable[[], int] | None = None) -> None:
         self.name = name
         self.transport = transport
         self.consume = consume
         self.types = tuple(types)  # what it subscribes to: its handler table's event types
+        self.position = position
 
     def start(self) -> None:
-        self.transport.start_consuming(self.name, self.consume, types=self.types)
+        if self.position is None:
+            self.transport.start_consuming(self.name, self.consume, types=self.types)
+        else:
+            self.transport.start_consuming(self.name, self.consume, types=self.types, position=self.position)
 
     def stop(self) -> None:
         """Nothing here: closing the transport (stopped after this) ends its consumers."""
 
 
 def register_consumer(app: Flask, name: str, store: Store, transport: Transport, types: Iterable[str], *,
-                      then: Callable[[], None] = lambda: None, subscription: str | None = None) -> CatchUp:
+                      then: Callable[[], None] = lambda: None, subscription: str | None = None,
+                      follow_log: bool = False) -> CatchUp:
     """Make `name` (a service, or a replica of one: `query.2`) a consumer of the event `types`
     its handlers take: its `POST /events` route, its subscription and its catch-up, all applying
     through `store.apply`, each applied batch followed by `then()` (wake the outbox relay, for a
@@ -239,7 +247,8 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
 
     `subscription`: the name it consumes under (default `name`). Replicas sharing one store share
     one (`Config.subscription`): the transport hands each event to one of them. Their catch-ups
-    read the log from the one position they share, each batch applied under its row's lock."""
+    read the log from the one position they share, each batch applied under its row's lock.
+    `follow_log`: take the log as a stream from its position where the transport offers one."""
 
     applied = metrics_of(app).applied
     types = tuple(types)
@@ -260,7 +269,8 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
             catch_up.request()
 
     parts = components(app)
-    parts.add("consumer", Subscription(subscription or name, transport, consume, types))
+    position = (lambda: store.applied_seq) if follow_log else None
+    parts.add("consumer", Subscription(subscription or name, transport, consume, types, position=position))
     parts.add("catch-up", catch_up)
     app.register_blueprint(events_blueprint(consume))
     return catch_up

@@ -105,7 +105,9 @@ class Service(Generic[S]):
     # may run as several processes (BLOG_REPLICAS), each consuming every event: it owns no data, its store is a
     # view. Not replicable: its replicas (a writer's, on PostgreSQL) consume as one group (`consumes_as_group`)
     replicable: bool = False
-    delivered_first: bool = False  # the bus delivers to it before the others: its view is what readers wait for
+    # The bus delivers to it before the others, and it follows the log as one stream where the transport
+    # offers one: its view is what readers wait for.
+    delivered_first: bool = False
     bus: bool = False  # the home-made event bus itself: not run when a broker carries the events
     front_door: tuple[FrontRoute, ...] = ()  # the paths the gateway and the ingress send to it
 
@@ -153,7 +155,8 @@ def build_service(service: Service[S], config: Config, transport: Transport | No
     relay = outbox.Relay(db, transport, published=metrics_of(app).published) if service.emits else None
     wake = relay.notify if relay is not None else _nothing
     catch_up = (register_consumer(app, me, store, transport, service.consumes, then=wake,
-                                  subscription=service.subscription(me)) if service.handlers else None)
+                                  subscription=service.subscription(me), follow_log=service.delivered_first)
+                if service.handlers else None)
     if not service.handlers and not service.bus:  # every delivery acknowledged, as the course's services do
         app.register_blueprint(events_blueprint(_ignore))
     if relay is not None:

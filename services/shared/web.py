@@ -120,12 +120,13 @@ UNTRACED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def trace_writes(app: Flask, config: Config, service: str) -> None:
     """An HTTP server span for each write request (not reads, not the bus's own `/events` traffic,
-    whose events have spans of their own), continuing a `traceparent` the caller sent."""
+    whose events have spans of their own, nor a streaming subscriber's `/events/cursors/...`),
+    continuing a `traceparent` the caller sent."""
     port = config.ports.get(config.me(service))
 
     @app.before_request
     def start_span():
-        if request.method in UNTRACED_METHODS or request.path == "/events":
+        if request.method in UNTRACED_METHODS or request.path == "/events" or request.path.startswith("/events/"):
             return
         incoming = request.headers.get(tracing.TRACEPARENT)
         parent = tracing.parent_context(incoming, request.headers.get(tracing.TRACESTATE)) if incoming else None

@@ -165,3 +165,26 @@ def test_bus_killed_mid_burst_loses_no_acknowledged_event_and_logs_none_twice(fo
     wait_until(delivered_to_all, timeout=60, message="every subscriber to reach the end of the log")
     current = view(formation)
     assert len(current) == 2000 and set(current) == set(acknowledged.values())
+
+
+def streams_of(formation) -> tuple[int, int]:
+    """The bus's open streams, and those of them Query's deliverer counts (it pushes nothing meanwhile)."""
+    health = formation.health("bus")
+    query = next(s for s in health["subscribers"] if s["name"] == "query")
+    return health["streams"], query["streaming"]
+
+
+def test_query_follows_the_bus_log_as_a_stream_and_again_after_the_bus_restarts(formation):
+    formation.start()
+    wait_until(lambda: streams_of(formation) == (1, 1), message="query to open its stream of the log")
+    before = [create_post(formation, f"streamed {i}") for i in range(5)]
+    wait_until(lambda: list(view(formation)) == [p["id"] for p in before], message="the posts to reach query")
+    wait_until(lambda: formation.backlog("query") == 0, message="query to acknowledge what it applied")
+
+    formation.kill("bus")
+    formation.start("bus")
+    wait_until(lambda: streams_of(formation) == (1, 1), message="query to stream again from its position")
+    after = [create_post(formation, f"after {i}") for i in range(5)]
+    wait_until(lambda: list(view(formation)) == [p["id"] for p in before + after], message="the rest to reach query")
+    wait_until(lambda: formation.health("query")["applied_seq"] == len(formation.logged()) == 10)
+    wait_until(lambda: formation.backlog("query") == 0, message="query's backlog to drain")

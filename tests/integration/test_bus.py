@@ -101,3 +101,67 @@ def test_reset_empties_the_log_and_numbering_starts_again(bus_client):
     assert bus_client.delete("/events").json == {"status": "OK"}
     assert bus_client.get("/events").json == []
     assert bus_client.post("/events", json=EVENT).json["seq"] == 1
+
+
+def read_stream(chunks, count: int) -> list[dict]:
+    """The next `count` events of a streamed log (heartbeat lines passed over)."""
+    events: list[dict] = []
+    while len(events) < count:
+        events += [json.loads(line) for line in next(chunks).split(b"\n") if line]
+    return events
+
+
+def test_a_subscriber_streaming_the_log_gets_it_from_its_position_and_is_not_pushed_to_meanwhile(bus_client):
+    parts = bus_client.application.extensions["components"]
+    deliverer = parts["delivery"].deliverers["query"]
+    parts["streams"].start()  # as a running bus (its delivery threads are not started here)
+    bus_client.post("/events", json=[{"type": "T", "data": i} for i in range(3)])
+    response = bus_client.get("/events/stream?after=1&subscriber=query", buffered=False)
+    assert response.status_code == 200 and response.mimetype == "application/x-ndjson"
+    chunks = iter(response.response)
+    assert next(chunks) == b"\n"  # the head goes out at once
+    assert [(e["seq"], e["data"]) for e in read_stream(chunks, 2)] == [(2, 1), (3, 2)]
+    assert deliverer.status.streaming == 1 and bus_client.get("/health").json["streams"] == 1
+    assert deliverer.deliver_once() == 0  # nothing pushed while it streams
+    bus_client.post("/events", json={"type": "T", "data": 3})
+    assert [e["seq"] for e in read_stream(chunks, 1)] == [4]  # appended while it streams: sent on it
+    # What was sent is not taken until the subscriber says it applied it.
+    assert {s["name"]: s["cursor"] for s in bus_client.get("/subscribers").json}["query"] == 0
+    answer = bus_client.put("/events/cursors/query", json={"seq": 4})
+    assert answer.status_code == 200 and answer.json["cursor"] == 4 and deliverer.status.cursor == 4
+    response.close()
+    assert deliverer.status.streaming == 0 and bus_client.get("/health").json["streams"] == 0
+    parts["streams"].stop()
+    bus_client.post("/events", json={"type": "T", "data": 4})
+    rows = list(deliverer.log.read_after(deliverer.status.cursor))
+    assert [row["seq"] for row in rows] == [5]  # the stream ended: pushes resume after what it acknowledged
+
+
+def test_a_stream_past_the_end_of_the_log_is_409_and_over_the_limit_503(bus_client):
+    bus_client.post("/events", json={"type": "T", "data": 0})
+    past = bus_client.get("/events/stream?after=5&subscriber=query")
+    assert past.status_code == 409 and "past the log's end" in past.json["error"]
+    streams = bus_client.application.extensions["components"]["streams"]
+    streams.start()
+    opened = [bus_client.get("/events/stream?subscriber=query", buffered=False) for _ in range(streams.limit)]
+    for response in opened:
+        next(iter(response.response))  # a stream is open once its first line is read
+    refused = bus_client.get("/events/stream?subscriber=query")
+    assert refused.status_code == 503 and "pushed to query meanwhile" in refused.json["error"]
+    for response in opened:
+        response.close()
+    assert streams.open() == 0
+    streams.stop()
+
+
+def test_a_bus_not_running_sends_a_stream_what_it_has_and_ends_it(bus_client):
+    bus_client.post("/events", json=[{"type": "T", "data": i} for i in range(2)])
+    response = bus_client.get("/events/stream?subscriber=query")
+    assert [json.loads(line)["seq"] for line in response.data.split(b"\n") if line] == [1, 2]
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"seq": -1}', b'{"seq": "3"}', b"[3]"])
+def test_a_bad_acknowledgement_is_400_and_an_unknown_subscriber_404(bus_client, body):
+    answer = bus_client.put("/events/cursors/query", data=body, content_type="application/json")
+    assert answer.status_code == 400 and "seq" in answer.json["error"]
+    assert bus_client.put("/events/cursors/nobody", json={"seq": 0}).status_code == 404

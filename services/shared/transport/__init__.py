@@ -74,10 +74,13 @@ class Transport(Protocol):
         """The log after `after` to its end, one page of up to `page` events at a time, oldest first
         (each page read when asked for: `log_pages`); raises TransportError as `read_log` does."""
 
-    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
+    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",), *,
+                        position: Callable[[], int] | None = None) -> None:
         """Begin delivering events of `types` (default: all) for consumer `name` into `consumer`; a
         transport that pushes to the service's own `POST /events` route instead has nothing to start
-        (its description says whether a consumer gets only `types`: `filters_by_type`)."""
+        (its description says whether a consumer gets only `types`: `filters_by_type`). `position`:
+        the consumer's own position in the log, from which a transport that can stream its log to
+        it does so (the HTTP bus); others ignore it."""
 
     def close(self) -> None:
         """Release connections; stop consuming."""

@@ -16,22 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import replace
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
+import urllib3
 
 from .. import signing
 from ..events import Event, InvalidEvent
 from ..http import Answer, HttpClient, Unreachable
+from ..worker import Worker
 from . import PAGE, Consumer, Description, RecentIds, RedeliveryRefused, TransportError, log_pages
 
 log = logging.getLogger(__name__)
 NOT_FOUND = 404
 TOO_LARGE = 413
 REFUSED_AGAIN = 502  # what the bus answers when a dead letter sent again is refused again
+HEARTBEAT = 2.0  # seconds: the bus sends an empty line on a stream idle this long (services/bus/stream.py)
 UNREADABLE = "Unreadable"  # the type given to an entry of another bus's log that is not an event
 
 
@@ -50,6 +54,7 @@ class HttpTransport:
         self._http = http or HttpClient(timeout=timeout)  # keep-alive, shared by the relay and catch-up threads
         self._ours: bool | None = None  # is the bus ours? asked on first use, again after a failure
         self._sent = RecentIds()  # to another bus, one event per request: a retried batch skips what it took
+        self._followers: list[LogFollower] = []
 
     @classmethod
     def from_url(cls, url: str, config: Any = None, source: str | None = None) -> HttpTransport:
@@ -118,10 +123,19 @@ class HttpTransport:
             self._ours = None
             raise
 
-    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",)) -> None:
-        """Nothing to start: the bus pushes every event to the consumer's own `POST /events` route."""
+    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",), *,
+                        position: Callable[[], int] | None = None) -> None:
+        """The bus pushes every event to the consumer's own `POST /events` route: nothing to start. With
+        `position` (the consumer's own, read at each connection), the log is also followed as one
+        long-lived stream from there (`LogFollower`), and the bus pushes nothing while that stream is open."""
+        if position is not None:
+            follower = LogFollower(self, name, consumer, position)
+            self._followers.append(follower)
+            follower.start()
 
     def close(self) -> None:
+        for follower in self._followers:
+            follower.stop()
         self._http.close()
 
     # Inspection
@@ -179,6 +193,139 @@ class HttpTransport:
         except Unreachable as exc:
             where = urlsplit(self.bus_url).netloc
             raise TransportError(f"bus service is not reachable at {where} ({exc})") from None
+
+
+class LogFollower(Worker):
+    """A consumer taking the bus's log as one long-lived stream (`GET /events/stream`, services/bus/stream.py)
+    from its own position: each chunk of lines, as it comes, is one batch into the consumer.
+
+    The events come in log order without a gap from the position asked for, so the consumer's
+    position moves with them as with pushed events. When the stream drops (the bus restarted, the
+    consumer failed to apply a batch, nothing heard for `SILENCE` seconds), it asks again from
+    the consumer's position, with the one retry policy's backoff while that fails; the bus
+    pushes meanwhile. A bus that has no stream to offer (another bus; one too busy) is pushing.
+    """
+
+    thread_name = "follow-log"
+    idle_wait = None  # a bus with no stream: pushed to from then on
+
+    SILENCE = 3 * HEARTBEAT
+
+    def __init__(self, transport: HttpTransport, name: str, consumer: Consumer, position: Callable[[], int]) -> None:
+        super().__init__()
+        self.transport = transport
+        self.name = name
+        self.consumer = consumer
+        self.position = position
+        self.thread_name = f"{name}-follow-log"
+        self.what = f"following the event log for {name}"
+        self.retry_on = TransportError
+        self.streaming = False
+        self.acknowledger = Acknowledger(transport, name, position)
+        self._response: urllib3.BaseHTTPResponse | None = None
+        self._pool = urllib3.PoolManager(
+            num_pools=1, maxsize=1, retries=False, timeout=urllib3.Timeout(connect=1.0, read=self.SILENCE),
+        )
+
+    def step(self) -> int:
+        """Follow one stream until it ends; the events it carried (raises TransportError when none could be read)."""
+        if not self.transport._is_ours():
+            return 0
+        try:
+            response = self._pool.request(
+                "GET", self.transport.bus_url + "/events/stream", fields={"after": self.position(), "subscriber": self.name},
+                preload_content=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransportError(f"could not open the event stream at {self.transport.bus_url}: {exc}") from None
+        if response.status == NOT_FOUND:  # a bus from before streams: pushes carry everything
+            response.drain_conn()
+            log.info("the bus at %s offers no stream of its log; %s is pushed to", self.transport.bus_url, self.name)
+            return 0
+        if response.status != 200:
+            detail = response.data[:200].decode("utf-8", "replace")
+            raise TransportError(f"the bus refused to stream its log to {self.name}: HTTP {response.status}: {detail}")
+        return self._follow(response)
+
+    def _follow(self, response: urllib3.BaseHTTPResponse) -> int:
+        taken = 0
+        self._response, self.streaming = response, True
+        try:
+            rest = b""
+            for chunk in response.read_chunked():
+                *lines, rest = (rest + chunk).split(b"\n")
+                events = [Event.logged(orjson.loads(line)) for line in lines if line]
+                if events:
+                    self.consumer(events)
+                    taken += len(events)
+                    self.acknowledger.notify()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if not taken and not self._stop.is_set():
+                raise TransportError(f"the event stream from {self.transport.bus_url} dropped: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the consumer failed: asked for again from its position, later
+            raise TransportError(f"{self.name} could not apply events from the stream: {exc}") from None
+        finally:
+            self._response, self.streaming = None, False
+            response.close()  # never back into the pool half read
+            response.release_conn()
+        return max(taken, 1)  # a stream that carried on and ended is asked for again at once
+
+    def start(self) -> None:
+        self.acknowledger.start()
+        super().start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            response.shutdown()  # the read in progress returns now, not after SILENCE
+        super().stop(timeout)
+        self._pool.clear()
+        self.acknowledger.stop(timeout)
+
+
+class Acknowledger(Worker):
+    """Tells the bus the consumer's position after the batches it applied from the stream
+    (`PUT /events/cursors/NAME`): the bus moves its cursor, so its backlog is what the
+    consumer lacks and pushes resume from there if the stream ends. Off the events' path: the
+    stream reader only wakes it. At once after a quiet spell, then at most every `INTERVAL`
+    seconds, each saying the newest position: one request per write, on the bus, cost more CPU
+    than the push it replaced."""
+
+    INTERVAL = 0.05
+
+    idle_wait = None
+
+    def __init__(self, transport: HttpTransport, name: str, position: Callable[[], int]) -> None:
+        super().__init__()
+        self.transport = transport
+        self.name = name
+        self.position = position
+        self.thread_name = f"{name}-acknowledge"
+        self.what = f"telling the bus {name}'s position"
+        self.retry_on = TransportError
+        self.said = -1
+        self.said_at = 0.0
+
+    def step(self) -> int:
+        if self.position() == self.said:
+            return 0
+        pause = self.said_at + self.INTERVAL - time.monotonic()
+        if pause > 0 and self._stop.wait(pause):
+            return 0
+        self.said_at = time.monotonic()
+        seq = self.position()
+        body = orjson.dumps({"seq": seq})
+        response = self.transport._call("PUT", f"/events/cursors/{quote(self.name, safe='')}", body=body,
+                                        headers=signing.headers(self.transport.secret, body, self.name))
+        if response.status_code == NOT_FOUND:  # not one of the bus's subscribers: it keeps no cursor for it
+            self.said = seq
+            return 0
+        if response.status_code != 200:
+            raise TransportError(f"the bus answered {self.name}'s position with {response.status_code}: "
+                                 f"{response.text[:200]}")
+        self.said = seq
+        return 1
 
 
 def _by_position(whole: object, after: int, limit: int) -> list[Event]:

@@ -9,7 +9,7 @@ Consumers started under one name are a group with one cursor: each batch goes to
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -157,7 +157,8 @@ class InMemoryTransport(ParksNone):
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
         return self.bus.read_log(after, limit)
 
-    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = (ALL,)) -> None:
+    def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = (ALL,), *,
+                        position: Callable[[], int] | None = None) -> None:  # delivered at once: no stream to follow
         self._consuming.append((name, consumer))
         self.bus.subscribe(name, consumer, types)
 

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import amqp
@@ -256,7 +256,8 @@ class RabbitTransport(ParksNone):
                     except socket.timeout:
                         return last
 
-    def start_consuming(self, name: str, consumer: EventConsumer, types: Iterable[str] = ("#",)) -> None:
+    def start_consuming(self, name: str, consumer: EventConsumer, types: Iterable[str] = ("#",), *,
+                        position: Callable[[], int] | None = None) -> None:  # its own queue pushes: `position` unused
         types = tuple(types)
         if not types:
             return
