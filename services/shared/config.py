@@ -101,7 +101,9 @@ class Config:
     trace_sampler: str | None = None  # OTEL_TRACES_SAMPLER: the SDK's sampler instead of the rate (it reads _ARG too)
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT: also export to that collector
     log_format: str = "text"  # BLOG_LOG_FORMAT=json: one JSON object per log line, with trace and span ids
-    access_log: bool = True  # BLOG_ACCESS_LOG=0: no log line per HTTP request (services/shared/logs.py)
+    # BLOG_ACCESS_LOG: which HTTP requests get a log line (services/shared/logs.py): "writes" (every request but a
+    # read answered 2xx/3xx: a line costs a fifth of a cheap read's CPU), "all", or "off"
+    access_log: str = "writes"
     # BLOG_GATEWAY=1 (`blogctl up --gateway`): nginx in front of the formation on BLOG_GATEWAY_PORT (blogctl/gateway.py)
     gateway: bool = False
     gateway_port: int = 4080
@@ -236,6 +238,7 @@ def _subscribers(env: dict[str, str], table: Sequence[Service], url: Callable[[s
 
 
 PUBLISH_INLINE = ("off", "before-answer", "after-answer")  # BLOG_PUBLISH_INLINE's values, the default first
+ACCESS_LOG = ("writes", "all", "off")  # BLOG_ACCESS_LOG's values, the default first
 
 
 def _flag(env: dict[str, str], name: str, default: bool) -> bool:
@@ -394,7 +397,7 @@ def load(env: Mapping[str, str] | None, table: Sequence[Service]) -> Config:
         trace_sampler=env.get("OTEL_TRACES_SAMPLER") or None,
         otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         log_format=_choice(env, "BLOG_LOG_FORMAT", ("text", "json")),
-        access_log=_flag(env, "BLOG_ACCESS_LOG", Config.access_log),
+        access_log=_choice(env, "BLOG_ACCESS_LOG", ACCESS_LOG),
         gateway=_flag(env, "BLOG_GATEWAY", Config.gateway),
         gateway_port=_port(env, "gateway", default=Config.gateway_port),
         database_url=database_url,

@@ -3,7 +3,8 @@
 - **Requests** (logger `blog.access`, INFO, written by web.py's `log_requests`): `POST /posts 201 3.2 ms`,
   one line per request answered, as an access log (gunicorn's, uvicorn's) has, with the trace id when
   the request is in a kept trace. `/health` and `/metrics` are polled (`blogctl status`, `wait`, `top`,
-  a scraper): never logged. `BLOG_ACCESS_LOG=0` turns these lines off.
+  a scraper): never logged. `BLOG_ACCESS_LOG`: `writes` (the default: every request but a read answered
+  2xx or 3xx), `all`, or `off`.
 - **Events** (logger `blog.events`, INFO): a line at each hop of an event whose trace is kept:
   `published` by the outbox relay, `appended` by the bus to its log, `delivered` by the bus to a
   subscriber, `applied` by a consumer (committed). Each names the event, its position in the log,

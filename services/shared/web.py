@@ -57,8 +57,8 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
 
     if tracing.active() is not None:
         trace_writes(app, config, name)
-    if config.access_log:
-        log_requests(app)
+    if config.access_log != "off":
+        log_requests(app, every_read=config.access_log == "all")
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -94,18 +94,23 @@ def create_base_app(name: str, config: Config, import_name: str | None = None) -
 
 
 QUIET = frozenset({"/health", "/metrics"})  # polled (`blogctl status`, `wait`, `top`, a scraper): not logged
+ACKNOWLEDGEMENTS = "/events/cursors/"  # a streaming subscriber's position, every 50 ms under load: not logged either
 
 
-def log_requests(app: Flask) -> None:
+def log_requests(app: Flask, *, every_read: bool = False) -> None:
     """A line for each request `app` answers, but the polls of `QUIET` (logs.py): method, path, status and
-    milliseconds from its WSGI entry, as an access log has; the trace id comes with it, the span being current."""
+    milliseconds from its WSGI entry, as an access log has; the trace id comes with it, the span being current.
+    A read answered 2xx or 3xx gets one only with `every_read`: on Query's cheap reads (a 304, a page) the
+    line cost a quarter to a third of the rate (`blogctl bench --only read`, docs/performance.md#log-lines)."""
     clock = time.perf_counter
     access_log = logs.access_log
 
     @app.after_request
     def logged(response):
         path = request.path
-        if path in QUIET or not access_log.isEnabledFor(logging.INFO):
+        if path in QUIET or path.startswith(ACKNOWLEDGEMENTS) or not access_log.isEnabledFor(logging.INFO):
+            return response
+        if not every_read and request.method in UNTRACED_METHODS and response.status_code < 400:
             return response
         started = request.environ.get(STARTED)
         milliseconds = round((clock() - started) * 1000, 1) if started is not None else None

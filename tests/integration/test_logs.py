@@ -108,8 +108,20 @@ def test_what_no_trace_keeps_logs_its_request_only_and_without_a_trace_id(traced
     assert "trace_id" not in lines()[0]
 
 
+@pytest.mark.parametrize("setting, logged", [
+    (None, ["POST /posts 201", "GET /nowhere 404"]),  # the default, "writes": a read that succeeded has none
+    ("all", ["POST /posts 201", "GET /posts 200", "GET /nowhere 404"]),
+])
+def test_reads_that_succeed_are_logged_only_when_every_request_is(traced, lines, setting, logged):
+    blog = traced(rate=0, **({"BLOG_ACCESS_LOG": setting} if setting else {}))
+    blog.posts.post("/posts", json={"title": "read"})
+    assert blog.query.get("/posts").status_code == 200
+    assert blog.query.get("/nowhere").status_code == 404
+    assert [" ".join(line["message"].split()[:3]) for line in lines() if line["logger"] == "blog.access"] == logged
+
+
 def test_the_request_lines_can_be_turned_off(traced, lines):
-    blog = traced(BLOG_ACCESS_LOG="0")
+    blog = traced(BLOG_ACCESS_LOG="off")
     blog.posts.post("/posts", json={"title": "quiet"})
     assert [line["logger"] for line in lines()] == []  # its event is not relayed yet
 
