@@ -118,5 +118,7 @@ class Streams:
             for wake in self._open:
                 wake.set()
 
+    release_requests = stop  # at SIGTERM, before waitress waits for its request threads: each stream ends
+
 
 __all__ = ["HEARTBEAT", "STREAMS_MAX", "PastTheEnd", "Streams", "TooManyStreams"]

@@ -42,6 +42,7 @@ def run(declaration: Service, formation: Sequence[Service] = table.SERVICE_TABLE
 
     def terminate(signum, frame) -> None:
         terminated.set()
+        parts.release_requests()  # waitress waits for its request threads before serve() returns
         raise Terminated
 
     signal.signal(signal.SIGTERM, terminate)

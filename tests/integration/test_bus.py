@@ -1,5 +1,6 @@
 """The event bus's HTTP API through Flask's test client (delivery threads not started)."""
 import json
+import threading
 
 import pytest
 
@@ -165,3 +166,22 @@ def test_a_bad_acknowledgement_is_400_and_an_unknown_subscriber_404(bus_client, 
     answer = bus_client.put("/events/cursors/query", data=body, content_type="application/json")
     assert answer.status_code == 400 and "seq" in answer.json["error"]
     assert bus_client.put("/events/cursors/nobody", json={"seq": 0}).status_code == 404
+
+
+def test_an_open_stream_ends_as_soon_as_a_stopping_bus_releases_its_requests(bus_client):
+    """At SIGTERM the runner releases the requests held open before waitress waits for its threads
+    (up to 5 s): the stream ends at once, not at its next heartbeat, nor ever (its reader still there)."""
+    parts = bus_client.application.extensions["components"]
+    parts.start()
+    try:
+        response = bus_client.get("/events/stream?subscriber=query", buffered=False)
+        chunks = iter(response.response)
+        assert next(chunks) == b"\n"
+        ended = threading.Event()
+        reader = threading.Thread(target=lambda: (list(chunks), ended.set()), daemon=True)
+        reader.start()
+        parts.release_requests()
+        assert ended.wait(1.0), "the stream is still open"  # its heartbeat is every 2 s
+        response.close()
+    finally:
+        parts.stop()
