@@ -228,10 +228,7 @@ class Subscription:
         self.position = position
 
     def start(self) -> None:
-        if self.position is None:
-            self.transport.start_consuming(self.name, self.consume, types=self.types)
-        else:
-            self.transport.start_consuming(self.name, self.consume, types=self.types, position=self.position)
+        self.transport.start_consuming(self.name, self.consume, types=self.types, position=self.position)
 
     def stop(self) -> None:
         """Nothing here: closing the transport (stopped after this) ends its consumers."""
