@@ -39,7 +39,7 @@ class Sizes:
     comments_per_post: int
     rebuild_events: int
     latency_samples: int
-    tail_rounds: int  # interleaved runs of the tails scenario, of which it reports the median
+    tail_rounds: int  # runs of the tails scenario (interleaved) and of the rebuild, each reported as their median
 
     @classmethod
     def pick(cls, quick: bool) -> Sizes:

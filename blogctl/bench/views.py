@@ -7,7 +7,7 @@ import time
 from ..steps import bring_up
 from .carriers import comment_event, post_event
 from .harness import Bench, read_view, rss_kib, until
-from .report import Figure
+from .report import Figure, median_of
 
 
 def reads(bench: Bench) -> None:
@@ -67,22 +67,33 @@ def rebuild_and_memory(bench: Bench) -> None:
     fill_log(bench, bench.sizes.rebuild_events)
     report_memory(bench, f"after {bench.events_published:,} events")
     end = bench.events_published
-    with bench.step(f"rebuild Query from an empty store ({end:,} events)"):
-        bench.rt.formation.stop("query")
-        for path in bench.rt.config.data_dir.glob("query.db*"):
-            path.unlink()
-        started = time.perf_counter()
-        bring_up(bench.rt, ["query"])
-        until(lambda: rebuilt(bench), timeout=600, interval=0.02, what="Query to rebuild")
-        seconds = time.perf_counter() - started
-    caught_up = bench.health("query")["last_catch_up"] or {}
-    rate = caught_up.get("events", 0) / caught_up["seconds"] if caught_up.get("seconds") else 0.0
-    bench.report.add(Figure("rebuild", f"Query replaying {caught_up.get('events', 0):,} events from empty",
-                            rate, "events/s", target=">= 50,000", met=rate >= 50_000))
-    bench.report.add(Figure("rebuild", "the same, from process start to caught up", end / seconds, "events/s"))
-    view = bench.health("query")
-    bench.report.check("rebuild: the rebuilt view holds every post", view["posts"] == bench.posts_published,
-                       f"{view['posts']:,} of {bench.posts_published:,}")
+    replays, whole, events = [], [], 0
+    for run in range(bench.sizes.tail_rounds):  # the median of 3 (1 with --quick), as the target asks
+        with bench.step(f"rebuild Query from an empty store ({end:,} events), run {run + 1} of {bench.sizes.tail_rounds}"):
+            seconds, caught_up = rebuild_from_empty(bench)
+        events = caught_up.get("events", 0)
+        replays.append(events / caught_up["seconds"] if caught_up.get("seconds") else 0.0)
+        whole.append(end / seconds)
+        view = bench.health("query")
+        bench.report.check(f"rebuild {run + 1}: the rebuilt view holds every post", view["posts"] == bench.posts_published,
+                           f"{view['posts']:,} of {bench.posts_published:,}")
+    rate, spread = median_of(replays)
+    bench.report.add(Figure("rebuild", f"Query replaying {events:,} events from empty", rate, "events/s",
+                            target=">= 50,000", met=rate >= 50_000, spread=spread))
+    rate, spread = median_of(whole)
+    bench.report.add(Figure("rebuild", "the same, from process start to caught up", rate, "events/s", spread=spread))
+
+
+def rebuild_from_empty(bench: Bench) -> tuple[float, dict]:
+    """Query stopped, its store deleted, started again until caught up: the seconds from its start,
+    and its own account of the catch-up (`last_catch_up`: events read, seconds taken)."""
+    bench.rt.formation.stop("query")
+    for path in bench.rt.config.data_dir.glob("query.db*"):
+        path.unlink()
+    started = time.perf_counter()
+    bring_up(bench.rt, ["query"])
+    until(lambda: rebuilt(bench), timeout=600, interval=0.02, what="Query to rebuild")
+    return time.perf_counter() - started, bench.health("query")["last_catch_up"] or {}
 
 
 def rebuilt(bench: Bench) -> bool:

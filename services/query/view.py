@@ -40,23 +40,38 @@ CREATE TABLE IF NOT EXISTS comments (
     content TEXT NOT NULL,
     status  TEXT NOT NULL DEFAULT 'pending'
 );
-CREATE INDEX IF NOT EXISTS posts_in_order ON posts (seq);
-CREATE INDEX IF NOT EXISTS comments_in_order ON comments (seq);
+-- Read in log order only when Query starts (a scan and a sort): an index on seq cost every row of a rebuild
+-- another B-tree insert for nothing. Dropped from a view made before.
+DROP INDEX IF EXISTS posts_in_order;
+DROP INDEX IF EXISTS comments_in_order;
 """ + POSITION_SCHEMA
 
 
+# Each statement takes a batch's rows as one JSON array (`json_each`): one statement, one step, where
+# `executemany` steps once a row. Measured: sqlite3 lets the GIL go for every step and takes it back
+# after, so beside any other busy thread (the read-ahead, RabbitMQ's stream reader) each row waited
+# for its turn and a rebuild's writes took twice their time; with one step a page, SQLite's work
+# runs beside them instead (docs/performance-redesign.md). Rows are taken in order, as executemany takes them.
+_ROWS = "SELECT {} FROM json_each(?) WHERE true"  # `WHERE true`: SQLite's rule for an upsert from a SELECT
+
+
+def _row(*columns: str) -> str:
+    """The SELECT over a JSON array of rows: each column a row's item by index, or a literal."""
+    return _ROWS.format(", ".join(f"json_extract(value, '$[{c}]')" if c.isdigit() else c for c in columns))
+
+
 ADD_POSTS = (
-    "INSERT INTO posts (id, seq, title) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq"
+    f"INSERT INTO posts (id, seq, title) {_row('0', '1', '2')} ON CONFLICT (id) DO UPDATE SET seq = excluded.seq"
     " WHERE posts.seq IS NULL AND excluded.seq IS NOT NULL"
 )
 # A comment seen again (or after its update) only takes the log position it lacked.
 ADD_COMMENTS = (
-    "INSERT INTO comments (id, seq, post_id, content, status) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+    f"INSERT INTO comments (id, seq, post_id, content, status) {_row('0', '1', '2', '3', '4')} ON CONFLICT (id) DO UPDATE"
     " SET seq = excluded.seq WHERE comments.seq IS NULL AND excluded.seq IS NOT NULL"
 )
 # An update before its comment is kept (with no position until the comment comes); none goes back to pending.
 UPDATE_COMMENTS = (
-    "INSERT INTO comments (id, seq, post_id, content, status) VALUES (?, NULL, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+    f"INSERT INTO comments (id, seq, post_id, content, status) {_row('0', 'NULL', '1', '2', '3')} ON CONFLICT (id) DO UPDATE"
     " SET content = excluded.content, status = excluded.status"
     " WHERE excluded.status != 'pending' AND (comments.content != excluded.content OR comments.status != excluded.status)"
 )
@@ -65,16 +80,16 @@ UPDATE_COMMENTS = (
 @dataclass
 class Changes:
     """What a batch of events changes, recorded once by the handlers: written to SQLite with one
-    executemany per statement, then, once committed, to the in-memory mirror from the same rows."""
+    statement per table, then, once committed, to the in-memory mirror from the same rows."""
 
     posts: list[tuple] = field(default_factory=list)  # (id, seq, title)
     comments: list[tuple] = field(default_factory=list)  # (id, seq, post id, content, status)
     updates: list[tuple] = field(default_factory=list)  # (id, post id, content, status)
 
     def write(self, conn: sqlite3.Connection) -> None:
-        conn.executemany(ADD_POSTS, self.posts)
-        conn.executemany(ADD_COMMENTS, self.comments)
-        conn.executemany(UPDATE_COMMENTS, self.updates)
+        for statement, rows in ((ADD_POSTS, self.posts), (ADD_COMMENTS, self.comments), (UPDATE_COMMENTS, self.updates)):
+            if rows:
+                conn.execute(statement, (orjson.dumps(rows),))
 
 
 def add_post(post: PostCreated, event: Event, changes: Changes) -> None:
@@ -128,6 +143,7 @@ class Rendering:
     total: int  # posts in the whole view, for paging
 
 
+NO_COMMENTS = ()  # the comments of a post that has none yet: one shared empty sequence, rendered as []
 CACHED_PAGES = 64  # renderings kept per version: the whole view and the most asked-for pages
 # SQLite's default page cache for the view's connections: a rebuild inserts into B-trees keyed by
 # random ids, and with the 256 KiB the other services keep it spent a third more CPU a row (measured).
@@ -207,7 +223,8 @@ class QueryView:
             return
         if seq is None:
             self._unplaced_posts.add(post_id)
-        self._posts[post_id] = {"id": post_id, "title": title, "comments": self._comments_of(post_id).values}
+        comments = self._comments.get(post_id)  # a post's list is made with its first comment (most have none)
+        self._posts[post_id] = {"id": post_id, "title": title, "comments": NO_COMMENTS if comments is None else comments.values}
         self._order.add(self._key(seq), post_id)
 
     def _add_comment(self, comment_id: str, seq: int | None, post_id: str, content: str, status: str) -> None:
@@ -232,6 +249,9 @@ class QueryView:
         comments = self._comments.get(post_id)
         if comments is None:
             comments = self._comments[post_id] = _Ordered()
+            post = self._posts.get(post_id)
+            if post is not None:  # its entry shares the list from now on
+                post["comments"] = comments.values
         return comments
 
     def _mirror(self, changes: Changes) -> None:

@@ -9,10 +9,11 @@ Applying is idempotent, so an event that comes both ways changes nothing the sec
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -158,6 +159,25 @@ class ConsumingStore:
         return apply_batch(self.db, events, handle, from_log=from_log)
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (one catch-up), then a young collection.
+
+    Applying a page makes thousands of objects that live until the page is done, and Query's view
+    keeps each post's; at CPython's default the collector ran every 700 allocations and its
+    passes over that growing heap were half of a rebuild's CPU (measured: docs/performance-redesign.md).
+    Nothing here makes reference cycles in bulk. Only for the catch-up: the process's thresholds stay
+    (raised for good, they grew the bus's memory by half under the bench's publishing)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+            gc.collect(1)
+
+
 class CatchUp(Worker):
     """Reads the log after the service's position: once at start, then whenever `request()` is called."""
 
@@ -177,22 +197,21 @@ class CatchUp(Worker):
         self.page = page
         self.running = False
         self.last_run: dict | None = None  # events read and seconds taken by the last catch-up
+        self.caught_up = False  # a pass has read the log to its end
 
     def catch_up_once(self) -> int:
         """Apply the log after `applied_seq` until its end; return how many events were read.
 
-        The next page is fetched while this one is applied: reading (bus, network, parsing)
-        and applying (SQLite) then overlap instead of taking turns.
+        The transport fetches the next page while this one is applied (`read_ahead`): the bus or
+        broker reading its log then overlaps with applying (SQLite) instead of taking turns.
         """
         read = 0
         started = time.perf_counter()
         if self.origin is not None and (why := self.origin.check(self.transport)):
             log.warning("%s: %s; reading it from its start", self.name, why)
         pages = self.transport.iter_log(after=self.position(), page=self.page)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catch-up-read") as reader:
-            pending = reader.submit(next, pages, None)
-            while (events := pending.result()) is not None:
-                pending = reader.submit(next, pages, None)
+        with collector_paused():
+            for events in pages:
                 self.apply(events, from_log=True)
                 read += len(events)
         self.last_error = None
@@ -203,9 +222,11 @@ class CatchUp(Worker):
     def step(self) -> int:
         self.running = True
         try:
-            return self.catch_up_once()
+            read = self.catch_up_once()
         finally:
             self.running = False
+        self.caught_up = True
+        return read
 
     request = Worker.notify  # a gap was seen: catch up soon, in the background
 
@@ -220,7 +241,7 @@ class Subscription:
     stream where the transport offers one (the HTTP bus: services/bus/stream.py)."""
 
     def __init__(self, name: str, transport: Transport, consume: Callable[[list[Event]], None],
-                 types: Iterable[str], *, position: Callable[[], int] | None = None) -> None:
+                 types: Iterable[str], *, position: Callable[[], int | None] | None = None) -> None:
         self.name = name
         self.transport = transport
         self.consume = consume
@@ -266,8 +287,14 @@ def register_consumer(app: Flask, name: str, store: Store, transport: Transport,
             catch_up.request()
 
     parts = components(app)
-    position = (lambda: store.applied_seq) if follow_log else None
-    parts.add("consumer", Subscription(subscription or name, transport, consume, types, position=position))
+
+    def position() -> int | None:
+        # None until the catch-up has read what the consumer lacked: a stream opened meanwhile would
+        # carry the same events beside it (a rebuild from empty read the whole log twice).
+        return store.applied_seq if catch_up.caught_up else None
+
+    parts.add("consumer", Subscription(subscription or name, transport, consume, types,
+                                       position=position if follow_log else None))
     parts.add("catch-up", catch_up)
     app.register_blueprint(events_blueprint(consume))
     return catch_up

@@ -29,7 +29,7 @@ from .. import signing
 from ..events import Event, InvalidEvent
 from ..http import Answer, HttpClient, Unreachable
 from ..worker import Worker
-from . import PAGE, Consumer, Description, RecentIds, RedeliveryRefused, TransportError, log_pages
+from . import PAGE, Consumer, Description, RecentIds, RedeliveryRefused, TransportError, read_ahead
 
 log = logging.getLogger(__name__)
 NOT_FOUND = 404
@@ -108,14 +108,16 @@ class HttpTransport:
         return self._ours
 
     def read_log(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        return self._decode_log(self._fetch_log(after, limit), after, limit)
+
+    def _fetch_log(self, after: int, limit: int) -> tuple[bool, Answer]:
+        """`GET /events` after `after`: whether the bus is ours, and its answer (read, not decoded)."""
         try:
             ours = self._is_ours()
             response = self._call("GET", "/events", params={"after": after, "limit": limit})
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
-            if ours:
-                return [Event.logged(raw) for raw in response.json()]  # validated by the bus when appended
-            return _by_position(response.json(), after, limit)
+            return ours, response
         except ValueError as exc:
             self._ours = None
             raise TransportError(f"could not read the event log at {self.bus_url}: {exc}") from None
@@ -123,8 +125,18 @@ class HttpTransport:
             self._ours = None
             raise
 
+    def _decode_log(self, fetched: tuple[bool, Answer], after: int, limit: int) -> list[Event]:
+        ours, response = fetched
+        try:
+            if ours:
+                return [Event.logged(raw) for raw in response.json()]  # validated by the bus when appended
+            return _by_position(response.json(), after, limit)
+        except ValueError as exc:
+            self._ours = None
+            raise TransportError(f"could not read the event log at {self.bus_url}: {exc}") from None
+
     def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = ("#",), *,
-                        position: Callable[[], int] | None = None) -> None:
+                        position: Callable[[], int | None] | None = None) -> None:
         """The bus pushes every event to the consumer's own `POST /events` route: nothing to start. With
         `position` (the consumer's own, read at each connection), the log is also followed as one
         long-lived stream from there (`LogFollower`), and the bus pushes nothing while that stream is open."""
@@ -147,7 +159,7 @@ class HttpTransport:
         )
 
     def iter_log(self, after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
-        return log_pages(self.read_log, after, page)
+        return read_ahead(self._fetch_log, self._decode_log, after, page)
 
     def backlog(self) -> list[dict[str, Any]]:
         """Each subscriber of the bus: its cursor, its lag (`waiting`), failures and last error."""
@@ -210,8 +222,10 @@ class LogFollower(Worker):
     idle_wait = None  # a bus with no stream: pushed to from then on
 
     SILENCE = 3 * HEARTBEAT
+    NOT_YET = 0.1  # seconds between looks at a position not given yet
 
-    def __init__(self, transport: HttpTransport, name: str, consumer: Consumer, position: Callable[[], int]) -> None:
+    def __init__(self, transport: HttpTransport, name: str, consumer: Consumer,
+                 position: Callable[[], int | None]) -> None:
         super().__init__()
         self.transport = transport
         self.name = name
@@ -229,11 +243,15 @@ class LogFollower(Worker):
 
     def step(self) -> int:
         """Follow one stream until it ends; the events it carried (raises TransportError when none could be read)."""
+        after = self.position()
+        if after is None:  # the consumer is still reading what it lacks from the log: the bus pushes meanwhile
+            self._stop.wait(self.NOT_YET)
+            return 1
         if not self.transport._is_ours():
             return 0
         try:
             response = self._pool.request(
-                "GET", self.transport.bus_url + "/events/stream", fields={"after": self.position(), "subscriber": self.name},
+                "GET", self.transport.bus_url + "/events/stream", fields={"after": after, "subscriber": self.name},
                 preload_content=False,
             )
         except urllib3.exceptions.HTTPError as exc:
@@ -296,7 +314,7 @@ class Acknowledger(Worker):
 
     idle_wait = None
 
-    def __init__(self, transport: HttpTransport, name: str, position: Callable[[], int]) -> None:
+    def __init__(self, transport: HttpTransport, name: str, position: Callable[[], int | None]) -> None:
         super().__init__()
         self.transport = transport
         self.name = name
@@ -308,7 +326,7 @@ class Acknowledger(Worker):
         self.said_at = 0.0
 
     def step(self) -> int:
-        if self.position() == self.said:
+        if self.position() in (None, self.said):
             return 0
         pause = self.said_at + self.INTERVAL - time.monotonic()
         if pause > 0 and self._stop.wait(pause):

@@ -158,7 +158,7 @@ class InMemoryTransport(ParksNone):
         return self.bus.read_log(after, limit)
 
     def start_consuming(self, name: str, consumer: Consumer, types: Iterable[str] = (ALL,), *,
-                        position: Callable[[], int] | None = None) -> None:  # delivered at once: no stream to follow
+                        position: Callable[[], int | None] | None = None) -> None:  # delivered at once: no stream to follow
         self._consuming.append((name, consumer))
         self.bus.subscribe(name, consumer, types)
 

@@ -45,7 +45,7 @@ from ..events import Event, InvalidEvent
 from ..retry import POLICY
 from ..tracing import TRACEPARENT, TRACESTATE, trace_headers
 from . import Consumer as EventConsumer
-from . import PAGE, UNKNOWN_SOURCE, Description, ParksNone, RecentIds, TransportError, log_pages, printable
+from . import PAGE, UNKNOWN_SOURCE, Description, ParksNone, RecentIds, TransportError, printable, read_ahead
 from .amqp_wire import TRANSPORT, coalesced_writes
 from .rabbit_stream import STREAM_PORT, StreamLog, StreamUnavailable
 
@@ -154,16 +154,19 @@ class RabbitTransport(ParksNone):
         else over AMQP. Either way the stream's end is looked up first, so a broker slow to deliver
         is waited for (up to `stall` seconds without a message) rather than taken for the end of the log.
         """
+        return _decode_log(self._fetch_log(after, limit, stall))
+
+    def _fetch_log(self, after: int, limit: int, stall: float = 10.0) -> list[Event] | list[tuple[int, bytes, str | None]]:
+        """Events read over AMQP, or the stream protocol's entries (offset, body, publisher), not decoded yet."""
         reader = self._log_reader()
         if not reader:
             return self._read_log_amqp(after, limit, stall)
         try:
-            entries = reader.read(after, limit, stall)
+            return reader.read(after, limit, stall)
         except StreamUnavailable as exc:
             with self._stream_lock:
                 self._drop_stream_log()  # decided again at the next read: the broker may be back, or another
             raise TransportError(f"could not read the event stream at {self.safe_url}: {exc}") from None
-        return [_logged_event(body, app_id, offset) for offset, body, app_id in entries]
 
     def _log_reader(self) -> StreamLog | bool:
         """The stream protocol's reader when the broker has the `rabbitmq_stream` plugin on, else False
@@ -257,7 +260,7 @@ class RabbitTransport(ParksNone):
                         return last
 
     def start_consuming(self, name: str, consumer: EventConsumer, types: Iterable[str] = ("#",), *,
-                        position: Callable[[], int] | None = None) -> None:  # its own queue pushes: `position` unused
+                        position: Callable[[], int | None] | None = None) -> None:  # its own queue pushes: `position` unused
         types = tuple(types)
         if not types:
             return
@@ -310,7 +313,7 @@ class RabbitTransport(ParksNone):
         )
 
     def iter_log(self, after: int = 0, page: int = PAGE) -> Iterator[list[Event]]:
-        return log_pages(self.read_log, after, page)
+        return read_ahead(self._fetch_log, lambda fetched, after, page: _decode_log(fetched), after, page)
 
     def backlog(self) -> list[dict]:
         """Each consumer's queue (`waiting`: its ready messages) and the stream (the log: `waiting` None)."""
@@ -429,7 +432,11 @@ def _event(body, message, seq: int | None = None) -> Event:
                    tracestate=headers.get(TRACESTATE, event.tracestate))
 
 
-def _logged_event(body: bytes, publisher: str | None, offset: int) -> Event:
+def _decode_log(fetched: list[Event] | list[tuple[int, bytes, str | None]]) -> list[Event]:
+    return [entry if isinstance(entry, Event) else _logged_event(*entry) for entry in fetched]
+
+
+def _logged_event(offset: int, body: bytes, publisher: str | None) -> Event:
     """An event read from the stream at `offset`, made in one go (a rebuild makes thousands a second):
     its source and position put in; its trace context is the envelope's. Not validated again: only
     this transport's `publish` writes to the stream, with events the services validated."""
