@@ -29,9 +29,9 @@ def free_port() -> int:
 
 @contextmanager
 def supervised(name: str, module: str, *args: str, answers: str, env: Mapping[str, str] | None = None,
-               timeout: float = 30.0) -> Iterator[None]:
-    """`python -m module args...` as process `name` until the block ends; ready once `answers` (a URL)
-    answers 200. ServiceFailed, with the end of its log, when it dies or stays silent."""
+               timeout: float = 30.0) -> Iterator[int]:
+    """`python -m module args...` as process `name` until the block ends (gives its pid); ready once
+    `answers` (a URL) answers 200. ServiceFailed, with the end of its log, when it dies or stays silent."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"blogctl-{name}-"))
     procfile = run_dir / "Procfile"
     procfile.write_text(f"{name}: exec {shlex.join([sys.executable, '-m', module, *args])}\n")
@@ -46,7 +46,7 @@ def supervised(name: str, module: str, *args: str, answers: str, env: Mapping[st
 
             formation.start(name)
             formation.wait_healthy([name], ready, timeout=timeout)
-        yield
+        yield formation.state(name).pid
     finally:
         formation.stop(name)
         shutil.rmtree(run_dir, ignore_errors=True)

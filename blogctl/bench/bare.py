@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from flask import Flask, jsonify
 
@@ -27,12 +28,18 @@ def create_app() -> Flask:
     return app
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    pid: int  # its process (and process group): what its CPU is read from
+
+
 @contextmanager
-def bare_endpoint(port: int) -> Iterator[str]:
+def bare_endpoint(port: int) -> Iterator[Endpoint]:
     """The bare endpoint in a process of its own on 127.0.0.1:`port`, stopped on leaving."""
     url = f"http://127.0.0.1:{port}/"
-    with supervised("bare", "blogctl.bench.bare", str(port), answers=url, timeout=20):
-        yield url
+    with supervised("bare", "blogctl.bench.bare", str(port), answers=url, timeout=20) as pid:
+        yield Endpoint(url, pid)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The scenarios (scenarios.py, views.py, tails.py) are functions of a `Bench`; it 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,22 @@ def until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.0
 def read_view(client: BlogClient, **kwargs: Any) -> Answer:
     """Query's view as bytes, not parsed: the load generator must not spend the machine's CPU on JSON."""
     return client.request("query", "GET", "/posts", **kwargs)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of the processes in `pid`'s process group (a service started in a session
+    of its own, and anything it started), read from /proc: what a load cost it, read around the load."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == pid:  # its process group
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
@@ -171,6 +188,10 @@ class Bench:
         raise BlogctlError("benchmark gave up after 30s waiting for a new post to reach the view")
 
     # The formation
+
+    def cpu(self) -> dict[str, float]:
+        """Each running process of the formation: its CPU seconds so far (`cpu_seconds`)."""
+        return {state.name: cpu_seconds(state.pid) for state in self.rt.formation.states() if state.running}
 
     def health(self, service: str) -> dict:
         return self.client.health(service, timeout=60)

@@ -30,9 +30,9 @@ from ..runtime import Runtime
 from ..steps import bring_up
 from ..supervise import free_port
 from . import front
-from .bare import bare_endpoint
+from .bare import Endpoint, bare_endpoint
 from .carriers import carrier_for, post_event
-from .harness import CLIENTS, POST, Bench, Sizes
+from .harness import CLIENTS, POST, Bench, Sizes, cpu_seconds
 from .load import percentile
 from .report import Figure, Report, memory_ratio
 from .servers import SERVERS
@@ -42,15 +42,18 @@ from .views import reads, rebuild_and_memory, report_memory, seed_view
 
 
 # The bare endpoint: the limit of this stack on this machine
-def measure_bare(bench: Bench, bare_url: str) -> None:
-    bench.bare_url = bare_url
+def measure_bare(bench: Bench, bare: Endpoint) -> None:
+    bench.bare_url = bare_url = bare.url
     with bench.step("bare endpoint (waitress + Flask, {})"):
         # Straight through the client's HTTP layer: the bare endpoint is no service of the formation.
+        before = cpu_seconds(bare.pid)
         load = bench.load(lambda c, *_: c.http.request("GET", bare_url).status_code == 200)
+        cpu = (cpu_seconds(bare.pid) - before) / max(load.count, 1)
         idle = bench.sequential(lambda: bench.client.http.request("GET", bare_url))
-    bench.bare = {"rate": load.rate, "p50": load.percentile(50), "round_trip": statistics.median(idle)}
+    bench.bare = {"rate": load.rate, "p50": load.percentile(50), "round_trip": statistics.median(idle), "cpu": cpu}
     bench.report.add(Figure("bare", f"GET {{}} with {CLIENTS} clients", load.rate, "req/s"))
     bench.report.add(Figure("bare", "round trip, idle, p50", bench.bare["round_trip"] * 1000, "ms"))
+    bench.report.add(Figure("bare", f"server CPU per request, {CLIENTS} clients", cpu * 1e6, "us"))
 
 
 # 1. Publish throughput
@@ -79,12 +82,14 @@ def publish(bench: Bench) -> None:
 # 2. End to end
 def end_to_end(bench: Bench) -> None:
     with bench.step(f"POST /posts with {CLIENTS} clients"):
+        before = bench.cpu()
         load = bench.load(lambda c, *_: bench.create_post(c))
     bench.report.add(Figure("end to end", f"POST /posts, {CLIENTS} clients", load.rate, "req/s",
                             ratio=load.rate / bench.bare["rate"], ratio_of="bare req/s",
                             reference="193 req/s, p50 38 ms (Node)"))
     bench.report.add(Figure("end to end", "POST /posts p50", load.percentile(50) * 1000, "ms"))
     bench.settle()
+    write_cpu(bench, before, load.count)
     with bench.step("write-to-view latency, idle"):
         idle = bench.sequential(bench.write_then_see)
     round_trip = bench.bare["round_trip"]
@@ -99,6 +104,21 @@ def end_to_end(bench: Bench) -> None:
                             ratio=statistics.median(loaded) / round_trip, ratio_of="bare round trip"))
     bench.report.add(Figure("end to end", "write-to-view p99, under load", percentile(loaded, 99) * 1000, "ms"))
     bench.settle()
+
+
+def write_cpu(bench: Bench, before: dict[str, float], writes: int) -> None:
+    """What the writes cost each process of the formation in CPU, until every consumer had them, per
+    write and against the bare endpoint's CPU per request: on 2 cores the rates' ratio follows it."""
+    spent = {name: seconds - before.get(name, 0.0) for name, seconds in bench.cpu().items()}
+    bare = bench.bare["cpu"] or float("inf")
+    outside = "" if bench.carrier.description.process else f" ({bench.carrier.name}'s own not counted)"
+    total = sum(spent.values()) / max(writes, 1)
+    bench.report.add(Figure("end to end", f"POST /posts: CPU per write, every service{outside}", total * 1e6, "us",
+                            ratio=total / bare, ratio_of="bare request's"))
+    for name, seconds in spent.items():
+        each = seconds / max(writes, 1)
+        bench.report.add(Figure("end to end", f"POST /posts: CPU per write, {name}", each * 1e6, "us",
+                                ratio=each / bare, ratio_of="bare request's"))
 
 
 # What "acknowledged means on disk" costs
@@ -236,10 +256,10 @@ def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False, 
     report = Report(quick=quick, transport="", machine=machine())
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=render.err_console, transient=False) as progress:
-        with fresh_formation(env) as rt, bare_endpoint(free_port()) as bare_url, carrier_for(rt) as carrier:
+        with fresh_formation(env) as rt, bare_endpoint(free_port()) as bare, carrier_for(rt) as carrier:
             report.transport = carrier.description.kind
             bench = Bench(rt, carrier, sizes, report, progress)
-            measure_bare(bench, bare_url)
+            measure_bare(bench, bare)
             seed_view(bench, 167, sizes.comments_per_post)  # ~1,000 events
             report_memory(bench, f"after {bench.events_published:,} events")
             run = {"read": reads,  # first, so the view holds exactly the posts and comments it names

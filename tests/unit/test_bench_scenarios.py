@@ -47,3 +47,27 @@ def test_a_skipped_scenario_is_reported_with_its_reason_and_no_figure():
     front.measure(SimpleNamespace(report=report), database_url=None, formation=None)
     assert report.figures == [] and report.lost_nothing
     assert [scenario for scenario, _ in report.skipped] == ["gateway"]
+
+
+def test_cpu_is_read_for_a_whole_process_group_and_only_it():
+    import subprocess
+    import sys
+    import time
+
+    from blogctl.bench.harness import cpu_seconds
+
+    # A group of two processes, each burning about 0.3 s of CPU: the group's figure counts both.
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nimport sys; sys.stdin.read()"
+    leader = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, process_group=0)
+    member = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, process_group=leader.pid)
+    try:
+        for _ in range(200):  # until both burnt their share (then they wait on stdin)
+            if cpu_seconds(leader.pid) >= 0.6:
+                break
+            time.sleep(0.05)
+        assert 0.6 <= cpu_seconds(leader.pid) < 1.5
+    finally:
+        for process in (member, leader):
+            process.stdin.close()
+            process.wait(10)
+    assert cpu_seconds(leader.pid) == 0.0  # gone: nothing is counted
