@@ -175,8 +175,11 @@ class Bench:
         """POST a post, then read Query until it shows: with its ETag and `wait`, Query answers
         the moment the view changes (as the blog page reads it), so no poll interval is added."""
         self.create_post(self.client)
+        self.see(self.posts_published)
+
+    def see(self, target: int) -> None:
+        """Read Query until its view holds `target` posts, as the blog page reads it."""
         # Query's newest post is the last one: a page of one at the end of the view.
-        target = self.posts_published
         page = {"offset": target - 1, "limit": 1, "wait": 5}
         headers: dict[str, str] = {}
         deadline = time.monotonic() + 30

@@ -29,7 +29,7 @@ from ..errors import BlogctlError
 from ..runtime import Runtime
 from ..steps import bring_up
 from ..supervise import free_port
-from . import front
+from . import front, hops
 from .bare import Endpoint, bare_endpoint
 from .carriers import carrier_for, post_event
 from .harness import CLIENTS, POST, Bench, Sizes, cpu_seconds
@@ -231,7 +231,7 @@ def machine() -> dict:
 
 # The scenarios `--only` may name, in the order a run takes them; durability compares with the
 # figures of publish and end to end, so it brings them along.
-SCENARIOS = ("read", "publish", "end-to-end", "tails", "durability", "inline", "tracing", "rebuild", "gateway")
+SCENARIOS = ("read", "publish", "end-to-end", "hops", "tails", "durability", "inline", "tracing", "rebuild", "gateway")
 NEEDS = {"durability": ("publish", "end-to-end"), "inline": ("end-to-end",)}
 
 
@@ -263,7 +263,7 @@ def run_bench(*, quick: bool, broker: str | None = None, servers: bool = False, 
             seed_view(bench, 167, sizes.comments_per_post)  # ~1,000 events
             report_memory(bench, f"after {bench.events_published:,} events")
             run = {"read": reads,  # first, so the view holds exactly the posts and comments it names
-                   "publish": publish, "end-to-end": end_to_end,
+                   "publish": publish, "end-to-end": end_to_end, "hops": hops.measure,
                    "tails": lambda bench: Tails(bench).measure(sizes.tail_rounds), "durability": durability,
                    "inline": publish_inline,
                    "tracing": lambda bench: tracing_cost(bench, rounds=1 if quick else 3),

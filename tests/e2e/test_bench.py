@@ -30,9 +30,16 @@ def test_quick_bench_runs_every_scenario_and_loses_nothing(tmp_path, transport):
     assert printed["transport"] == transport
     assert printed["lost_nothing"] is True and all(held for _, held, _ in printed["checks"])
     scenarios = {figure["scenario"] for figure in printed["figures"]}
-    assert scenarios == {"bare", "publish", "end to end", "tails", "durability", "inline", "tracing", "read", "rebuild",
-                         "memory"}
+    assert scenarios == {"bare", "publish", "end to end", "hops", "tails", "durability", "inline", "tracing", "read",
+                         "rebuild", "memory"}
     assert all(figure["value"] > 0 for figure in printed["figures"])
+    # Write-to-view hop by hop: Posts' request first, then Query's apply, then the client shown the post.
+    hops = [f["name"] for f in printed["figures"] if f["scenario"] == "hops" and f["name"].endswith(": starts at")]
+    assert hops[0] == "posts: POST /posts: starts at" and hops[-1] == "client: is shown the post by Query: starts at"
+    assert "query: process PostCreated: starts at" in hops
+    # What a write costs each process, against the bare endpoint's CPU per request.
+    costs = {f["name"]: f for f in printed["figures"] if f["name"].startswith("POST /posts: CPU per write")}
+    assert "POST /posts: CPU per write, posts" in costs and all(f["ratio"] > 0 for f in costs.values())
     delivered = next(f for f in printed["figures"] if f["name"].startswith("delivered to"))
     assert delivered["ratio"] > 0 and printed["machine"]["cpus"] >= 1
 
