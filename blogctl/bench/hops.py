@@ -14,6 +14,7 @@ import time
 from collections import Counter
 
 from services.shared import span_store
+from services.table import SERVICE_TABLE
 
 from ..errors import BlogctlError
 from ..trace import waterfall
@@ -28,6 +29,11 @@ def measure(bench: Bench) -> None:
     names = list(bench.rt.formation.names)
     bench.restart(names, {"BLOG_TRACE_RATE": TRACE_EVERY_WRITE})
     try:
+        # Started again, a consumer first reads the log after its position (on RabbitMQ, Query's queue
+        # gives none: it reads most of the stream again): the writes are measured once that is done.
+        consumers = [spec.name for spec in SERVICE_TABLE if spec.handlers]
+        until(lambda: all(bench.health(name).get("caught_up") for name in consumers), timeout=600, interval=0.1,
+              what="the consumers restarted with tracing to catch up")
         with bench.step(f"write-to-view, hop by hop ({bench.sizes.latency_samples} traced writes)"):
             writes = [traced_write(bench) for _ in range(bench.sizes.latency_samples)]
             # The services write finished spans out in batches (every 0.5 s): wait for the last write's to Query.

@@ -231,7 +231,8 @@ class CatchUp(Worker):
     request = Worker.notify  # a gap was seen: catch up soon, in the background
 
     def health(self) -> dict:
-        return dict(catching_up=self.running, catch_up_error=self.last_error, last_catch_up=self.last_run)
+        return dict(catching_up=self.running, caught_up=self.caught_up, catch_up_error=self.last_error,
+                    last_catch_up=self.last_run)
 
 
 class Subscription:
