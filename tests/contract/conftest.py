@@ -115,7 +115,10 @@ def serve(app: Flask, port: int = 0) -> tuple[int, callable]:
             return  # stopped already
         # Closed from inside the server's own loop (its trigger runs the call there): closing the
         # listening socket from here would pull it from under the loop's select() (EBADF).
-        server.trigger.pull_trigger(lambda: [channel.close() for channel in list(server._map.values())])
+        try:
+            server.trigger.pull_trigger(lambda: [channel.close() for channel in list(server._map.values())])
+        except OSError:  # its loop closed the trigger already: the server is stopping on its own
+            pass
         thread.join(5)
         server.task_dispatcher.shutdown()
 

@@ -268,6 +268,10 @@ class LogFollower(Worker):
     def _follow(self, response: urllib3.BaseHTTPResponse) -> int:
         taken = 0
         self._response, self.streaming = response, True
+        # The bus pushes nothing while the stream is open, and the stream carries only what is after
+        # the position: said at once, the consumer's cursor there moves past what its catch-up (or
+        # pushes before) applied, which no stream batch would ever acknowledge.
+        self.acknowledger.notify()
         try:
             rest = b""
             for chunk in response.read_chunked():
