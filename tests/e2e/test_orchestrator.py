@@ -189,8 +189,13 @@ def test_logs_grep_and_trace_find_one_traces_lines_across_processes(blogctl, tmp
         first = json.loads(follow.stdout.readline())
         assert (first["service"], json.loads(first["line"])["message"]) == ("reader", "applied p-5")
     finally:
-        os.killpg(follow.pid, signal.SIGINT)
-        follow.wait(10)
+        os.killpg(follow.pid, signal.SIGINT)  # Ctrl-C ends it
+        try:
+            follow.wait(30)  # a slow machine's exit took more than 10 s in CI
+        except subprocess.TimeoutExpired:
+            os.killpg(follow.pid, signal.SIGKILL)
+            follow.wait(10)
+            raise
     blogctl(*options, "down")
 
 
