@@ -55,9 +55,14 @@ def measure(bench: Bench) -> None:
                                     ratio_of="bare round trip"))
 
 
+def hop_key(hop: dict) -> str:
+    """A hop of a waterfall by what it is: `service: operation`, and the subscriber of a delivery."""
+    return f"{hop['service']}: {hop['operation']}" + (f" to {hop['subscriber']}" if hop["subscriber"] else "")
+
+
 def reached_view(bench: Bench, post_id: str) -> bool:
     data_dir = bench.rt.config.data_dir
-    return any(f"{hop['service']}: {hop['operation']}".startswith(VIEW)
+    return any(hop_key(hop).startswith(VIEW)
                for trace_id in span_store.find_traces(data_dir, post_id)
                for hop in waterfall(span_store.read_spans(data_dir, trace_id))["spans"])
 
@@ -93,8 +98,7 @@ def hop_times(bench: Bench, writes: list[tuple[str, int, int, int]]) -> tuple[di
             # From when the client sent the POST: its clock and the services' are this machine's.
             shift = (min(span["start_ns"] for span in spans) - sent) / 1e6
             for hop in waterfall(spans)["spans"]:
-                key = f"{hop['service']}: {hop['operation']}" + (f" to {hop['subscriber']}" if hop["subscriber"] else "")
-                hops.setdefault(key, (hop["offset_ms"] + shift, hop["duration_ms"]))
+                hops.setdefault(hop_key(hop), (hop["offset_ms"] + shift, hop["duration_ms"]))
         if hops:
             for key, at in (("client: has its 201", answered), ("client: is shown the post by Query", shown)):
                 hops[key] = ((at - sent) / 1e6, None)

@@ -167,7 +167,7 @@ def collector_paused() -> Iterator[None]:
     keeps each post's; at CPython's default the collector ran every 700 allocations and its
     passes over that growing heap were half of a rebuild's CPU (measured: docs/performance-redesign.md).
     Nothing here makes reference cycles in bulk. Only for the catch-up: the process's thresholds stay
-    (raised for good, they grew the bus's memory by half under the bench's publishing)."""
+    CPython's, so a service's steady state is as it was."""
     was = gc.isenabled()
     gc.disable()
     try:
